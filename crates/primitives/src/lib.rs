@@ -1,0 +1,299 @@
+//! Shared types of Erigolem: networks, start arguments, node state and the runtime's STATUS document.
+//!
+//! These are the contract between the provider runtime (`ya-runtime-erigon`), the requestor server
+//! and the UI (DESIGN.md §2); their JSON shapes are part of the public protocol.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+mod instance;
+pub use instance::{InstanceName, InvalidInstanceName};
+
+/// An Ethereum network a node can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    Mainnet,
+    Sepolia,
+    Holesky,
+    Hoodi,
+    /// A local development chain (anvil); blocks are produced on a timer.
+    Dev,
+}
+
+impl Network {
+    pub const ALL: [Network; 5] = [
+        Network::Mainnet,
+        Network::Sepolia,
+        Network::Holesky,
+        Network::Hoodi,
+        Network::Dev,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Network::Mainnet => "mainnet",
+            Network::Sepolia => "sepolia",
+            Network::Holesky => "holesky",
+            Network::Hoodi => "hoodi",
+            Network::Dev => "dev",
+        }
+    }
+
+    /// The EIP-155 chain id.
+    pub fn chain_id(self) -> u64 {
+        match self {
+            Network::Mainnet => 1,
+            Network::Sepolia => 11_155_111,
+            Network::Holesky => 17_000,
+            Network::Hoodi => 560_048,
+            Network::Dev => 1337,
+        }
+    }
+}
+
+/// How an activity gets its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A synced node the provider keeps running; the activity gets its own credentials in front of it.
+    Shared,
+    /// A node spawned for this activity alone (own data dir, own ports).
+    Dedicated,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 2] = [Mode::Shared, Mode::Dedicated];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Shared => "shared",
+            Mode::Dedicated => "dedicated",
+        }
+    }
+}
+
+/// Erigon 3's `--prune.mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Prune {
+    #[default]
+    Full,
+    Archive,
+    Minimal,
+}
+
+impl Prune {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Prune::Full => "full",
+            Prune::Archive => "archive",
+            Prune::Minimal => "minimal",
+        }
+    }
+}
+
+macro_rules! display_from_str {
+    ($($ty:ty),*) => {$(
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl FromStr for $ty {
+            type Err = serde_json::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                serde_json::from_value(serde_json::Value::String(s.to_owned()))
+            }
+        }
+    )*};
+}
+display_from_str!(Network, Mode, Prune);
+
+/// Arguments of the runtime's `start` command; every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartArgs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<Prune>,
+    /// Name of the endpoint path (`/<instance>/`); generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<InstanceName>,
+}
+
+/// Why start arguments were refused.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid start arguments: {0}")]
+pub struct InvalidStartArgs(#[from] serde_json::Error);
+
+impl StartArgs {
+    /// Parses the `start` command's arguments: nothing, or one JSON object (possibly split over
+    /// several argv words by the caller).
+    pub fn parse(words: &[String]) -> Result<Self, InvalidStartArgs> {
+        let text = words.join(" ");
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+/// A secret string: serialized as itself, never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// HTTP basic-auth credentials of one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    pub user: String,
+    pub password: Secret,
+}
+
+/// Where a node is in its life, as the runtime sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    Starting,
+    Syncing,
+    Running,
+    Failed,
+    Stopped,
+}
+
+/// One stage of Erigon's staged sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStage {
+    pub name: String,
+    pub block: u64,
+}
+
+/// Sync progress, from `eth_syncing`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncProgress {
+    pub starting_block: u64,
+    pub current_block: u64,
+    pub highest_block: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<SyncStage>,
+}
+
+/// The engine behind an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    Erigon,
+    Anvil,
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EngineKind::Erigon => "erigon",
+            EngineKind::Anvil => "anvil",
+        })
+    }
+}
+
+/// The answer of `run STATUS`: one JSON object on stdout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub instance: InstanceName,
+    pub url: String,
+    pub ws_url: String,
+    pub network: Network,
+    pub engine: EngineKind,
+    pub mode: Mode,
+    pub auth: Credentials,
+    pub state: NodeState,
+    pub block: Option<u64>,
+    pub sync: Option<SyncProgress>,
+    #[serde(default)]
+    pub peers: Option<u64>,
+    /// How often the node process was restarted after exiting unexpectedly.
+    #[serde(default)]
+    pub restarts: u32,
+    /// Why the node failed (with the last lines of its log), or the last crash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The answer of `run HEALTH`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub healthy: bool,
+    pub rpc: bool,
+    pub block: Option<u64>,
+    pub syncing: Option<bool>,
+    pub peers: Option<u64>,
+    pub client_version: Option<String>,
+    pub latency_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn start_args_parse() {
+        assert_eq!(StartArgs::parse(&[]).unwrap(), StartArgs::default());
+        let args = StartArgs::parse(&[r#"{"network":"sepolia","mode":"shared"}"#.into()]).unwrap();
+        assert_eq!(args.network, Some(Network::Sepolia));
+        assert_eq!(args.mode, Some(Mode::Shared));
+        // An exe script may split the JSON into several words.
+        let split = ["{\"network\":".to_string(), "\"dev\"}".to_string()];
+        assert_eq!(StartArgs::parse(&split).unwrap().network, Some(Network::Dev));
+    }
+
+    #[test]
+    fn start_args_errors_name_the_problem() {
+        let err = StartArgs::parse(&[r#"{"network":"ropsten"}"#.into()]).unwrap_err();
+        assert!(err.to_string().contains("unknown variant `ropsten`"), "{err}");
+        let err = StartArgs::parse(&[r#"{"mode":"solo"}"#.into()]).unwrap_err();
+        assert!(err.to_string().contains("`shared`"), "{err}");
+        let err = StartArgs::parse(&[r#"{"netwrok":"dev"}"#.into()]).unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        assert!(StartArgs::parse(&["{not json".into()]).is_err());
+        let err = StartArgs::parse(&[r#"{"instance":"a;b"}"#.into()]).unwrap_err();
+        assert!(err.to_string().contains("instance name"), "{err}");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug() {
+        let c = Credentials { user: "u".into(), password: Secret::new("hunter2") };
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(serde_json::to_string(&c).unwrap().contains("hunter2"));
+    }
+
+    #[test]
+    fn network_round_trip() {
+        for n in Network::ALL {
+            assert_eq!(n.as_str().parse::<Network>().unwrap(), n);
+        }
+        assert!("goerli".parse::<Network>().is_err());
+    }
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs whatever this project needs and is missing, and nothing else. Idempotent: a second run
+# changes nothing. System packages come from Debian (apt), JS tools from npm into the clone (.tools/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+ANVIL_PKG="@foundry-rs/anvil-linux-amd64"
+ANVIL_VERSION="1.7.1"
+APT_PACKAGES=(protobuf-compiler nginx-light curl iproute2 util-linux)
+
+log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "apt: installing ${missing[*]}"
+  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The package enables a system-wide nginx on port 80; this project runs its own instances.
+  $sudo_cmd systemctl disable --now nginx >/dev/null 2>&1 || true
+else
+  log "apt: ${APT_PACKAGES[*]} present"
+fi
+
+tools="$root/.tools"
+mkdir -p "$tools/bin"
+anvil_bin="$tools/npm/node_modules/$ANVIL_PKG/bin/anvil"
+if [ ! -x "$anvil_bin" ] || ! grep -q "\"version\": \"$ANVIL_VERSION\"" "$tools/npm/node_modules/$ANVIL_PKG/package.json" 2>/dev/null; then
+  log "npm: installing $ANVIL_PKG@$ANVIL_VERSION into .tools/npm"
+  mkdir -p "$tools/npm"
+  npm install --prefix "$tools/npm" --no-audit --no-fund --loglevel=error "$ANVIL_PKG@$ANVIL_VERSION" >/dev/null
+  [ -x "$anvil_bin" ] || anvil_bin=$(find "$tools/npm/node_modules/$ANVIL_PKG" -type f -name anvil | head -n1)
+else
+  log "npm: $ANVIL_PKG@$ANVIL_VERSION present"
+fi
+ln -sf "$anvil_bin" "$tools/bin/anvil"
+"$tools/bin/anvil" --version | head -n1 | sed 's/^/[setup] /'
