@@ -1,0 +1,122 @@
+//! The runtime's config file (the SDK's JSON config, `ya-runtime-erigon.json`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use erigolem_engine::{AnvilEngine, ErigonEngine, PortBlock};
+use erigolem_gateway::GatewayConfig;
+use erigolem_primitives::{Mode, Network};
+use serde::{Deserialize, Serialize};
+
+/// Everything the runtime needs to know about its provider machine. See `conf/ya-runtime-erigon.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Instances' data dirs, logs and locks live here (`instances/`, `ports/`).
+    pub data_dir: PathBuf,
+    /// Ports for dedicated instances, `[start, end)`; each instance takes a block of
+    /// `PortBlock::LEN` (10) consecutive ports.
+    pub port_range: PortRange,
+    /// The base URL users reach Nginx at, e.g. `https://node.example.org:8443`. An instance's
+    /// endpoint is `<public_url>/<instance>/` (and the same with `ws(s)://`).
+    pub public_url: String,
+    /// The Nginx that fronts the instances.
+    pub nginx: GatewayConfig,
+    /// Engine binaries; an absent engine means its networks are not offered.
+    #[serde(default)]
+    pub engines: Engines,
+    /// Shared (provider-kept, synced) nodes: network → their local JSON-RPC URL.
+    #[serde(default)]
+    pub shared: BTreeMap<Network, String>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl PortRange {
+    /// The port blocks of the range, in order.
+    pub fn blocks(self) -> impl Iterator<Item = PortBlock> {
+        (self.start..self.end)
+            .step_by(PortBlock::LEN as usize)
+            .filter(move |b| u32::from(*b) + u32::from(PortBlock::LEN) <= u32::from(self.end))
+            .map(|base| PortBlock { base })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Engines {
+    #[serde(default)]
+    pub erigon: Option<ErigonEngine>,
+    #[serde(default)]
+    pub anvil: Option<AnvilEngine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Instances (dedicated and shared) this host serves at once.
+    pub max_instances: u32,
+    /// How long a dedicated node may take until its RPC answers.
+    pub start_timeout_secs: u64,
+    /// Time between SIGTERM and SIGKILL when a node is stopped.
+    pub stop_grace_secs: u64,
+    /// Consecutive crashes after which a node is `failed`.
+    pub max_restarts: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_instances: 32, start_timeout_secs: 120, stop_grace_secs: 60, max_restarts: 3 }
+    }
+}
+
+impl Default for RuntimeConfig {
+    /// The layout `erigolem-provider setup` writes on a Debian provider.
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("/var/lib/erigolem/instances"),
+            port_range: PortRange { start: 40_000, end: 41_000 },
+            public_url: "http://127.0.0.1:8545".to_owned(),
+            nginx: GatewayConfig {
+                dir: PathBuf::from("/etc/nginx/erigolem"),
+                nginx_bin: PathBuf::from("/usr/sbin/nginx"),
+                nginx_conf: PathBuf::from("/etc/nginx/nginx.conf"),
+                pid_file: PathBuf::from("/run/nginx.pid"),
+                password_group: Some("www-data".to_owned()),
+            },
+            engines: Engines {
+                erigon: Some(ErigonEngine { binary: PathBuf::from("/usr/local/bin/erigon"), rpcdaemon: None }),
+                anvil: None,
+            },
+            shared: BTreeMap::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// The networks this host can serve, and in which modes.
+    pub fn offered(&self) -> BTreeMap<Network, Vec<Mode>> {
+        let mut out: BTreeMap<Network, Vec<Mode>> = BTreeMap::new();
+        for network in Network::ALL {
+            let dedicated = match network {
+                Network::Dev => self.engines.anvil.is_some(),
+                _ => self.engines.erigon.is_some(),
+            };
+            if self.shared.contains_key(&network) {
+                out.entry(network).or_default().push(Mode::Shared);
+            }
+            if dedicated {
+                out.entry(network).or_default().push(Mode::Dedicated);
+            }
+        }
+        out
+    }
+}
