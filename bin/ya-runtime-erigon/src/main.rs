@@ -14,8 +14,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Mutex;
 use ya_runtime_sdk::cli::CommandCli;
 use ya_runtime_sdk::{
-    Command, Context, EmptyResponse, Error, OutputResponse, ProcessIdResponse, RunProcess, Runtime, RuntimeDef,
-    RuntimeMode,
+    Command, Context, EmptyResponse, Error, OutputResponse, ProcessIdResponse, RunProcess, Runtime,
+    RuntimeDef, RuntimeMode,
 };
 
 /// Command line, as an exe-unit passes it: `--workdir W --task-package P <command> [args…]`.
@@ -107,9 +107,9 @@ impl Runtime for ErigonRuntime {
                 if slot.is_some() {
                     return Err(ServiceError::AlreadyStarted);
                 }
-                let instance = service.start(args).await?;
+                // Into the slot at once, so that a signal from now on finds it to clean up.
+                let instance = slot.insert(service.start(args).await?);
                 let status = instance.status().await;
-                *slot = Some(instance);
                 Ok(serde_json::to_value(status).unwrap_or_default())
             }
             .await;
@@ -135,7 +135,12 @@ impl Runtime for ErigonRuntime {
         .boxed_local()
     }
 
-    fn run_command<'a>(&mut self, command: RunProcess, _mode: RuntimeMode, ctx: &mut Context<Self>) -> ProcessIdResponse<'a> {
+    fn run_command<'a>(
+        &mut self,
+        command: RunProcess,
+        _mode: RuntimeMode,
+        ctx: &mut Context<Self>,
+    ) -> ProcessIdResponse<'a> {
         let slot = self.slot.clone();
         ctx.command(move |mut run_ctx| async move {
             let result = run(&slot, &command).await;
@@ -172,7 +177,11 @@ impl Runtime for ErigonRuntime {
         let service = self.service();
         async move {
             let report = service?.self_test().await.map_err(Error::from_string)?;
-            let served: Vec<String> = report.networks.iter().map(|(n, m)| format!("{n} {m:?}")).collect();
+            let served: Vec<String> = report
+                .networks
+                .iter()
+                .map(|(n, m)| format!("{n} {m:?}"))
+                .collect();
             eprintln!("ok: serves {}", served.join(", "));
             Ok(())
         }
@@ -191,20 +200,30 @@ const LOGS_MAX: usize = 10_000;
 
 async fn run(slot: &Slot, command: &RunProcess) -> Result<Output, String> {
     let mut guard = slot.lock().await;
-    let instance = guard.as_mut().ok_or_else(|| ServiceError::NotStarted.to_string())?;
-    let to_json = |v: Result<serde_json::Value, serde_json::Error>| v.map(Output::Json).map_err(|e| e.to_string());
+    let instance = guard
+        .as_mut()
+        .ok_or_else(|| ServiceError::NotStarted.to_string())?;
+    let to_json = |v: Result<serde_json::Value, serde_json::Error>| {
+        v.map(Output::Json).map_err(|e| e.to_string())
+    };
     match command.bin.to_ascii_uppercase().as_str() {
         "STATUS" => to_json(serde_json::to_value(instance.status().await)),
         "HEALTH" => to_json(serde_json::to_value(instance.health().await)),
         "LOGS" => {
             let n = match command.args.first() {
                 None => LOGS_DEFAULT,
-                Some(n) => n.parse::<usize>().map_err(|_| format!("LOGS takes a line count, not {n:?}"))?,
+                Some(n) => n
+                    .parse::<usize>()
+                    .map_err(|_| format!("LOGS takes a line count, not {n:?}"))?,
             };
             Ok(Output::Text(instance.logs(n.min(LOGS_MAX))))
         }
-        "ROTATE" => to_json(serde_json::to_value(instance.rotate().await.map_err(|e| e.to_string())?)),
-        other => Err(format!("unknown command {other:?}; expected STATUS, HEALTH, LOGS [N] or ROTATE")),
+        "ROTATE" => to_json(serde_json::to_value(
+            instance.rotate().await.map_err(|e| e.to_string())?,
+        )),
+        other => Err(format!(
+            "unknown command {other:?}; expected STATUS, HEALTH, LOGS [N] or ROTATE"
+        )),
     }
 }
 
@@ -216,27 +235,44 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     // A current-thread runtime: node processes are spawned from the main thread, which lives as
     // long as the process, so their parent-death signal fires exactly when this process dies.
     runtime.block_on(async {
         let slot: Slot = Rc::default();
         let factory_slot = slot.clone();
-        let sdk = ya_runtime_sdk::build(ya_runtime_sdk::env::DefaultEnv::<Cli>::default(), move |ctx: &mut Context<ErigonRuntime>| {
-            let service = NodeService::new(ctx.conf.clone()).map_err(|e| {
-                format!("{e} (config file {})", ctx.conf_path.display())
-            });
-            async move { Ok(ErigonRuntime { service, slot: factory_slot }) }
-        });
+        let sdk = ya_runtime_sdk::build(
+            ya_runtime_sdk::env::DefaultEnv::<Cli>::default(),
+            move |ctx: &mut Context<ErigonRuntime>| {
+                let service = NodeService::new(ctx.conf.clone())
+                    .map_err(|e| format!("{e} (config file {})", ctx.conf_path.display()));
+                async move {
+                    Ok(ErigonRuntime {
+                        service,
+                        slot: factory_slot,
+                    })
+                }
+            },
+        );
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        // Fused: polling it again after it finished is harmless (it stays pending).
+        let mut sdk = std::pin::pin!(sdk.fuse());
         let result = tokio::select! {
-            result = sdk => result,
+            result = &mut sdk => result,
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); Ok(()) }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); Ok(()) }
         };
+        // A start in progress holds the slot: keep driving it until it is done, so that what it
+        // made is stopped below rather than abandoned half-way.
+        let instance = tokio::select! {
+            mut slot = slot.lock() => slot.take(),
+            _ = &mut sdk => slot.lock().await.take(),
+        };
         // Shutdown normally stopped it already; after stdin EOF or a signal this does.
-        if let Some(instance) = slot.lock().await.take() {
+        if let Some(instance) = instance {
             if let Err(e) = instance.stop().await {
                 tracing::error!("cleanup: {e}");
             }

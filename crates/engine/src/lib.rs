@@ -86,7 +86,13 @@ impl ErigonEngine {
 
     /// The processes of one instance: `erigon` alone (Erigon 3), or `erigon` then `rpcdaemon`.
     /// The RPC answers on `ports.http()`.
-    pub fn processes(&self, network: Network, prune: Prune, datadir: &Path, ports: PortBlock) -> Vec<ProcessSpec> {
+    pub fn processes(
+        &self,
+        network: Network,
+        prune: Prune,
+        datadir: &Path,
+        ports: PortBlock,
+    ) -> Vec<ProcessSpec> {
         let mut erigon = vec![
             format!("--datadir={}", datadir.display()),
             format!("--chain={network}"),
@@ -98,7 +104,10 @@ impl ErigonEngine {
             format!("--torrent.port={}", ports.torrent()),
             format!("--private.api.addr=127.0.0.1:{}", ports.private_api()),
             format!("--caplin.discovery.port={}", ports.caplin_discovery()),
-            format!("--caplin.discovery.tcpport={}", ports.caplin_discovery_tcp()),
+            format!(
+                "--caplin.discovery.tcpport={}",
+                ports.caplin_discovery_tcp()
+            ),
             format!("--sentinel.port={}", ports.sentinel()),
             format!("--beacon.api.port={}", ports.beacon_api()),
             "--nat=none".to_owned(),
@@ -125,7 +134,10 @@ impl ErigonEngine {
                     format!("--private.api.addr=127.0.0.1:{}", ports.private_api()),
                 ];
                 daemon.extend(rpc.into_iter().filter(|a| !a.starts_with("--ws.port")));
-                vec![ProcessSpec::new(&self.binary).args(erigon), ProcessSpec::new(rpcdaemon).args(daemon)]
+                vec![
+                    ProcessSpec::new(&self.binary).args(erigon),
+                    ProcessSpec::new(rpcdaemon).args(daemon),
+                ]
             }
         }
     }
@@ -175,5 +187,9 @@ pub fn engine_for(network: Network) -> EngineKind {
 }
 
 fn join(ports: impl IntoIterator<Item = u16>) -> String {
-    ports.into_iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",")
+    ports
+        .into_iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -29,7 +29,10 @@ impl RpcClient {
             .pool_max_idle_per_host(2)
             .build()
             .unwrap_or_default();
-        Self { http, url: url.into() }
+        Self {
+            http,
+            url: url.into(),
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -38,22 +41,47 @@ impl RpcClient {
 
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let transport = |source| RpcError::Transport { url: self.url.clone(), source };
-        let resp = self.http.post(&self.url).json(&body).send().await.map_err(transport)?;
+        let transport = |source| RpcError::Transport {
+            url: self.url.clone(),
+            source,
+        };
+        let resp = self
+            .http
+            .post(&self.url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(transport)?;
         if !resp.status().is_success() {
-            return Err(RpcError::Status { url: self.url.clone(), status: resp.status().as_u16() });
+            return Err(RpcError::Status {
+                url: self.url.clone(),
+                status: resp.status().as_u16(),
+            });
         }
         let mut answer: Value = resp.json().await.map_err(transport)?;
         if let Some(err) = answer.get("error") {
-            let message = err.get("message").and_then(Value::as_str).unwrap_or("error").to_owned();
-            return Err(RpcError::Rpc { method: method.to_owned(), message });
+            let message = err
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("error")
+                .to_owned();
+            return Err(RpcError::Rpc {
+                method: method.to_owned(),
+                message,
+            });
         }
-        Ok(answer.get_mut("result").map(Value::take).unwrap_or(Value::Null))
+        Ok(answer
+            .get_mut("result")
+            .map(Value::take)
+            .unwrap_or(Value::Null))
     }
 
     async fn quantity(&self, method: &str) -> Result<u64, RpcError> {
         let value = self.call(method, json!([])).await?;
-        quantity(&value).ok_or_else(|| RpcError::Decode { method: method.to_owned(), value })
+        quantity(&value).ok_or_else(|| RpcError::Decode {
+            method: method.to_owned(),
+            value,
+        })
     }
 
     pub async fn block_number(&self) -> Result<u64, RpcError> {
@@ -71,7 +99,10 @@ impl RpcClient {
     /// `eth_syncing`: `None` when the node is in sync.
     pub async fn syncing(&self) -> Result<Option<SyncProgress>, RpcError> {
         let value = self.call("eth_syncing", json!([])).await?;
-        parse_syncing(&value).ok_or_else(|| RpcError::Decode { method: "eth_syncing".into(), value })
+        parse_syncing(&value).ok_or_else(|| RpcError::Decode {
+            method: "eth_syncing".into(),
+            value,
+        })
     }
 
     /// Does the node answer JSON-RPC at all?
@@ -84,8 +115,11 @@ impl RpcClient {
         let started = Instant::now();
         let block = self.block_number().await;
         let latency_ms = started.elapsed().as_millis() as u64;
-        let (syncing, peers, version) =
-            tokio::join!(self.syncing(), self.peer_count(), self.call("web3_clientVersion", json!([])));
+        let (syncing, peers, version) = tokio::join!(
+            self.syncing(),
+            self.peer_count(),
+            self.call("web3_clientVersion", json!([]))
+        );
         let error = block.as_ref().err().map(ToString::to_string);
         let syncing = syncing.ok().map(|s| s.is_some());
         Health {
@@ -147,7 +181,13 @@ mod tests {
             "stages":[{"stage_name":"Headers","block_number":"0x20"},{"stage_name":"Execution","block_number":"0x10"}]});
         let p = parse_syncing(&erigon).unwrap().unwrap();
         assert_eq!((p.current_block, p.highest_block), (16, 32));
-        assert_eq!(p.stages[1], SyncStage { name: "Execution".into(), block: 16 });
+        assert_eq!(
+            p.stages[1],
+            SyncStage {
+                name: "Execution".into(),
+                block: 16
+            }
+        );
         assert_eq!(parse_syncing(&json!({"x":1})), None);
         assert_eq!(parse_syncing(&json!(true)), None);
     }

@@ -5,8 +5,8 @@
 //! nothing and costs latency on every call. `{SSHA}` (salted SHA-1, implemented by Nginx itself)
 //! is the default; the others are here so the benchmark can show the difference.
 
-use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use rand::RngCore;
 use sha1::{Digest, Sha1};
 
@@ -40,7 +40,10 @@ pub fn hash(password: &str, scheme: PasswordScheme) -> String {
         PasswordScheme::Ssha => {
             let mut salt = [0u8; 16];
             rand::rng().fill_bytes(&mut salt);
-            let digest = Sha1::new().chain_update(password.as_bytes()).chain_update(salt).finalize();
+            let digest = Sha1::new()
+                .chain_update(password.as_bytes())
+                .chain_update(salt)
+                .finalize();
             let mut raw = digest.to_vec();
             raw.extend_from_slice(&salt);
             format!("{{SSHA}}{}", STANDARD.encode(raw))
@@ -66,7 +69,14 @@ mod tests {
         let h = hash("secret", PasswordScheme::Ssha);
         let raw = STANDARD.decode(h.strip_prefix("{SSHA}").unwrap()).unwrap();
         let (digest, salt) = raw.split_at(20);
-        assert_eq!(Sha1::new().chain_update(b"secret").chain_update(salt).finalize().as_slice(), digest);
+        assert_eq!(
+            Sha1::new()
+                .chain_update(b"secret")
+                .chain_update(salt)
+                .finalize()
+                .as_slice(),
+            digest
+        );
         assert_ne!(h, hash("secret", PasswordScheme::Ssha), "salt must differ");
     }
 
@@ -75,6 +85,8 @@ mod tests {
         let a = random_password();
         assert_eq!(a.len(), 24);
         assert_ne!(a, random_password());
-        assert!(a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(a
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
     }
 }

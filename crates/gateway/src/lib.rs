@@ -62,7 +62,10 @@ pub enum GatewayError {
 type Result<T, E = GatewayError> = std::result::Result<T, E>;
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> GatewayError + '_ {
-    move |source| GatewayError::Io { path: path.to_owned(), source }
+    move |source| GatewayError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// The process that owns an entry: when it is gone, the entry is stale.
@@ -77,7 +80,10 @@ pub struct Owner {
 impl Owner {
     pub fn current() -> Self {
         let pid = std::process::id();
-        Self { pid, start_time: process_start_time(pid).unwrap_or_default() }
+        Self {
+            pid,
+            start_time: process_start_time(pid).unwrap_or_default(),
+        }
     }
 
     pub fn is_alive(&self) -> bool {
@@ -111,7 +117,10 @@ struct LockGuard(#[allow(dead_code)] fs::File);
 
 impl Gateway {
     pub fn new(config: GatewayConfig) -> Self {
-        Self { config, owner: Owner::current() }
+        Self {
+            config,
+            owner: Owner::current(),
+        }
     }
 
     pub fn config(&self) -> &GatewayConfig {
@@ -140,7 +149,11 @@ impl Gateway {
 
     /// Creates the directory layout (idempotent).
     pub fn ensure_layout(&self) -> Result<()> {
-        for dir in [self.upstreams_dir(), self.locations_dir(), self.htpasswd_dir()] {
+        for dir in [
+            self.upstreams_dir(),
+            self.locations_dir(),
+            self.htpasswd_dir(),
+        ] {
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
             check_safe_path(&dir)?;
         }
@@ -159,15 +172,27 @@ impl Gateway {
         tokio::task::spawn_blocking(move || {
             rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
                 .map(|()| LockGuard(file))
-                .map_err(|e| GatewayError::Io { path, source: e.into() })
+                .map_err(|e| GatewayError::Io {
+                    path,
+                    source: e.into(),
+                })
         })
         .await
-        .map_err(|e| GatewayError::Io { path: self.config.dir.clone(), source: io::Error::other(e) })?
+        .map_err(|e| GatewayError::Io {
+            path: self.config.dir.clone(),
+            source: io::Error::other(e),
+        })?
     }
 
     /// Adds the entry for `instance`: password file, upstream and location, validated and live.
-    pub async fn add(&self, instance: &InstanceName, upstream: &Upstream, credentials: &Credentials) -> Result<()> {
-        self.add_with_scheme(instance, upstream, credentials, PasswordScheme::default()).await
+    pub async fn add(
+        &self,
+        instance: &InstanceName,
+        upstream: &Upstream,
+        credentials: &Credentials,
+    ) -> Result<()> {
+        self.add_with_scheme(instance, upstream, credentials, PasswordScheme::default())
+            .await
     }
 
     /// [`add`](Self::add) with a chosen password hash format (for benchmarks and migrations).
@@ -192,8 +217,16 @@ impl Gateway {
         );
         let written = (|| {
             self.write_password_file(&password_file, credentials, scheme)?;
-            write_file(&upstream_file, &format!("{header}{}", site::upstream_block(instance, upstream)), 0o644)?;
-            write_file(&location, &format!("{header}{}", site::location_block(instance, &password_file)), 0o644)
+            write_file(
+                &upstream_file,
+                &format!("{header}{}", site::upstream_block(instance, upstream)),
+                0o644,
+            )?;
+            write_file(
+                &location,
+                &format!("{header}{}", site::location_block(instance, &password_file)),
+                0o644,
+            )
         })();
         let result = match written {
             Ok(()) => self.validate().await,
@@ -212,13 +245,24 @@ impl Gateway {
 
     /// Replaces the credentials of an existing entry. Nginx reads password files on each request,
     /// so this takes effect at once and needs no reload.
-    pub async fn set_credentials(&self, instance: &InstanceName, credentials: &Credentials) -> Result<()> {
+    pub async fn set_credentials(
+        &self,
+        instance: &InstanceName,
+        credentials: &Credentials,
+    ) -> Result<()> {
         let _lock = self.lock().await?;
         if !self.location_file(instance).exists() {
             let path = self.location_file(instance);
-            return Err(GatewayError::Io { path, source: io::ErrorKind::NotFound.into() });
+            return Err(GatewayError::Io {
+                path,
+                source: io::ErrorKind::NotFound.into(),
+            });
         }
-        self.write_password_file(&self.password_file(instance), credentials, PasswordScheme::default())
+        self.write_password_file(
+            &self.password_file(instance),
+            credentials,
+            PasswordScheme::default(),
+        )
     }
 
     /// Revokes the credentials at once, then removes the entry and reloads Nginx.
@@ -285,8 +329,12 @@ impl Gateway {
         let mut out = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_err(&dir))?.flatten() {
             let file_name = entry.file_name().to_string_lossy().into_owned();
-            let Some(stem) = file_name.strip_suffix(".conf") else { continue };
-            let Ok(instance) = InstanceName::new(stem) else { continue };
+            let Some(stem) = file_name.strip_suffix(".conf") else {
+                continue;
+            };
+            let Ok(instance) = InstanceName::new(stem) else {
+                continue;
+            };
             let text = fs::read_to_string(entry.path()).unwrap_or_default();
             out.push((instance, parse_owner(&text)));
         }
@@ -300,20 +348,31 @@ impl Gateway {
             .arg(&self.config.nginx_conf)
             .output()
             .await
-            .map_err(|source| GatewayError::NginxMissing { bin: self.config.nginx_bin.clone(), source })?;
+            .map_err(|source| GatewayError::NginxMissing {
+                bin: self.config.nginx_bin.clone(),
+                source,
+            })?;
         if output.status.success() {
             Ok(())
         } else {
-            Err(GatewayError::Invalid(String::from_utf8_lossy(&output.stderr).trim().to_owned()))
+            Err(GatewayError::Invalid(
+                String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            ))
         }
     }
 
     /// The pid of the running Nginx master.
     pub fn master_pid(&self) -> Result<u32> {
         let path = &self.config.pid_file;
-        let not_running = |reason: String| GatewayError::NotRunning { path: path.clone(), reason };
+        let not_running = |reason: String| GatewayError::NotRunning {
+            path: path.clone(),
+            reason,
+        };
         let text = fs::read_to_string(path).map_err(|e| not_running(e.to_string()))?;
-        let pid: u32 = text.trim().parse().map_err(|_| not_running(format!("bad content {:?}", text.trim())))?;
+        let pid: u32 = text
+            .trim()
+            .parse()
+            .map_err(|_| not_running(format!("bad content {:?}", text.trim())))?;
         if process_start_time(pid).is_none() {
             return Err(not_running(format!("no process {pid}")));
         }
@@ -327,13 +386,20 @@ impl Gateway {
     pub async fn reload(&self) -> Result<()> {
         let master = self.master_pid()?;
         let before = workers_of(master);
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(master as i32), nix::sys::signal::Signal::SIGHUP).map_err(
-            |e| GatewayError::NotRunning { path: self.config.pid_file.clone(), reason: e.to_string() },
-        )?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(master as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .map_err(|e| GatewayError::NotRunning {
+            path: self.config.pid_file.clone(),
+            reason: e.to_string(),
+        })?;
         let deadline = std::time::Instant::now() + RELOAD_TIMEOUT;
         loop {
             let now = workers_of(master);
-            let new_running = now.iter().any(|(pid, _)| !before.iter().any(|(old, _)| old == pid));
+            let new_running = now
+                .iter()
+                .any(|(pid, _)| !before.iter().any(|(old, _)| old == pid));
             let old_accepting = now.iter().any(|(pid, title)| {
                 before.iter().any(|(old, _)| old == pid) && !title.contains("shutting down")
             });
@@ -343,14 +409,22 @@ impl Gateway {
             if std::time::Instant::now() >= deadline {
                 // Nginx may have refused the new config at runtime (e.g. a port in use); it keeps
                 // serving the old one and says why in its error log.
-                tracing::warn!(master, "nginx reload not confirmed within {RELOAD_TIMEOUT:?}; see its error log");
+                tracing::warn!(
+                    master,
+                    "nginx reload not confirmed within {RELOAD_TIMEOUT:?}; see its error log"
+                );
                 return Ok(());
             }
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
     }
 
-    fn write_password_file(&self, path: &Path, credentials: &Credentials, scheme: PasswordScheme) -> Result<()> {
+    fn write_password_file(
+        &self,
+        path: &Path,
+        credentials: &Credentials,
+        scheme: PasswordScheme,
+    ) -> Result<()> {
         let line = htpasswd::line(&credentials.user, credentials.password.expose(), scheme);
         write_file(path, &line, 0o640)?;
         if let Some(group) = &self.config.password_group {
@@ -359,8 +433,10 @@ impl Gateway {
                 .flatten()
                 .ok_or_else(|| GatewayError::UnknownGroup(group.clone()))?
                 .gid;
-            nix::unistd::chown(path, None, Some(gid))
-                .map_err(|e| GatewayError::Io { path: path.to_owned(), source: e.into() })?;
+            nix::unistd::chown(path, None, Some(gid)).map_err(|e| GatewayError::Io {
+                path: path.to_owned(),
+                source: e.into(),
+            })?;
         }
         Ok(())
     }
@@ -371,7 +447,9 @@ const RELOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The worker processes of an Nginx master, with their titles (`nginx: worker process …`).
 fn workers_of(master: u32) -> Vec<(u32, String)> {
-    let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(|pid| {
@@ -401,7 +479,10 @@ fn parse_owner(text: &str) -> Option<Owner> {
             start_time = v.parse().ok();
         }
     }
-    Some(Owner { pid: pid?, start_time: start_time? })
+    Some(Owner {
+        pid: pid?,
+        start_time: start_time?,
+    })
 }
 
 /// Writes a file atomically (temp file + rename) with the given mode.
@@ -409,11 +490,18 @@ fn write_file(path: &Path, content: &str, mode: u32) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
         std::process::id()
     ));
     let write = || -> io::Result<()> {
-        let mut f = fs::OpenOptions::new().create(true).truncate(true).write(true).mode(mode).open(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(content.as_bytes())?;
         f.sync_all()?;
@@ -421,7 +509,10 @@ fn write_file(path: &Path, content: &str, mode: u32) -> Result<()> {
     };
     write().map_err(|source| {
         let _ = fs::remove_file(&tmp);
-        GatewayError::Io { path: path.to_owned(), source }
+        GatewayError::Io {
+            path: path.to_owned(),
+            source,
+        }
     })
 }
 
@@ -430,9 +521,15 @@ pub fn check_safe_path(path: &Path) -> Result<()> {
     let s = path.to_string_lossy();
     let bad = s.is_empty()
         || !path.is_absolute()
-        || s.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, ';' | '{' | '}' | '"' | '\'' | '$' | '#' | '\\'));
+        || s.chars().any(|c| {
+            c.is_whitespace()
+                || c.is_control()
+                || matches!(c, ';' | '{' | '}' | '"' | '\'' | '$' | '#' | '\\')
+        });
     if bad {
-        Err(GatewayError::UnsafePath { path: path.to_owned() })
+        Err(GatewayError::UnsafePath {
+            path: path.to_owned(),
+        })
     } else {
         Ok(())
     }
@@ -448,8 +545,15 @@ mod tests {
         let me = Owner::current();
         assert!(me.start_time > 0);
         assert!(me.is_alive());
-        assert!(!Owner { start_time: me.start_time + 1, ..me }.is_alive());
-        let header = format!("# erigolem instance x; owner pid={} start={}\n", me.pid, me.start_time);
+        assert!(!Owner {
+            start_time: me.start_time + 1,
+            ..me
+        }
+        .is_alive());
+        let header = format!(
+            "# erigolem instance x; owner pid={} start={}\n",
+            me.pid, me.start_time
+        );
         assert_eq!(parse_owner(&header), Some(me));
         assert_eq!(parse_owner("location / {}"), None);
     }

@@ -10,21 +10,33 @@ pub struct Upstream {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("invalid upstream {0:?}: expected http://host:port or host:port with a plain host name or IP")]
+#[error(
+    "invalid upstream {0:?}: expected http://host:port or host:port with a plain host name or IP"
+)]
 pub struct InvalidUpstream(pub String);
 
 impl Upstream {
     pub fn local(port: u16) -> Self {
-        Self { host: "127.0.0.1".into(), port }
+        Self {
+            host: "127.0.0.1".into(),
+            port,
+        }
     }
 
     /// Parses `host:port` or an `http://host:port[/]` URL (no path, no credentials).
     pub fn parse(s: &str) -> Result<Self, InvalidUpstream> {
         let err = || InvalidUpstream(s.to_owned());
         if let Ok(addr) = s.parse::<SocketAddr>() {
-            return Ok(Self { host: bracket(addr.ip()), port: addr.port() });
+            return Ok(Self {
+                host: bracket(addr.ip()),
+                port: addr.port(),
+            });
         }
-        let with_scheme = if s.contains("://") { s.to_owned() } else { format!("http://{s}") };
+        let with_scheme = if s.contains("://") {
+            s.to_owned()
+        } else {
+            format!("http://{s}")
+        };
         let url = url::Url::parse(&with_scheme).map_err(|_| err())?;
         let plain = url.scheme() == "http"
             && url.username().is_empty()
@@ -34,10 +46,19 @@ impl Upstream {
             && url.fragment().is_none();
         let host = url.host_str().ok_or_else(err)?;
         let host_ok = host.parse::<IpAddr>().is_ok()
-            || host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok()
-            || host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .is_ok()
+            || host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
         match (plain && host_ok, url.port_or_known_default()) {
-            (true, Some(port)) => Ok(Self { host: host.to_owned(), port }),
+            (true, Some(port)) => Ok(Self {
+                host: host.to_owned(),
+                port,
+            }),
             _ => Err(err()),
         }
     }
@@ -72,10 +93,24 @@ mod tests {
 
     #[test]
     fn parses_and_refuses() {
-        assert_eq!(Upstream::parse("127.0.0.1:8545").unwrap().to_string(), "127.0.0.1:8545");
-        assert_eq!(Upstream::parse("http://10.0.0.2:8545/").unwrap().to_string(), "10.0.0.2:8545");
-        assert_eq!(Upstream::parse("http://node.internal:8545").unwrap().port(), 8545);
-        assert_eq!(Upstream::parse("[::1]:8545").unwrap().to_string(), "[::1]:8545");
+        assert_eq!(
+            Upstream::parse("127.0.0.1:8545").unwrap().to_string(),
+            "127.0.0.1:8545"
+        );
+        assert_eq!(
+            Upstream::parse("http://10.0.0.2:8545/")
+                .unwrap()
+                .to_string(),
+            "10.0.0.2:8545"
+        );
+        assert_eq!(
+            Upstream::parse("http://node.internal:8545").unwrap().port(),
+            8545
+        );
+        assert_eq!(
+            Upstream::parse("[::1]:8545").unwrap().to_string(),
+            "[::1]:8545"
+        );
         for bad in [
             "127.0.0.1:8545; deny all",
             "http://u:p@host:1",

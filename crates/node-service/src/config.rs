@@ -73,7 +73,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_instances: 32, start_timeout_secs: 120, stop_grace_secs: 60, max_restarts: 3 }
+        Self {
+            max_instances: 32,
+            start_timeout_secs: 120,
+            stop_grace_secs: 60,
+            max_restarts: 3,
+        }
     }
 }
 
@@ -82,7 +87,10 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("/var/lib/erigolem/instances"),
-            port_range: PortRange { start: 40_000, end: 41_000 },
+            port_range: PortRange {
+                start: 40_000,
+                end: 41_000,
+            },
             public_url: "http://127.0.0.1:8545".to_owned(),
             nginx: GatewayConfig {
                 dir: PathBuf::from("/etc/nginx/erigolem"),
@@ -92,7 +100,10 @@ impl Default for RuntimeConfig {
                 password_group: Some("www-data".to_owned()),
             },
             engines: Engines {
-                erigon: Some(ErigonEngine { binary: PathBuf::from("/usr/local/bin/erigon"), rpcdaemon: None }),
+                erigon: Some(ErigonEngine {
+                    binary: PathBuf::from("/usr/local/bin/erigon"),
+                    rpcdaemon: None,
+                }),
                 anvil: None,
             },
             shared: BTreeMap::new(),

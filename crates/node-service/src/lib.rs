@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use erigolem_engine::{engine_for, PortBlock, RpcClient};
 use erigolem_gateway::{htpasswd, Gateway, GatewayError, Upstream};
 use erigolem_primitives::{
-    Credentials, EngineKind, Health, InstanceName, InvalidStartArgs, Mode, Network, NodeState, NodeStatus, Prune,
-    Secret, StartArgs,
+    Credentials, EngineKind, Health, InstanceName, InvalidStartArgs, Mode, Network, NodeState,
+    NodeStatus, Prune, Secret, StartArgs,
 };
 use erigolem_supervisor::{ProcessState, RestartPolicy, Supervised, SupervisorError};
 use serde::Serialize;
@@ -30,13 +30,20 @@ pub enum ServiceError {
     #[error("network {network} is not served here (served: {served})")]
     NetworkNotServed { network: Network, served: String },
     #[error("mode {mode} is not available for {network} here (available: {available})")]
-    ModeNotAvailable { network: Network, mode: Mode, available: String },
+    ModeNotAvailable {
+        network: Network,
+        mode: Mode,
+        available: String,
+    },
     #[error("invalid config: {0}")]
     Config(String),
     #[error("{what} {path} is missing or not executable")]
     MissingBinary { what: &'static str, path: PathBuf },
     #[error("data directory {path} is not usable: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("no free ports left in {start}..{end} (each instance needs {len})", len = PortBlock::LEN)]
     PortsExhausted { start: u16, end: u16 },
     #[error("this host already serves {max} instances")]
@@ -50,9 +57,17 @@ pub enum ServiceError {
     #[error("the {engine} node exited during start: {reason}")]
     NodeExited { engine: EngineKind, reason: String },
     #[error("the {engine} node did not answer JSON-RPC within {secs} s; last log lines:\n{log}")]
-    StartTimeout { engine: EngineKind, secs: u64, log: String },
+    StartTimeout {
+        engine: EngineKind,
+        secs: u64,
+        log: String,
+    },
     #[error("the shared {network} node at {url} does not answer: {reason}")]
-    SharedDown { network: Network, url: String, reason: String },
+    SharedDown {
+        network: Network,
+        url: String,
+        reason: String,
+    },
     #[error("no instance is running")]
     NotStarted,
     #[error("an instance is already running in this runtime")]
@@ -81,9 +96,13 @@ pub struct NodeService {
 
 impl NodeService {
     pub fn new(config: RuntimeConfig) -> Result<Self, ServiceError> {
-        let public = url::Url::parse(&config.public_url)
-            .map_err(|e| ServiceError::Config(format!("public_url {:?}: {e}", config.public_url)))?;
-        if !matches!(public.scheme(), "http" | "https") || public.query().is_some() || public.fragment().is_some() {
+        let public = url::Url::parse(&config.public_url).map_err(|e| {
+            ServiceError::Config(format!("public_url {:?}: {e}", config.public_url))
+        })?;
+        if !matches!(public.scheme(), "http" | "https")
+            || public.query().is_some()
+            || public.fragment().is_some()
+        {
             return Err(ServiceError::Config(format!(
                 "public_url {:?} must be an http(s) URL without query",
                 config.public_url
@@ -98,7 +117,8 @@ impl NodeService {
             )));
         }
         for (network, url) in &config.shared {
-            Upstream::parse(url).map_err(|e| ServiceError::Config(format!("shared.{network}: {e}")))?;
+            Upstream::parse(url)
+                .map_err(|e| ServiceError::Config(format!("shared.{network}: {e}")))?;
         }
         let gateway = Gateway::new(config.nginx.clone());
         Ok(Self { config, gateway })
@@ -113,14 +133,19 @@ impl NodeService {
         let mut modes: Vec<Mode> = offered.values().flatten().copied().collect();
         modes.sort();
         modes.dedup();
-        Offer { networks: offered.keys().copied().collect(), modes }
+        Offer {
+            networks: offered.keys().copied().collect(),
+            modes,
+        }
     }
 
     /// Checks that this host can serve at least one network: engine binaries, data dir, Nginx.
     pub async fn deploy(&self) -> Result<DeployReport, ServiceError> {
         let networks = self.config.offered();
         if networks.is_empty() {
-            return Err(ServiceError::Config("no engine and no shared node configured: nothing to serve".into()));
+            return Err(ServiceError::Config(
+                "no engine and no shared node configured: nothing to serve".into(),
+            ));
         }
         if let Some(erigon) = &self.config.engines.erigon {
             check_executable("erigon binary", &erigon.binary)?;
@@ -145,7 +170,11 @@ impl NodeService {
         for (network, url) in &self.config.shared {
             let rpc = RpcClient::new(url.clone());
             if let Err(e) = rpc.chain_id().await {
-                return Err(ServiceError::SharedDown { network: *network, url: url.clone(), reason: e.to_string() });
+                return Err(ServiceError::SharedDown {
+                    network: *network,
+                    url: url.clone(),
+                    reason: e.to_string(),
+                });
             }
         }
         Ok(report)
@@ -154,16 +183,33 @@ impl NodeService {
     /// Starts an instance. On any failure everything it created is removed again.
     pub async fn start(&self, args: StartArgs) -> Result<Instance, ServiceError> {
         let offered = self.config.offered();
-        let served = || offered.keys().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
+        let served = || {
+            offered
+                .keys()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let network = args.network.unwrap_or(Network::Dev);
         let modes = offered
             .get(&network)
-            .ok_or_else(|| ServiceError::NetworkNotServed { network, served: served() })?;
+            .ok_or_else(|| ServiceError::NetworkNotServed {
+                network,
+                served: served(),
+            })?;
         // A shared node answers in seconds; prefer it unless the caller asked otherwise.
         let mode = args.mode.unwrap_or(modes[0]);
         if !modes.contains(&mode) {
-            let available = modes.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ");
-            return Err(ServiceError::ModeNotAvailable { network, mode, available });
+            let available = modes
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(ServiceError::ModeNotAvailable {
+                network,
+                mode,
+                available,
+            });
         }
         let prune = args.prune.unwrap_or_default();
 
@@ -172,7 +218,9 @@ impl NodeService {
         check_writable_dir(&instances_dir)?;
         let in_use = locks::instances_in_use(&instances_dir);
         if in_use >= self.config.limits.max_instances as usize {
-            return Err(ServiceError::Capacity { max: self.config.limits.max_instances });
+            return Err(ServiceError::Capacity {
+                max: self.config.limits.max_instances,
+            });
         }
         let name = match args.instance {
             Some(name) => name,
@@ -201,24 +249,45 @@ impl NodeService {
         let (upstream, processes, ports) = match mode {
             Mode::Shared => {
                 let url = &self.config.shared[&network];
-                let upstream = Upstream::parse(url).map_err(|e| ServiceError::Config(e.to_string()))?;
+                let upstream =
+                    Upstream::parse(url).map_err(|e| ServiceError::Config(e.to_string()))?;
                 if let Err(e) = RpcClient::new(upstream.http_url()).chain_id().await {
-                    return Err(ServiceError::SharedDown { network, url: url.clone(), reason: e.to_string() });
+                    return Err(ServiceError::SharedDown {
+                        network,
+                        url: url.clone(),
+                        reason: e.to_string(),
+                    });
                 }
                 (upstream, Vec::new(), None)
             }
             Mode::Dedicated => {
-                let lease = PortLease::acquire(&self.config.data_dir.join("ports"), self.config.port_range)?;
+                let lease = PortLease::acquire(
+                    &self.config.data_dir.join("ports"),
+                    self.config.port_range,
+                )?;
                 let block = lease.block();
                 let datadir = lock.dir().join("data");
-                fs::create_dir_all(&datadir).map_err(|source| ServiceError::DataDir { path: datadir.clone(), source })?;
+                fs::create_dir_all(&datadir).map_err(|source| ServiceError::DataDir {
+                    path: datadir.clone(),
+                    source,
+                })?;
                 let specs = match engine {
                     EngineKind::Anvil => {
-                        let anvil = self.config.engines.anvil.as_ref().ok_or_else(|| ServiceError::Config("no anvil".into()))?;
+                        let anvil = self
+                            .config
+                            .engines
+                            .anvil
+                            .as_ref()
+                            .ok_or_else(|| ServiceError::Config("no anvil".into()))?;
                         vec![anvil.process(&datadir, block)]
                     }
                     EngineKind::Erigon => {
-                        let erigon = self.config.engines.erigon.as_ref().ok_or_else(|| ServiceError::Config("no erigon".into()))?;
+                        let erigon = self
+                            .config
+                            .engines
+                            .erigon
+                            .as_ref()
+                            .ok_or_else(|| ServiceError::Config("no erigon".into()))?;
                         erigon.processes(network, prune, &datadir, block)
                     }
                 };
@@ -246,12 +315,22 @@ impl NodeService {
                 (upstream, processes, Some(lease))
             }
         };
-        let credentials = Credentials { user: name.to_string(), password: Secret::new(htpasswd::random_password()) };
+        let credentials = Credentials {
+            user: name.to_string(),
+            password: Secret::new(htpasswd::random_password()),
+        };
         if let Err(e) = self.gateway.add(name, &upstream, &credentials).await {
             stop_all(processes).await;
             return Err(e.into());
         }
-        Ok(Parts { engine, prune, upstream, processes, ports, credentials })
+        Ok(Parts {
+            engine,
+            prune,
+            upstream,
+            processes,
+            ports,
+            credentials,
+        })
     }
 
     async fn wait_ready(
@@ -267,11 +346,15 @@ impl NodeService {
         let mut pause = Duration::from_millis(5);
         loop {
             for p in processes {
-                if let state @ (ProcessState::Failed { .. } | ProcessState::Restarting { .. }) = p.state() {
+                if let state @ (ProcessState::Failed { .. } | ProcessState::Restarting { .. }) =
+                    p.state()
+                {
                     let tail = erigolem_supervisor::tail_lines(log, 20).unwrap_or_default();
                     let reason = match state {
                         ProcessState::Failed { reason, .. } => reason,
-                        ProcessState::Restarting { last_exit, .. } => format!("{last_exit}; last log lines:\n{tail}"),
+                        ProcessState::Restarting { last_exit, .. } => {
+                            format!("{last_exit}; last log lines:\n{tail}")
+                        }
                         _ => unreachable!(),
                     };
                     return Err(ServiceError::NodeExited { engine, reason });
@@ -282,7 +365,11 @@ impl NodeService {
             }
             if Instant::now() >= deadline {
                 let log = erigolem_supervisor::tail_lines(log, 20).unwrap_or_default();
-                return Err(ServiceError::StartTimeout { engine, secs: timeout.as_secs(), log });
+                return Err(ServiceError::StartTimeout {
+                    engine,
+                    secs: timeout.as_secs(),
+                    log,
+                });
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(200));
@@ -292,7 +379,9 @@ impl NodeService {
     /// Removes what runtimes killed without cleanup left: Nginx entries and instance directories.
     pub async fn sweep_stale(&self) {
         match self.gateway.sweep_stale().await {
-            Ok(swept) if !swept.is_empty() => tracing::warn!(?swept, "removed stale gateway entries"),
+            Ok(swept) if !swept.is_empty() => {
+                tracing::warn!(?swept, "removed stale gateway entries")
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!("sweeping stale gateway entries failed: {e}"),
         }
@@ -333,11 +422,28 @@ pub struct Instance {
 }
 
 impl Instance {
-    fn new(service: &NodeService, name: InstanceName, network: Network, mode: Mode, lock: InstanceLock, parts: Parts) -> Self {
+    fn new(
+        service: &NodeService,
+        name: InstanceName,
+        network: Network,
+        mode: Mode,
+        lock: InstanceLock,
+        parts: Parts,
+    ) -> Self {
         let (url, ws_url) = service.endpoint(&name);
         let rpc = RpcClient::new(parts.upstream.http_url());
         tracing::info!(instance = %name, %network, ?mode, engine = %parts.engine, "instance started");
-        Self { name, network, mode, url, ws_url, rpc, gateway: service.gateway.clone(), lock, parts }
+        Self {
+            name,
+            network,
+            mode,
+            url,
+            ws_url,
+            rpc,
+            gateway: service.gateway.clone(),
+            lock,
+            parts,
+        }
     }
 
     pub fn name(&self) -> &InstanceName {
@@ -381,11 +487,17 @@ impl Instance {
         for p in &self.parts.processes {
             match p.state() {
                 ProcessState::Running { restarts: r, .. } => restarts += r,
-                ProcessState::Restarting { restarts: r, last_exit } => {
+                ProcessState::Restarting {
+                    restarts: r,
+                    last_exit,
+                } => {
                     restarts += r;
                     process_problem = Some(format!("node exited ({last_exit}); restarting"));
                 }
-                ProcessState::Failed { restarts: r, reason } => {
+                ProcessState::Failed {
+                    restarts: r,
+                    reason,
+                } => {
                     restarts += r;
                     failed = true;
                     process_problem = Some(reason);
@@ -396,9 +508,15 @@ impl Instance {
         let (state, block, sync, peers) = if failed {
             (NodeState::Failed, None, None, None)
         } else {
-            let (block, syncing, peers) = tokio::join!(self.rpc.block_number(), self.rpc.syncing(), self.rpc.peer_count());
+            let (block, syncing, peers) = tokio::join!(
+                self.rpc.block_number(),
+                self.rpc.syncing(),
+                self.rpc.peer_count()
+            );
             match (block, syncing) {
-                (Ok(block), Ok(Some(progress))) => (NodeState::Syncing, Some(block), Some(progress), peers.ok()),
+                (Ok(block), Ok(Some(progress))) => {
+                    (NodeState::Syncing, Some(block), Some(progress), peers.ok())
+                }
                 (Ok(block), Ok(None)) => (NodeState::Running, Some(block), None, peers.ok()),
                 (Ok(block), Err(_)) => (NodeState::Running, Some(block), None, peers.ok()),
                 (Err(e), _) => {
@@ -446,8 +564,13 @@ impl Instance {
 
     /// Replaces the password; the old one stops working at once.
     pub async fn rotate(&mut self) -> Result<Credentials, ServiceError> {
-        let credentials = Credentials { user: self.name.to_string(), password: Secret::new(htpasswd::random_password()) };
-        self.gateway.set_credentials(&self.name, &credentials).await?;
+        let credentials = Credentials {
+            user: self.name.to_string(),
+            password: Secret::new(htpasswd::random_password()),
+        };
+        self.gateway
+            .set_credentials(&self.name, &credentials)
+            .await?;
         self.parts.credentials = credentials.clone();
         tracing::info!(instance = %self.name, "password rotated");
         Ok(credentials)
@@ -475,19 +598,26 @@ async fn stop_all(processes: Vec<Supervised>) {
 fn random_instance_name() -> InstanceName {
     let bytes: [u8; 8] = rand::random();
     // Starts with a letter so it is never mistaken for a number.
-    InstanceName::new(format!("n{}", hex::encode(bytes))).unwrap_or_else(|_| unreachable!("hex is valid"))
+    InstanceName::new(format!("n{}", hex::encode(bytes)))
+        .unwrap_or_else(|_| unreachable!("hex is valid"))
 }
 
 fn check_executable(what: &'static str, path: &Path) -> Result<(), ServiceError> {
     use std::os::unix::fs::PermissionsExt;
     match fs::metadata(path) {
         Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
-        _ => Err(ServiceError::MissingBinary { what, path: path.to_owned() }),
+        _ => Err(ServiceError::MissingBinary {
+            what,
+            path: path.to_owned(),
+        }),
     }
 }
 
 fn check_writable_dir(path: &Path) -> Result<(), ServiceError> {
-    let err = |source| ServiceError::DataDir { path: path.to_owned(), source };
+    let err = |source| ServiceError::DataDir {
+        path: path.to_owned(),
+        source,
+    };
     fs::create_dir_all(path).map_err(err)?;
     let probe = path.join(format!(".write-test-{}", std::process::id()));
     fs::write(&probe, b"").map_err(err)?;

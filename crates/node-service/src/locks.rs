@@ -14,7 +14,11 @@ use crate::{PortRange, ServiceError};
 const LOCK_FILE: &str = ".lock";
 
 fn try_lock(path: &Path) -> std::io::Result<Option<File>> {
-    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
     match flock(&file, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(Some(file)),
         Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
@@ -29,10 +33,27 @@ pub(crate) struct InstanceLock {
     _file: File,
 }
 
+/// Held while instance directories are created, probed or swept: a sweep never deletes a directory
+/// between its creation and its claim, and a probe's brief lock is never mistaken for a claim.
+fn host_lock(instances_dir: &Path) -> std::io::Result<File> {
+    fs::create_dir_all(instances_dir)?;
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(instances_dir.join(LOCK_FILE))?;
+    flock(&file, FlockOperation::LockExclusive)?;
+    Ok(file)
+}
+
 impl InstanceLock {
     pub(crate) fn acquire(instances_dir: &Path, name: &InstanceName) -> Result<Self, ServiceError> {
         let dir = instances_dir.join(name.as_str());
-        let data_err = |source| ServiceError::DataDir { path: dir.clone(), source };
+        let data_err = |source| ServiceError::DataDir {
+            path: dir.clone(),
+            source,
+        };
+        let _host = host_lock(instances_dir).map_err(data_err)?;
         fs::create_dir_all(&dir).map_err(data_err)?;
         match try_lock(&dir.join(LOCK_FILE)).map_err(data_err)? {
             Some(file) => {
@@ -70,7 +91,12 @@ fn remove_any(path: &Path) -> std::io::Result<()> {
 
 /// How many instance directories are claimed by a live runtime.
 pub(crate) fn instances_in_use(instances_dir: &Path) -> usize {
-    let Ok(entries) = fs::read_dir(instances_dir) else { return 0 };
+    let Ok(_host) = host_lock(instances_dir) else {
+        return 0;
+    };
+    let Ok(entries) = fs::read_dir(instances_dir) else {
+        return 0;
+    };
     entries
         .flatten()
         .filter(|e| e.path().is_dir())
@@ -80,10 +106,18 @@ pub(crate) fn instances_in_use(instances_dir: &Path) -> usize {
 
 /// Deletes instance directories nobody holds (their runtime was killed).
 pub(crate) fn sweep_instance_dirs(instances_dir: &Path) {
-    let Ok(entries) = fs::read_dir(instances_dir) else { return };
+    let Ok(_host) = host_lock(instances_dir) else {
+        return;
+    };
+    let Ok(entries) = fs::read_dir(instances_dir) else {
+        return;
+    };
     for entry in entries.flatten().filter(|e| e.path().is_dir()) {
         if let Ok(Some(_unclaimed)) = try_lock(&entry.path().join(LOCK_FILE)) {
-            tracing::warn!("removing stale instance directory {}", entry.path().display());
+            tracing::warn!(
+                "removing stale instance directory {}",
+                entry.path().display()
+            );
             let _ = fs::remove_dir_all(entry.path());
         }
     }
@@ -99,19 +133,29 @@ pub(crate) struct PortLease {
 impl PortLease {
     /// Claims the first block of the range that no other instance holds and whose ports are all free.
     pub(crate) fn acquire(ports_dir: &Path, range: PortRange) -> Result<Self, ServiceError> {
-        let data_err = |source| ServiceError::DataDir { path: ports_dir.to_owned(), source };
+        let data_err = |source| ServiceError::DataDir {
+            path: ports_dir.to_owned(),
+            source,
+        };
         fs::create_dir_all(ports_dir).map_err(data_err)?;
         for block in range.blocks() {
-            let Some(file) = try_lock(&ports_dir.join(format!("{}.lock", block.base))).map_err(data_err)? else {
+            let Some(file) =
+                try_lock(&ports_dir.join(format!("{}.lock", block.base))).map_err(data_err)?
+            else {
                 continue;
             };
-            let all_free = (block.base..block.base + PortBlock::LEN)
-                .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok() && TcpListener::bind(("0.0.0.0", p)).is_ok());
+            let all_free = (block.base..block.base + PortBlock::LEN).all(|p| {
+                TcpListener::bind(("127.0.0.1", p)).is_ok()
+                    && TcpListener::bind(("0.0.0.0", p)).is_ok()
+            });
             if all_free {
                 return Ok(Self { block, _file: file });
             }
         }
-        Err(ServiceError::PortsExhausted { start: range.start, end: range.end })
+        Err(ServiceError::PortsExhausted {
+            start: range.start,
+            end: range.end,
+        })
     }
 
     pub(crate) fn block(&self) -> PortBlock {

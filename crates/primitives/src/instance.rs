@@ -18,7 +18,9 @@ impl InstanceName {
     pub fn new(name: impl Into<String>) -> Result<Self, InvalidInstanceName> {
         let name = name.into();
         let valid = (3..=63).contains(&name.len())
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !name.starts_with('-');
         if valid {
             Ok(Self(name))
@@ -65,7 +67,8 @@ mod tests {
     #[test]
     fn rejects_anything_that_could_inject() {
         for bad in [
-            "a;b", "../etc", "x y", "a\nb", "UPPER", "-lead", "ab", "a{b}", "a$b", "a/b", "a'b", "é-aa",
+            "a;b", "../etc", "x y", "a\nb", "UPPER", "-lead", "ab", "a{b}", "a$b", "a/b", "a'b",
+            "é-aa",
         ] {
             assert!(InstanceName::new(bad).is_err(), "{bad:?} accepted");
         }

@@ -266,13 +266,19 @@ mod tests {
         assert_eq!(args.mode, Some(Mode::Shared));
         // An exe script may split the JSON into several words.
         let split = ["{\"network\":".to_string(), "\"dev\"}".to_string()];
-        assert_eq!(StartArgs::parse(&split).unwrap().network, Some(Network::Dev));
+        assert_eq!(
+            StartArgs::parse(&split).unwrap().network,
+            Some(Network::Dev)
+        );
     }
 
     #[test]
     fn start_args_errors_name_the_problem() {
         let err = StartArgs::parse(&[r#"{"network":"ropsten"}"#.into()]).unwrap_err();
-        assert!(err.to_string().contains("unknown variant `ropsten`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown variant `ropsten`"),
+            "{err}"
+        );
         let err = StartArgs::parse(&[r#"{"mode":"solo"}"#.into()]).unwrap_err();
         assert!(err.to_string().contains("`shared`"), "{err}");
         let err = StartArgs::parse(&[r#"{"netwrok":"dev"}"#.into()]).unwrap_err();
@@ -284,7 +290,10 @@ mod tests {
 
     #[test]
     fn secrets_stay_out_of_debug() {
-        let c = Credentials { user: "u".into(), password: Secret::new("hunter2") };
+        let c = Credentials {
+            user: "u".into(),
+            password: Secret::new("hunter2"),
+        };
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(serde_json::to_string(&c).unwrap().contains("hunter2"));
     }

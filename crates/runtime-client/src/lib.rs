@@ -24,9 +24,16 @@ use ya_runtime_sdk::runtime_api::server::{
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot run {path}: {source}")]
-    Spawn { path: PathBuf, source: std::io::Error },
+    Spawn {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("`{command}` failed ({status}): {stderr}")]
-    Failed { command: String, status: String, stderr: String },
+    Failed {
+        command: String,
+        status: String,
+        stderr: String,
+    },
     #[error("`{command}` printed no JSON: {output:?}")]
     BadOutput { command: String, output: String },
     #[error("the runtime exited during start (code {code}): {log}")]
@@ -34,11 +41,19 @@ pub enum ClientError {
     #[error("runtime API: {0}")]
     Api(String),
     #[error("`{command}` failed (code {code}): {stderr}")]
-    Command { command: String, code: i32, stderr: String },
+    Command {
+        command: String,
+        code: i32,
+        stderr: String,
+    },
     #[error("`{command}` gave no result within {timeout:?}")]
     Timeout { command: String, timeout: Duration },
     #[error("`{command}` answered {output:?}: {error}")]
-    Decode { command: String, output: String, error: serde_json::Error },
+    Decode {
+        command: String,
+        output: String,
+        error: serde_json::Error,
+    },
 }
 
 /// A runtime binary and the environment it runs in.
@@ -59,7 +74,11 @@ pub struct Deployed {
 
 impl RuntimeBinary {
     pub fn new(path: impl Into<PathBuf>, workdir: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), workdir: workdir.into(), env: Vec::new() }
+        Self {
+            path: path.into(),
+            workdir: workdir.into(),
+            env: Vec::new(),
+        }
     }
 
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
@@ -86,18 +105,27 @@ impl RuntimeBinary {
             .command(sub, &[])
             .output()
             .await
-            .map_err(|source| ClientError::Spawn { path: self.path.clone(), source })?;
+            .map_err(|source| ClientError::Spawn {
+                path: self.path.clone(),
+                source,
+            })?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         if !out.status.success() {
-            return Err(ClientError::Failed { command: sub.into(), status: out.status.to_string(), stderr });
+            return Err(ClientError::Failed {
+                command: sub.into(),
+                status: out.status.to_string(),
+                stderr,
+            });
         }
         Ok((stdout, stderr))
     }
 
     fn json(command: &str, stdout: &str) -> Result<Value, ClientError> {
-        serde_json::from_str(stdout.trim())
-            .map_err(|_| ClientError::BadOutput { command: command.into(), output: stdout.into() })
+        serde_json::from_str(stdout.trim()).map_err(|_| ClientError::BadOutput {
+            command: command.into(),
+            output: stdout.into(),
+        })
     }
 
     pub async fn deploy(&self) -> Result<Deployed, ClientError> {
@@ -127,20 +155,32 @@ impl RuntimeBinary {
 
     /// Starts the runtime in server mode with `start <args>` and waits until it is serving.
     pub async fn start(&self, args: &str) -> Result<Session, ClientError> {
-        std::fs::create_dir_all(&self.workdir)
-            .map_err(|source| ClientError::Spawn { path: self.workdir.clone(), source })?;
+        std::fs::create_dir_all(&self.workdir).map_err(|source| ClientError::Spawn {
+            path: self.workdir.clone(),
+            source,
+        })?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path())
-            .map_err(|source| ClientError::Spawn { path: self.log_path(), source })?;
+            .map_err(|source| ClientError::Spawn {
+                path: self.log_path(),
+                source,
+            })?;
         let mut cmd = self.command("start", &[args]);
         cmd.stderr(log);
         let events = Events::default();
-        let service = server::spawn(cmd, events.clone()).await.map_err(|e| ClientError::Api(e.to_string()))?;
+        let service = server::spawn(cmd, events.clone())
+            .await
+            .map_err(|e| ClientError::Api(e.to_string()))?;
         let pid = service.id();
         let service: Box<dyn Api> = Box::new(service);
-        let session = Session { service, events, pid, log: self.log_path() };
+        let session = Session {
+            service,
+            events,
+            pid,
+            log: self.log_path(),
+        };
         // A failed start makes the runtime exit; the hello is never answered then.
         tokio::select! {
             hello = session.service.hello("0.1") => { hello.map_err(|e| ClientError::Api(e.message))?; }
@@ -223,11 +263,22 @@ impl Session {
         decode("start", &out.stdout)
     }
 
-    async fn wait_output(&self, pid: u64, command: &str, stdout_only: bool) -> Result<ProcessOutput, ClientError> {
+    async fn wait_output(
+        &self,
+        pid: u64,
+        command: &str,
+        stdout_only: bool,
+    ) -> Result<ProcessOutput, ClientError> {
         let wait = async {
             loop {
                 let notified = self.events.changed.notified();
-                if let Some(out) = self.events.processes.lock().ok().and_then(|m| m.get(&pid).cloned()) {
+                if let Some(out) = self
+                    .events
+                    .processes
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(&pid).cloned())
+                {
                     if out.return_code.is_some() || (stdout_only && !out.stdout.is_empty()) {
                         return out;
                     }
@@ -237,24 +288,39 @@ impl Session {
         };
         tokio::time::timeout(COMMAND_TIMEOUT, wait)
             .await
-            .map_err(|_| ClientError::Timeout { command: command.into(), timeout: COMMAND_TIMEOUT })
+            .map_err(|_| ClientError::Timeout {
+                command: command.into(),
+                timeout: COMMAND_TIMEOUT,
+            })
     }
 
     /// Runs `run <entry> <args…>` and returns its stdout; a non-zero return code is an error
     /// carrying its stderr.
     pub async fn run(&self, entry: &str, args: &[&str]) -> Result<String, ClientError> {
-        let command = std::iter::once(entry).chain(args.iter().copied()).collect::<Vec<_>>().join(" ");
+        let command = std::iter::once(entry)
+            .chain(args.iter().copied())
+            .collect::<Vec<_>>()
+            .join(" ");
         let run = RunProcess {
             bin: entry.to_owned(),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             ..Default::default()
         };
-        let pid = self.service.run_process(run).await.map_err(|e| ClientError::Api(e.message))?.pid;
+        let pid = self
+            .service
+            .run_process(run)
+            .await
+            .map_err(|e| ClientError::Api(e.message))?
+            .pid;
         let out = self.wait_output(pid, &command, false).await?;
         let code = out.return_code.unwrap_or(-1);
         if code != 0 {
             let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-            return Err(ClientError::Command { command, code, stderr });
+            return Err(ClientError::Command {
+                command,
+                code,
+                stderr,
+            });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -278,7 +344,10 @@ impl Session {
     /// Sends Shutdown and waits for its answer: the runtime has then stopped its instance. The
     /// session is closed afterwards, which ends the runtime process, as an exe-unit does.
     pub async fn shutdown(self) -> Result<(), ClientError> {
-        self.service.shutdown().await.map_err(|e| ClientError::Api(e.message))?;
+        self.service
+            .shutdown()
+            .await
+            .map_err(|e| ClientError::Api(e.message))?;
         self.service.stop();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.service.stopped()).await;
         Ok(())

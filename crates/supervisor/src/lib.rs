@@ -27,7 +27,12 @@ pub struct ProcessSpec {
 
 impl ProcessSpec {
     pub fn new(program: impl Into<PathBuf>) -> Self {
-        Self { program: program.into(), args: Vec::new(), env: Vec::new(), cwd: None }
+        Self {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+        }
     }
 
     pub fn args<I, S>(mut self, args: I) -> Self
@@ -73,11 +78,20 @@ impl Default for RestartPolicy {
 /// The observable state of a supervised process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProcessState {
-    Running { pid: u32, restarts: u32 },
+    Running {
+        pid: u32,
+        restarts: u32,
+    },
     /// Exited unexpectedly; waiting out the backoff before the next start.
-    Restarting { restarts: u32, last_exit: String },
+    Restarting {
+        restarts: u32,
+        last_exit: String,
+    },
     /// Gave up after too many crashes, or could not be started at all.
-    Failed { restarts: u32, reason: String },
+    Failed {
+        restarts: u32,
+        reason: String,
+    },
     Stopped,
 }
 
@@ -114,8 +128,20 @@ impl Supervised {
         let pid = child.id().unwrap_or_default();
         let (state_tx, state) = watch::channel(ProcessState::Running { pid, restarts: 0 });
         let (stop_tx, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(supervise(spec, log_path.clone(), policy, child, state_tx, stop_rx));
-        Ok(Self { state, stop_tx: Some(stop_tx), task: Some(task), log_path })
+        let task = tokio::spawn(supervise(
+            spec,
+            log_path.clone(),
+            policy,
+            child,
+            state_tx,
+            stop_rx,
+        ));
+        Ok(Self {
+            state,
+            stop_tx: Some(stop_tx),
+            task: Some(task),
+            log_path,
+        })
     }
 
     pub fn state(&self) -> ProcessState {
@@ -157,7 +183,10 @@ impl Drop for Supervised {
 
 fn start(spec: &ProcessSpec, log_path: &Path) -> Result<Child, SupervisorError> {
     let log = open_log(log_path)?;
-    let log_err = log.try_clone().map_err(|source| SupervisorError::Log { path: log_path.into(), source })?;
+    let log_err = log.try_clone().map_err(|source| SupervisorError::Log {
+        path: log_path.into(),
+        source,
+    })?;
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -185,7 +214,10 @@ fn start(spec: &ProcessSpec, log_path: &Path) -> Result<Child, SupervisorError> 
             Ok(())
         });
     }
-    cmd.spawn().map_err(|source| SupervisorError::Spawn { program: spec.program.clone(), source })
+    cmd.spawn().map_err(|source| SupervisorError::Spawn {
+        program: spec.program.clone(),
+        source,
+    })
 }
 
 fn open_log(path: &Path) -> Result<File, SupervisorError> {
@@ -193,7 +225,10 @@ fn open_log(path: &Path) -> Result<File, SupervisorError> {
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|source| SupervisorError::Log { path: path.into(), source })
+        .map_err(|source| SupervisorError::Log {
+            path: path.into(),
+            source,
+        })
 }
 
 async fn supervise(
@@ -234,13 +269,19 @@ async fn supervise(
             let tail = tail_lines(&log_path, FAILURE_LOG_LINES).unwrap_or_default();
             let reason = format!(
                 "{} exited {} times in a row (last: {last_exit}); last log lines:\n{tail}",
-                spec.program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                spec.program
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
                 crashes
             );
             let _ = state.send(ProcessState::Failed { restarts, reason });
             return;
         }
-        let _ = state.send(ProcessState::Restarting { restarts, last_exit: last_exit.clone() });
+        let _ = state.send(ProcessState::Restarting {
+            restarts,
+            last_exit: last_exit.clone(),
+        });
         let backoff = policy
             .backoff_initial
             .saturating_mul(1 << (crashes - 1).min(16))
@@ -260,7 +301,10 @@ async fn supervise(
                 let _ = state.send(ProcessState::Running { pid, restarts });
             }
             Err(e) => {
-                let _ = state.send(ProcessState::Failed { restarts, reason: e.to_string() });
+                let _ = state.send(ProcessState::Failed {
+                    restarts,
+                    reason: e.to_string(),
+                });
                 return;
             }
         }
@@ -273,7 +317,10 @@ async fn terminate(child: &mut Child, grace: Duration) {
     let group = Pid::from_raw(pid as i32);
     let _ = killpg(group, Signal::SIGTERM);
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        tracing::warn!(pid, "node did not stop within {grace:?}; killing its process group");
+        tracing::warn!(
+            pid,
+            "node did not stop within {grace:?}; killing its process group"
+        );
     }
     // Also reaches children the leader left behind after it exited.
     let _ = killpg(group, Signal::SIGKILL);

@@ -17,19 +17,27 @@ pub use provider::Provider;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A binary built by this workspace (`cargo build --workspace --bins` must have run).
 pub fn workspace_bin(name: &str) -> PathBuf {
-    // Test binaries live in target/<profile>/deps; built binaries one level up.
+    // Test binaries and examples live in target/<profile>/{deps,examples}; binaries one level up.
     let exe = std::env::current_exe().unwrap();
     let mut dir = exe.parent().unwrap();
-    if dir.ends_with("deps") {
+    if dir.ends_with("deps") || dir.ends_with("examples") {
         dir = dir.parent().unwrap();
     }
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
     path
 }
 
@@ -38,7 +46,11 @@ pub fn anvil_bin() -> PathBuf {
     let path = std::env::var_os("ERIGOLEM_ANVIL")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join(".tools/bin/anvil"));
-    assert!(path.exists(), "{} is missing: run scripts/setup.sh", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup.sh",
+        path.display()
+    );
     path
 }
 
@@ -48,15 +60,23 @@ pub fn nginx_bin() -> PathBuf {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A base port for a block of `len` ports, all free now, picked at random in 20000–59999 so that
 /// tests running in parallel processes rarely collide.
 pub fn free_port_block(len: u16) -> u16 {
     for _ in 0..100 {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let base = 20_000 + ((nanos ^ std::process::id().wrapping_mul(2_654_435_761)) % 40_000) as u16;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let base =
+            20_000 + ((nanos ^ std::process::id().wrapping_mul(2_654_435_761)) % 40_000) as u16;
         let base = base - base % len.max(1);
         if (base..base + len).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return base;
@@ -76,7 +96,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -145,7 +168,11 @@ impl Nginx {
         let user = root.then_some("www-data");
         let conf = dir.join("nginx.conf");
         let listen: SocketAddr = ([127, 0, 0, 1], port).into();
-        std::fs::write(&conf, site::standalone_config(dir, listen, &gateway_dir, user, workers)).unwrap();
+        std::fs::write(
+            &conf,
+            site::standalone_config(dir, listen, &gateway_dir, user, workers),
+        )
+        .unwrap();
         let gateway = GatewayConfig {
             dir: gateway_dir,
             nginx_bin: nginx_bin(),
@@ -153,7 +180,9 @@ impl Nginx {
             pid_file: dir.join("nginx.pid"),
             password_group: user.map(str::to_owned),
         };
-        erigolem_gateway::Gateway::new(gateway.clone()).ensure_layout().unwrap();
+        erigolem_gateway::Gateway::new(gateway.clone())
+            .ensure_layout()
+            .unwrap();
         let child = ChildGuard::spawn(
             std::process::Command::new(nginx_bin())
                 .args(["-e", "stderr", "-g", "daemon off;", "-c"])
@@ -163,10 +192,18 @@ impl Nginx {
         let pid_file = gateway.pid_file.clone();
         wait_for("nginx to listen", Duration::from_secs(10), || {
             let pid_file = pid_file.clone();
-            async move { (pid_file.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()).then_some(()) }
+            async move {
+                (pid_file.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+                    .then_some(())
+            }
         })
         .await;
-        Self { port, gateway, dir: dir.to_owned(), _child: child }
+        Self {
+            port,
+            gateway,
+            dir: dir.to_owned(),
+            _child: child,
+        }
     }
 
     pub fn base_url(&self) -> String {
@@ -186,7 +223,13 @@ impl Anvil {
     pub async fn start(block_time: Option<u32>) -> Self {
         let port = free_port();
         let mut cmd = std::process::Command::new(anvil_bin());
-        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--silent"]);
+        cmd.args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--silent",
+        ]);
         if let Some(bt) = block_time {
             cmd.args(["--block-time", &bt.to_string()]);
         }
@@ -218,17 +261,33 @@ pub enum RpcError {
 }
 
 /// One JSON-RPC call, optionally with basic auth `(user, password)`.
-pub async fn rpc(url: &str, auth: Option<(&str, &str)>, method: &str, params: Value) -> Result<Value, RpcError> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
-    let mut req = client.post(url).json(&json!({"jsonrpc":"2.0","id":1,"method":method,"params":params}));
+pub async fn rpc(
+    url: &str,
+    auth: Option<(&str, &str)>,
+    method: &str,
+    params: Value,
+) -> Result<Value, RpcError> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut req = client
+        .post(url)
+        .json(&json!({"jsonrpc":"2.0","id":1,"method":method,"params":params}));
     if let Some((u, p)) = auth {
         req = req.basic_auth(u, Some(p));
     }
-    let resp = req.send().await.map_err(|e| RpcError::Transport(e.to_string()))?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| RpcError::Transport(e.to_string()))?;
     if !resp.status().is_success() {
         return Err(RpcError::Http(resp.status().as_u16()));
     }
-    let body: Value = resp.json().await.map_err(|e| RpcError::Transport(e.to_string()))?;
+    let body: Value = resp
+        .json()
+        .await
+        .map_err(|e| RpcError::Transport(e.to_string()))?;
     match body.get("result") {
         Some(r) => Ok(r.clone()),
         None => Err(RpcError::Rpc(body)),

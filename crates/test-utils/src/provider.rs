@@ -28,18 +28,37 @@ impl Provider {
         let base = free_port_block(len);
         let mut config = RuntimeConfig {
             data_dir: root.join("data"),
-            port_range: PortRange { start: base, end: base + len },
+            port_range: PortRange {
+                start: base,
+                end: base + len,
+            },
             public_url: nginx.base_url(),
             nginx: nginx.gateway.clone(),
             engines: Engines {
-                erigon: Some(ErigonEngine { binary: workspace_bin("fake-erigon"), rpcdaemon: None }),
-                anvil: Some(AnvilEngine { binary: anvil_bin(), block_time: 1 }),
+                erigon: Some(ErigonEngine {
+                    binary: workspace_bin("fake-erigon"),
+                    rpcdaemon: None,
+                }),
+                anvil: Some(AnvilEngine {
+                    binary: anvil_bin(),
+                    block_time: 1,
+                }),
             },
             shared: Default::default(),
-            limits: Limits { start_timeout_secs: 30, stop_grace_secs: 5, max_restarts: 2, ..Limits::default() },
+            limits: Limits {
+                start_timeout_secs: 30,
+                stop_grace_secs: 5,
+                max_restarts: 2,
+                ..Limits::default()
+            },
         };
         customize(&mut config);
-        let provider = Self { nginx, config, root, _dir: dir };
+        let provider = Self {
+            nginx,
+            config,
+            root,
+            _dir: dir,
+        };
         provider.write_config();
         provider
     }
@@ -52,14 +71,20 @@ impl Provider {
     }
 
     pub fn config_path(&self) -> PathBuf {
-        self.root.join("xdg/ya-runtime-erigon/ya-runtime-erigon.json")
+        self.root
+            .join("xdg/ya-runtime-erigon/ya-runtime-erigon.json")
     }
 
     /// The runtime binary for one activity, with its own work dir.
     pub fn runtime(&self, activity: &str) -> RuntimeBinary {
-        RuntimeBinary::new(workspace_bin("ya-runtime-erigon"), self.root.join("work").join(activity))
-            .env("XDG_DATA_HOME", self.root.join("xdg"))
-            .env("RUST_LOG", "info")
+        RuntimeBinary::new(
+            workspace_bin("ya-runtime-erigon"),
+            self.root.join("work").join(activity),
+        )
+        .env("XDG_DATA_HOME", self.root.join("xdg"))
+        .env("RUST_LOG", "info")
+        // A failed start ends in the SDK's panic; its backtrace would bury the reason.
+        .env("RUST_BACKTRACE", "0")
     }
 
     pub fn instance_dir(&self, name: &str) -> PathBuf {
@@ -87,7 +112,12 @@ impl Provider {
 
 fn list(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !n.starts_with('.')).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names

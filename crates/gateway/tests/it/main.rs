@@ -10,7 +10,10 @@ use erigolem_test_utils::{hex_u64, rpc, wait_for, Anvil, Nginx, RpcError};
 use serde_json::json;
 
 fn creds(user: &str) -> Credentials {
-    Credentials { user: user.into(), password: Secret::new(htpasswd::random_password()) }
+    Credentials {
+        user: user.into(),
+        password: Secret::new(htpasswd::random_password()),
+    }
 }
 
 fn name(s: &str) -> InstanceName {
@@ -46,10 +49,17 @@ async fn entry_serves_rpc_only_with_its_credentials_and_goes_away() {
     until_status(&url_a, Some(auth_a), None).await;
     // Right after add returns, every request is served by the new configuration.
     for _ in 0..30 {
-        rpc(&url_a, Some(auth_a), "eth_blockNumber", json!([])).await.unwrap();
+        rpc(&url_a, Some(auth_a), "eth_blockNumber", json!([]))
+            .await
+            .unwrap();
     }
     let block = rpc(&url_a, Some(auth_a), "eth_blockNumber", json!([])).await;
-    let block = block.unwrap_or_else(|e| panic!("{e:?}: {}", std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()));
+    let block = block.unwrap_or_else(|e| {
+        panic!(
+            "{e:?}: {}",
+            std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+        )
+    });
     assert_eq!(hex_u64(&block), 0);
 
     // Password file: mode 0640, salted hash, no plain password.
@@ -60,26 +70,62 @@ async fn entry_serves_rpc_only_with_its_credentials_and_goes_away() {
     assert!(text.starts_with("node-a:{SSHA}") && !text.contains(ca.password.expose()));
 
     // Wrong, missing and another instance's credentials: 401.
-    assert!(matches!(rpc(&url_a, Some(("node-a", "wrong")), "eth_blockNumber", json!([])).await, Err(RpcError::Http(401))));
+    assert!(matches!(
+        rpc(
+            &url_a,
+            Some(("node-a", "wrong")),
+            "eth_blockNumber",
+            json!([])
+        )
+        .await,
+        Err(RpcError::Http(401))
+    ));
     let r = rpc(&url_a, None, "eth_blockNumber", json!([])).await;
     assert!(matches!(r, Err(RpcError::Http(401))), "{r:?}");
     let auth_b = (cb.user.as_str(), cb.password.expose());
-    assert!(matches!(rpc(&url_a, Some(auth_b), "eth_blockNumber", json!([])).await, Err(RpcError::Http(401))));
+    assert!(matches!(
+        rpc(&url_a, Some(auth_b), "eth_blockNumber", json!([])).await,
+        Err(RpcError::Http(401))
+    ));
 
     // Rotation: the old password stops working at once, the new one works.
     let rotated = creds("node-a");
     gw.set_credentials(&a, &rotated).await.unwrap();
-    assert!(matches!(rpc(&url_a, Some(auth_a), "eth_blockNumber", json!([])).await, Err(RpcError::Http(401))));
-    rpc(&url_a, Some((rotated.user.as_str(), rotated.password.expose())), "eth_blockNumber", json!([])).await.unwrap();
+    assert!(matches!(
+        rpc(&url_a, Some(auth_a), "eth_blockNumber", json!([])).await,
+        Err(RpcError::Http(401))
+    ));
+    rpc(
+        &url_a,
+        Some((rotated.user.as_str(), rotated.password.expose())),
+        "eth_blockNumber",
+        json!([]),
+    )
+    .await
+    .unwrap();
 
     // Removal: credentials refused, then the path is gone; files removed; b unaffected.
     gw.remove(&a).await.unwrap();
-    assert!(rpc(&url_a, Some((rotated.user.as_str(), rotated.password.expose())), "eth_blockNumber", json!([])).await.is_err());
-    until_status(&url_a, Some((rotated.user.as_str(), rotated.password.expose())), Some(404)).await;
+    assert!(rpc(
+        &url_a,
+        Some((rotated.user.as_str(), rotated.password.expose())),
+        "eth_blockNumber",
+        json!([])
+    )
+    .await
+    .is_err());
+    until_status(
+        &url_a,
+        Some((rotated.user.as_str(), rotated.password.expose())),
+        Some(404),
+    )
+    .await;
     assert!(!pw_file.exists());
     assert_eq!(gw.entries().unwrap().len(), 1);
     let url_b = format!("{}/node-b/", nginx.base_url());
-    rpc(&url_b, Some(auth_b), "eth_blockNumber", json!([])).await.unwrap();
+    rpc(&url_b, Some(auth_b), "eth_blockNumber", json!([]))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -89,7 +135,10 @@ async fn invalid_config_is_rolled_back() {
     let gw = Gateway::new(nginx.gateway.clone());
     // A host name nginx cannot resolve makes `nginx -t` fail.
     let bad = Upstream::parse("no-such-host.invalid:8545").unwrap();
-    let err = gw.add(&name("broken"), &bad, &creds("broken")).await.unwrap_err();
+    let err = gw
+        .add(&name("broken"), &bad, &creds("broken"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("rolled back"), "{err}");
     assert!(gw.entries().unwrap().is_empty());
     assert!(!gw.password_file(&name("broken")).exists());
@@ -103,17 +152,25 @@ async fn stale_entries_of_dead_owners_are_swept() {
     let anvil = Anvil::start(None).await;
     let gw = Gateway::new(nginx.gateway.clone());
     let live = name("alive-one");
-    gw.add(&live, &Upstream::local(anvil.port), &creds("alive-one")).await.unwrap();
+    gw.add(&live, &Upstream::local(anvil.port), &creds("alive-one"))
+        .await
+        .unwrap();
     // Make an entry whose owner is a process that has exited.
     let c = creds("dead-one");
-    gw.add(&name("dead-one"), &Upstream::local(anvil.port), &c).await.unwrap();
+    gw.add(&name("dead-one"), &Upstream::local(anvil.port), &c)
+        .await
+        .unwrap();
     let mut dead = std::process::Command::new("true").spawn().unwrap();
     let dead_pid = dead.id();
     dead.wait().unwrap();
     for kind in ["locations", "upstreams"] {
         let f = nginx.gateway.dir.join(kind).join("dead-one.conf");
         let text = std::fs::read_to_string(&f).unwrap();
-        let text = text.replacen(&format!("pid={}", std::process::id()), &format!("pid={dead_pid}"), 1);
+        let text = text.replacen(
+            &format!("pid={}", std::process::id()),
+            &format!("pid={dead_pid}"),
+            1,
+        );
         std::fs::write(&f, text).unwrap();
     }
     let swept = gw.sweep_stale().await.unwrap();
@@ -121,7 +178,12 @@ async fn stale_entries_of_dead_owners_are_swept() {
     assert!(!gw.password_file(&name("dead-one")).exists());
     let names: Vec<_> = gw.entries().unwrap().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, vec![live]);
-    until_status(&format!("{}/dead-one/", nginx.base_url()), Some((c.user.as_str(), c.password.expose())), Some(404)).await;
+    until_status(
+        &format!("{}/dead-one/", nginx.base_url()),
+        Some((c.user.as_str(), c.password.expose())),
+        Some(404),
+    )
+    .await;
 }
 
 #[tokio::test]

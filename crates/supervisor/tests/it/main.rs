@@ -27,7 +27,10 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-async fn wait_for(rx: &mut tokio::sync::watch::Receiver<ProcessState>, want: impl Fn(&ProcessState) -> bool) -> ProcessState {
+async fn wait_for(
+    rx: &mut tokio::sync::watch::Receiver<ProcessState>,
+    want: impl Fn(&ProcessState) -> bool,
+) -> ProcessState {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let s = rx.borrow_and_update().clone();
@@ -60,7 +63,9 @@ async fn stop_terminates_the_whole_group() {
     // The shell starts a grandchild and waits on it: stop must reach both.
     let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
     let node = Supervised::spawn(sh(&script), dir.path().join("log"), quick_policy()).unwrap();
-    let ProcessState::Running { pid, .. } = node.state() else { panic!() };
+    let ProcessState::Running { pid, .. } = node.state() else {
+        panic!()
+    };
     let grandchild: u32 = wait_file(&pidfile).await.trim().parse().unwrap();
     assert!(alive(pid) && alive(grandchild));
     node.stop().await;
@@ -81,9 +86,14 @@ async fn process_ignoring_sigterm_is_killed_after_grace() {
     let mut policy = quick_policy();
     policy.stop_grace = Duration::from_millis(300);
     let ready = dir.path().join("ready");
-    let script = format!("trap '' TERM; echo 1 > {}; while :; do sleep 0.05; done", ready.display());
+    let script = format!(
+        "trap '' TERM; echo 1 > {}; while :; do sleep 0.05; done",
+        ready.display()
+    );
     let node = Supervised::spawn(sh(&script), dir.path().join("log"), policy).unwrap();
-    let ProcessState::Running { pid, .. } = node.state() else { panic!() };
+    let ProcessState::Running { pid, .. } = node.state() else {
+        panic!()
+    };
     wait_file(&ready).await;
     node.stop().await;
     assert!(!alive(pid));
@@ -92,12 +102,29 @@ async fn process_ignoring_sigterm_is_killed_after_grace() {
 #[tokio::test]
 async fn crash_is_restarted_then_failed_with_log_tail() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Supervised::spawn(sh("echo booting; echo boom >&2; exit 3"), dir.path().join("log"), quick_policy()).unwrap();
+    let node = Supervised::spawn(
+        sh("echo booting; echo boom >&2; exit 3"),
+        dir.path().join("log"),
+        quick_policy(),
+    )
+    .unwrap();
     let mut rx = node.subscribe();
-    let restarted = wait_for(&mut rx, |s| matches!(s, ProcessState::Running { restarts: 1.., .. } | ProcessState::Restarting { restarts: 1.., .. })).await;
-    assert!(matches!(restarted, ProcessState::Running { .. } | ProcessState::Restarting { .. }));
+    let restarted = wait_for(&mut rx, |s| {
+        matches!(
+            s,
+            ProcessState::Running { restarts: 1.., .. }
+                | ProcessState::Restarting { restarts: 1.., .. }
+        )
+    })
+    .await;
+    assert!(matches!(
+        restarted,
+        ProcessState::Running { .. } | ProcessState::Restarting { .. }
+    ));
     let failed = wait_for(&mut rx, |s| matches!(s, ProcessState::Failed { .. })).await;
-    let ProcessState::Failed { restarts, reason } = failed else { unreachable!() };
+    let ProcessState::Failed { restarts, reason } = failed else {
+        unreachable!()
+    };
     assert_eq!(restarts, 2);
     assert!(reason.contains("exited 3 times"), "{reason}");
     assert!(reason.contains("exit status: 3"), "{reason}");
@@ -109,11 +136,19 @@ async fn crash_is_restarted_then_failed_with_log_tail() {
 async fn a_single_crash_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("crashed-once");
-    let script = format!("if [ -e {m} ]; then exec sleep 300; else touch {m}; exit 1; fi", m = marker.display());
+    let script = format!(
+        "if [ -e {m} ]; then exec sleep 300; else touch {m}; exit 1; fi",
+        m = marker.display()
+    );
     let node = Supervised::spawn(sh(&script), dir.path().join("log"), quick_policy()).unwrap();
     let mut rx = node.subscribe();
-    let s = wait_for(&mut rx, |s| matches!(s, ProcessState::Running { restarts: 1, .. })).await;
-    let ProcessState::Running { pid, .. } = s else { unreachable!() };
+    let s = wait_for(&mut rx, |s| {
+        matches!(s, ProcessState::Running { restarts: 1, .. })
+    })
+    .await;
+    let ProcessState::Running { pid, .. } = s else {
+        unreachable!()
+    };
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(node.state(), ProcessState::Running { pid, restarts: 1 });
     node.stop().await;
@@ -123,7 +158,12 @@ async fn a_single_crash_recovers() {
 #[tokio::test]
 async fn missing_binary_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let err = Supervised::spawn(ProcessSpec::new("/nonexistent/erigon"), dir.path().join("log"), quick_policy()).unwrap_err();
+    let err = Supervised::spawn(
+        ProcessSpec::new("/nonexistent/erigon"),
+        dir.path().join("log"),
+        quick_policy(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/erigon"), "{err}");
 }
 
@@ -134,7 +174,12 @@ fn killed_supervisor_takes_its_node_down() {
     let node_pid_file = dir.path().join("node.pid");
     let exe = std::env::current_exe().unwrap();
     let mut sup = std::process::Command::new(exe)
-        .args(["--exact", "helper_supervisor_process", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "helper_supervisor_process",
+            "--ignored",
+            "--nocapture",
+        ])
         .env("SUPERVISOR_HELPER_PIDFILE", &node_pid_file)
         .spawn()
         .unwrap();
@@ -145,7 +190,10 @@ fn killed_supervisor_takes_its_node_down() {
                 break p;
             }
         }
-        assert!(std::time::Instant::now() < deadline, "helper never started its node");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "helper never started its node"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(alive(node_pid));
@@ -153,7 +201,10 @@ fn killed_supervisor_takes_its_node_down() {
     sup.wait().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
     while alive(node_pid) {
-        assert!(std::time::Instant::now() < deadline, "node {node_pid} outlived its killed supervisor");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node {node_pid} outlived its killed supervisor"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -162,10 +213,19 @@ fn killed_supervisor_takes_its_node_down() {
 #[tokio::test(flavor = "current_thread")]
 #[ignore]
 async fn helper_supervisor_process() {
-    let Ok(pidfile) = std::env::var("SUPERVISOR_HELPER_PIDFILE") else { return };
+    let Ok(pidfile) = std::env::var("SUPERVISOR_HELPER_PIDFILE") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let node = Supervised::spawn(ProcessSpec::new("sleep").args(["300"]), dir.path().join("log"), quick_policy()).unwrap();
-    let ProcessState::Running { pid, .. } = node.state() else { panic!() };
+    let node = Supervised::spawn(
+        ProcessSpec::new("sleep").args(["300"]),
+        dir.path().join("log"),
+        quick_policy(),
+    )
+    .unwrap();
+    let ProcessState::Running { pid, .. } = node.state() else {
+        panic!()
+    };
     std::fs::write(pidfile, pid.to_string()).unwrap();
     tokio::time::sleep(Duration::from_secs(300)).await;
 }

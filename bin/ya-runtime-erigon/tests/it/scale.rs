@@ -1,0 +1,99 @@
+//! Many activities on one host: dedicated instances side by side, and a shared node.
+
+use std::collections::BTreeSet;
+
+use erigolem_primitives::{Mode, Network};
+use erigolem_runtime_client::Session;
+use erigolem_test_utils::{Anvil, Provider, RpcError};
+
+use crate::{alive, auth, block_through, pids_mentioning};
+
+#[tokio::test]
+async fn ten_dedicated_instances_start_concurrently() {
+    let provider = Provider::start(10, |_| {}).await;
+    let starts = (0..10).map(|i| {
+        let runtime = provider.runtime(&format!("a{i}"));
+        async move { runtime.start(r#"{"network":"dev"}"#).await.unwrap() }
+    });
+    let sessions: Vec<Session> = futures::future::join_all(starts).await;
+    let mut names = BTreeSet::new();
+    let mut pids = Vec::new();
+    for s in &sessions {
+        let status = s.status().await.unwrap();
+        block_through(&status, Some(auth(&status))).await.unwrap();
+        names.insert(status.instance.to_string());
+        pids.extend(pids_mentioning(
+            &provider
+                .instance_dir(status.instance.as_str())
+                .display()
+                .to_string(),
+        ));
+    }
+    assert_eq!(names.len(), 10);
+    assert_eq!(pids.len(), 10, "one anvil per instance");
+    assert_eq!(provider.gateway_entries().len(), 10);
+    futures::future::join_all(
+        sessions
+            .into_iter()
+            .map(|s| async move { s.shutdown().await.unwrap() }),
+    )
+    .await;
+    assert!(provider.gateway_entries().is_empty());
+    assert!(provider.instance_dirs().is_empty());
+    for pid in pids {
+        assert!(!alive(pid), "{pid} survived");
+    }
+}
+
+#[tokio::test]
+async fn shared_node_serves_two_activities_with_their_own_credentials() {
+    let anvil = Anvil::start(Some(1)).await;
+    let provider = Provider::start(2, |c| {
+        c.shared.insert(Network::Dev, anvil.url());
+    })
+    .await;
+    let offer = provider.runtime("o").offer_template().await.unwrap();
+    assert_eq!(
+        offer["properties"]["erigolem.modes"],
+        serde_json::json!(["shared", "dedicated"])
+    );
+
+    // Shared is preferred when both are possible.
+    let a = provider
+        .runtime("a")
+        .start(r#"{"network":"dev"}"#)
+        .await
+        .unwrap();
+    let b = provider
+        .runtime("b")
+        .start(r#"{"network":"dev","mode":"shared"}"#)
+        .await
+        .unwrap();
+    let (sa, sb) = (a.status().await.unwrap(), b.status().await.unwrap());
+    assert_eq!((sa.mode, sb.mode), (Mode::Shared, Mode::Shared));
+    assert_ne!(sa.url, sb.url);
+    assert_ne!(sa.auth.password, sb.auth.password);
+    block_through(&sa, Some(auth(&sa))).await.unwrap();
+    block_through(&sb, Some(auth(&sb))).await.unwrap();
+    // Each one's credentials work only on its own path.
+    assert!(matches!(
+        block_through(&sa, Some(auth(&sb))).await,
+        Err(RpcError::Http(401))
+    ));
+    assert!(matches!(
+        block_through(&sb, Some(auth(&sa))).await,
+        Err(RpcError::Http(401))
+    ));
+    // No node process was started for them.
+    assert!(pids_mentioning(&provider.config.data_dir.display().to_string()).is_empty());
+
+    a.shutdown().await.unwrap();
+    assert!(block_through(&sa, Some(auth(&sa))).await.is_err());
+    block_through(&sb, Some(auth(&sb))).await.unwrap();
+    assert!(
+        alive(anvil.pid()),
+        "stopping an activity must not stop the shared node"
+    );
+    b.shutdown().await.unwrap();
+    assert!(provider.gateway_entries().is_empty());
+}
