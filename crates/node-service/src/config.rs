@@ -131,3 +131,33 @@ impl RuntimeConfig {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn documented_example_parses() {
+        let text = include_str!("../../../conf/ya-runtime-erigon.json");
+        let config: RuntimeConfig = serde_json::from_str(text).unwrap();
+        assert_eq!(config.shared.len(), 2);
+        let offered = config.offered();
+        assert_eq!(
+            offered[&Network::Mainnet],
+            vec![Mode::Shared, Mode::Dedicated]
+        );
+        assert_eq!(offered[&Network::Dev], vec![Mode::Dedicated]);
+        assert_eq!(config.port_range.blocks().count(), 100);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = serde_json::from_str::<RuntimeConfig>(r#"{"data_dir":"/x","prot_range":{}}"#)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `prot_range`"),
+            "{err}"
+        );
+    }
+}
