@@ -308,10 +308,12 @@ impl NodeService {
                     }
                 }
                 let upstream = Upstream::local(block.http());
+                let spawned = Instant::now();
                 if let Err(e) = self.wait_ready(engine, &upstream, &processes, &log).await {
                     stop_all(processes).await;
                     return Err(e);
                 }
+                tracing::info!(%engine, ready_ms = spawned.elapsed().as_millis() as u64, "node answers JSON-RPC");
                 (upstream, processes, Some(lease))
             }
         };
@@ -319,10 +321,12 @@ impl NodeService {
             user: name.to_string(),
             password: Secret::new(htpasswd::random_password()),
         };
+        let adding = Instant::now();
         if let Err(e) = self.gateway.add(name, &upstream, &credentials).await {
             stop_all(processes).await;
             return Err(e.into());
         }
+        tracing::info!(gateway_ms = adding.elapsed().as_millis() as u64, "gateway entry live");
         Ok(Parts {
             engine,
             prune,
@@ -343,7 +347,8 @@ impl NodeService {
         let rpc = RpcClient::new(upstream.http_url());
         let timeout = Duration::from_secs(self.config.limits.start_timeout_secs);
         let deadline = Instant::now() + timeout;
-        let mut pause = Duration::from_millis(5);
+        // Short pauses: a local RPC probe is cheap and start latency is what users wait for.
+        let mut pause = Duration::from_millis(2);
         loop {
             for p in processes {
                 if let state @ (ProcessState::Failed { .. } | ProcessState::Restarting { .. }) =
@@ -372,7 +377,7 @@ impl NodeService {
                 });
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(200));
+            pause = (pause * 2).min(Duration::from_millis(25));
         }
     }
 
