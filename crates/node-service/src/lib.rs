@@ -326,7 +326,10 @@ impl NodeService {
             stop_all(processes).await;
             return Err(e.into());
         }
-        tracing::info!(gateway_ms = adding.elapsed().as_millis() as u64, "gateway entry live");
+        tracing::info!(
+            gateway_ms = adding.elapsed().as_millis() as u64,
+            "gateway entry live"
+        );
         Ok(Parts {
             engine,
             prune,
