@@ -229,16 +229,19 @@ impl Gateway {
             )
         })();
         let result = match written {
-            Ok(()) => self.validate().await,
+            Ok(()) => match self.validate().await {
+                Ok(()) => self.reload().await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         if let Err(e) = result {
+            // Nothing half-made stays: not loaded, so removing the files needs no reload.
             for f in [&location, &upstream_file, &password_file] {
                 let _ = fs::remove_file(f);
             }
             return Err(e);
         }
-        self.reload().await?;
         tracing::info!(%instance, %upstream, "gateway entry added");
         Ok(())
     }

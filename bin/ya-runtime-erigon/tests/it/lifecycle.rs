@@ -351,3 +351,33 @@ async fn crashed_node_is_restarted_and_repeated_crashes_fail_with_the_log() {
     always.shutdown().await.unwrap();
     assert!(provider.gateway_entries().is_empty());
 }
+
+#[tokio::test]
+async fn erigon2_layout_runs_node_and_rpcdaemon_and_stops_both() {
+    // fake-erigon plays both binaries: `erigon --http=false …` and `rpcdaemon …`.
+    let provider = Provider::start(2, |c| {
+        let erigon = c.engines.erigon.as_mut().unwrap();
+        erigon.rpcdaemon = Some(erigon.binary.clone());
+    })
+    .await;
+    let session = provider
+        .runtime("split")
+        .start(r#"{"network":"hoodi"}"#)
+        .await
+        .unwrap();
+    let status = session.status().await.unwrap();
+    // (A real rpcdaemon reads the chain from the shared datadir; the fake one cannot, so only
+    // the RPC path is checked here.)
+    block_through(&status, Some(auth(&status))).await.unwrap();
+    let dir = provider
+        .instance_dir(status.instance.as_str())
+        .display()
+        .to_string();
+    let pids = pids_mentioning(&dir);
+    assert_eq!(pids.len(), 2, "erigon and rpcdaemon");
+    session.shutdown().await.unwrap();
+    for pid in pids {
+        wait_dead(pid, Duration::from_secs(10)).await;
+    }
+    assert!(provider.gateway_entries().is_empty());
+}

@@ -208,3 +208,19 @@ async fn concurrent_adds_never_interleave() {
         until_status(&url, Some((c.user.as_str(), c.password.expose())), None).await;
     }
 }
+
+#[tokio::test]
+async fn add_without_a_running_nginx_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(dir.path()).await;
+    let mut config = nginx.gateway.clone();
+    config.pid_file = dir.path().join("gone.pid");
+    let gw = Gateway::new(config);
+    let err = gw
+        .add(&name("orphan"), &Upstream::local(1), &creds("orphan"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("nginx is not running"), "{err}");
+    assert!(gw.entries().unwrap().is_empty());
+    assert!(!gw.password_file(&name("orphan")).exists());
+}
