@@ -161,15 +161,9 @@ async fn main() {
         .and_then(|p| p.parse().ok())
         .unwrap();
     let direct = format!("http://127.0.0.1:{node_port}/");
-    let node_pid = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(&name))
-                .unwrap_or(false)
-        })
+    let node_pid = erigolem_test_utils::pids_mentioning(&name)
+        .first()
+        .copied()
         .unwrap_or(0);
     println!("## memory (RSS) with one dedicated dev instance\n");
     println!("| process | RSS MiB |\n|---|---:|");

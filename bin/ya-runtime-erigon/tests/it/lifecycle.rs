@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 
-use crate::{alive, auth, block_through, pids_mentioning, wait_dead};
+use crate::{alive, auth, block_through, node_pids, wait_dead};
 
 #[tokio::test]
 async fn oneshot_commands_describe_the_provider() {
@@ -137,8 +137,8 @@ async fn dev_node_serves_http_and_websocket_through_nginx_then_shuts_down_clean(
 
     // Shutdown: credentials revoked, entry gone, node process gone, data dir gone.
     let instance = status.instance.to_string();
-    let node_pids = pids_mentioning(&provider.instance_dir(&instance).display().to_string());
-    assert_eq!(node_pids.len(), 1, "expected one anvil for the instance");
+    let nodes = node_pids(&provider, &instance);
+    assert_eq!(nodes.len(), 1, "expected one anvil for the instance");
     session.shutdown().await.unwrap();
     let after = block_through(&status, Some((&new.user, new.password.expose()))).await;
     assert!(matches!(after, Err(RpcError::Http(401 | 404))), "{after:?}");
@@ -149,7 +149,7 @@ async fn dev_node_serves_http_and_websocket_through_nginx_then_shuts_down_clean(
         "{:?}",
         provider.instance_dirs()
     );
-    for pid in node_pids {
+    for pid in nodes {
         assert!(!alive(pid), "node {pid} survived shutdown");
     }
 }
@@ -203,40 +203,40 @@ async fn assert_cleaned_up(provider: &Provider, name: &str, node_pids: Vec<u32>)
     assert!(!provider.instance_dir(name).exists());
 }
 
-#[tokio::test]
-async fn stdin_eof_cleans_up() {
+/// Starts a runtime, ends it with `end` (closing stdin, or a signal), and checks that it exits 0
+/// having stopped its node and removed everything.
+async fn ended_runtime_cleans_up(end: impl FnOnce(&mut tokio::process::Child)) {
     let provider = Provider::start(2, |_| {}).await;
     let (mut child, name) = start_raw(&provider).await;
-    let node_pids = pids_mentioning(&provider.instance_dir(&name).display().to_string());
-    assert_eq!(node_pids.len(), 1);
-    drop(child.stdin.take());
+    let nodes = node_pids(&provider, &name);
+    assert_eq!(nodes.len(), 1);
+    end(&mut child);
     let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
         .await
         .unwrap()
         .unwrap();
     assert!(status.success(), "{status}");
-    assert_cleaned_up(&provider, &name, node_pids).await;
+    assert_cleaned_up(&provider, &name, nodes).await;
+}
+
+#[tokio::test]
+async fn stdin_eof_cleans_up() {
+    ended_runtime_cleans_up(|child| drop(child.stdin.take())).await;
 }
 
 #[tokio::test]
 async fn sigterm_cleans_up() {
-    let provider = Provider::start(2, |_| {}).await;
-    let (mut child, name) = start_raw(&provider).await;
-    let node_pids = pids_mentioning(&provider.instance_dir(&name).display().to_string());
-    kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "{status}");
-    assert_cleaned_up(&provider, &name, node_pids).await;
+    ended_runtime_cleans_up(|child| {
+        kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn sigkill_takes_the_node_down_and_the_next_start_sweeps_the_entry() {
     let provider = Provider::start(2, |_| {}).await;
     let (mut child, name) = start_raw(&provider).await;
-    let node_pids = pids_mentioning(&provider.instance_dir(&name).display().to_string());
+    let node_pids = node_pids(&provider, &name);
     assert_eq!(node_pids.len(), 1);
     child.kill().await.unwrap(); // SIGKILL: no cleanup code runs
     for pid in &node_pids {
@@ -369,11 +369,7 @@ async fn erigon2_layout_runs_node_and_rpcdaemon_and_stops_both() {
     // (A real rpcdaemon reads the chain from the shared datadir; the fake one cannot, so only
     // the RPC path is checked here.)
     block_through(&status, Some(auth(&status))).await.unwrap();
-    let dir = provider
-        .instance_dir(status.instance.as_str())
-        .display()
-        .to_string();
-    let pids = pids_mentioning(&dir);
+    let pids = node_pids(&provider, status.instance.as_str());
     assert_eq!(pids.len(), 2, "erigon and rpcdaemon");
     session.shutdown().await.unwrap();
     for pid in pids {

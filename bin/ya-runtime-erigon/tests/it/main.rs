@@ -10,6 +10,7 @@ mod scale;
 use std::time::Duration;
 
 use erigolem_primitives::NodeStatus;
+pub(crate) use erigolem_test_utils::{alive, pids_mentioning};
 use erigolem_test_utils::{rpc, wait_for, RpcError};
 use serde_json::json;
 
@@ -24,13 +25,6 @@ async fn block_through(status: &NodeStatus, creds: Option<(&str, &str)>) -> Resu
         .map(|v| erigolem_test_utils::hex_u64(&v))
 }
 
-/// Whether `pid` is a live (non-zombie) process.
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.split(") ").nth(1).unwrap_or("").starts_with('Z'))
-        .unwrap_or(false)
-}
-
 async fn wait_dead(pid: u32, within: Duration) {
     wait_for(&format!("process {pid} to exit"), within, || async move {
         (!alive(pid)).then_some(())
@@ -38,18 +32,7 @@ async fn wait_dead(pid: u32, within: Duration) {
     .await;
 }
 
-/// The PIDs of processes whose command line mentions `needle` (e.g. an instance's data dir).
-fn pids_mentioning(needle: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != std::process::id())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(needle))
-                .unwrap_or(false)
-        })
-        .filter(|pid| alive(*pid))
-        .collect()
+/// The node processes of an instance (their argv names its data dir).
+fn node_pids(provider: &erigolem_test_utils::Provider, instance: &str) -> Vec<u32> {
+    pids_mentioning(&provider.instance_dir(instance).display().to_string())
 }

@@ -6,7 +6,7 @@ use erigolem_primitives::{Mode, Network};
 use erigolem_runtime_client::Session;
 use erigolem_test_utils::{Anvil, Provider, RpcError};
 
-use crate::{alive, auth, block_through, pids_mentioning};
+use crate::{alive, auth, block_through, node_pids, pids_mentioning};
 
 #[tokio::test]
 async fn ten_dedicated_instances_start_concurrently() {
@@ -22,12 +22,7 @@ async fn ten_dedicated_instances_start_concurrently() {
         let status = s.status().await.unwrap();
         block_through(&status, Some(auth(&status))).await.unwrap();
         names.insert(status.instance.to_string());
-        pids.extend(pids_mentioning(
-            &provider
-                .instance_dir(status.instance.as_str())
-                .display()
-                .to_string(),
-        ));
+        pids.extend(node_pids(&provider, status.instance.as_str()));
     }
     assert_eq!(names.len(), 10);
     assert_eq!(pids.len(), 10, "one anvil per instance");
