@@ -7,7 +7,7 @@ root=$(pwd)
 
 ANVIL_PKG="@foundry-rs/anvil-linux-amd64"
 ANVIL_VERSION="1.7.1"
-APT_PACKAGES=(protobuf-compiler nginx-light curl iproute2 util-linux)
+APT_PACKAGES=(protobuf-compiler nginx-light curl iproute2 util-linux postgresql)
 
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 
@@ -22,6 +22,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # The package enables a system-wide nginx on port 80; this project runs its own instances.
   $sudo_cmd systemctl disable --now nginx >/dev/null 2>&1 || true
+  # Likewise a system PostgreSQL cluster on 5432: tests start private clusters on free ports.
+  $sudo_cmd systemctl disable --now postgresql >/dev/null 2>&1 || true
+  if command -v pg_lsclusters >/dev/null; then
+    pg_lsclusters -h 2>/dev/null | awk '$4 == "online" {print $1, $2}' | while read -r ver name; do
+      $sudo_cmd pg_ctlcluster "$ver" "$name" stop >/dev/null 2>&1 || true
+    done || true
+  fi
 else
   log "apt: ${APT_PACKAGES[*]} present"
 fi

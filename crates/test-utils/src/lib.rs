@@ -12,7 +12,9 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
+pub mod postgres;
 pub mod provider;
+pub mod wallet;
 pub use provider::Provider;
 
 /// The repository root.

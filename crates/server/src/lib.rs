@@ -1,0 +1,216 @@
+//! The requestor server behind `erigolem serve`: the REST API of DESIGN.md §3 (axum), Sign-In with
+//! Ethereum sessions, the persistent registry, `/healthz`, Prometheus `/metrics` and the OpenAPI
+//! document. `spawn(config)` returns a [`Handle`]; dropping it shuts the server down.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use erigolem_auth::SiweConfig;
+use erigolem_store::Store;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::sync::oneshot;
+
+mod error;
+mod routes;
+
+pub use error::ApiError;
+
+/// How the server runs. Defaults need nothing: `./.erigolem`, SQLite inside it, 127.0.0.1:8080.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; default: `<data_dir>/erigolem.db`.
+    pub database_url: Option<String>,
+    /// What SIWE messages must name (domain and URI); default: `http://<listen>`.
+    pub public_url: Option<url::Url>,
+    /// Chain ids accepted in SIWE messages; empty accepts any.
+    pub chain_ids: Vec<u64>,
+    pub session_ttl: Duration,
+    pub nonce_ttl: Duration,
+}
+
+impl ServerConfig {
+    /// The defaults of `erigolem serve`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: data_dir.into(),
+            database_url: None,
+            public_url: None,
+            chain_ids: Vec::new(),
+            session_ttl: Duration::from_secs(24 * 3600),
+            nonce_ttl: Duration::from_secs(5 * 60),
+        }
+    }
+
+    /// For tests: port 0 on loopback, data under `data_dir`.
+    pub fn test(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..Self::new(data_dir)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("store: {0}")]
+    Store(#[from] erigolem_store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("invalid public URL {0}: it needs a host")]
+    PublicUrl(url::Url),
+}
+
+/// Shared state of all routes.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub(crate) store: Store,
+    pub(crate) siwe: SiweConfig,
+    pub(crate) metrics: PrometheusHandle,
+    pub(crate) config: ServerConfig,
+    /// Cookies get `Secure` when the public URL is HTTPS.
+    pub(crate) secure_cookies: bool,
+}
+
+/// A running server. Dropping it starts a graceful shutdown; [`Handle::shutdown`] waits for it.
+#[derive(Debug)]
+pub struct Handle {
+    local_addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Handle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `http://<local addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Waits until the server stops (it runs until shutdown).
+    pub async fn wait(mut self) {
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Opens the store, binds the listener and serves until the handle is dropped or shut down.
+pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let key = erigolem_store::KeyFile::load_or_create(config.data_dir.join("secret.key"))?;
+    let database_url = config.database_url.clone().unwrap_or_else(|| {
+        format!(
+            "sqlite://{}?mode=rwc",
+            config.data_dir.join("erigolem.db").display()
+        )
+    });
+    let store = Store::connect(&database_url, key).await?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let public = match &config.public_url {
+        Some(url) => url.clone(),
+        None => {
+            url::Url::parse(&format!("http://{local_addr}")).map_err(|_| ServerError::Bind {
+                addr: local_addr,
+                source: std::io::ErrorKind::InvalidInput.into(),
+            })?
+        }
+    };
+    let host = public
+        .host_str()
+        .ok_or_else(|| ServerError::PublicUrl(public.clone()))?;
+    let domain = match public.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    let siwe = SiweConfig {
+        domain,
+        uri: public.origin().ascii_serialization(),
+        chain_ids: config.chain_ids.clone(),
+        max_age: config.nonce_ttl,
+        clock_skew: Duration::from_secs(60),
+    };
+    let metrics = prometheus_handle();
+    let state = Arc::new(AppState {
+        store,
+        siwe,
+        metrics,
+        secure_cookies: public.scheme() == "https",
+        config,
+    });
+    let app = routes::router(state);
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+            let _ = rx.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!("server stopped: {e}");
+        }
+    });
+    tracing::info!(%local_addr, "erigolem server listening");
+    Ok(Handle {
+        local_addr,
+        shutdown: Some(tx),
+        task: Some(task),
+    })
+}
+
+/// The process-wide Prometheus recorder (installed once; later servers in the same process share it).
+fn prometheus_handle() -> PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder is installed; then our handle renders nothing.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}

@@ -1,0 +1,182 @@
+//! Sign-In with Ethereum: nonces, login (session cookie + bearer token), logout, `me`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use axum_extra::headers::authorization::Bearer;
+use axum_extra::headers::Authorization;
+use axum_extra::TypedHeader;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{ApiError, AppState};
+
+/// Name of the session cookie.
+pub(crate) const SESSION_COOKIE: &str = "erigolem_session";
+
+pub(crate) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/auth/nonce", get(nonce))
+        .route("/auth/login", post(login))
+        .route("/auth/logout", post(logout))
+        .route("/me", get(me))
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct NonceResponse {
+    nonce: String,
+    /// Unix milliseconds after which the nonce is refused.
+    expires_at: i64,
+}
+
+/// A fresh single-use nonce for a SIWE message.
+#[utoipa::path(get, path = "/api/v1/auth/nonce", tag = "auth", responses((status = 200, body = NonceResponse)))]
+pub(crate) async fn nonce(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<NonceResponse>, ApiError> {
+    let nonce = erigolem_auth::new_nonce();
+    let expires_at = unix_ms(SystemTime::now() + state.config.nonce_ttl);
+    state.store.put_nonce(&nonce, expires_at).await?;
+    Ok(Json(NonceResponse { nonce, expires_at }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LoginRequest {
+    /// The EIP-4361 message, exactly as signed.
+    message: String,
+    /// The EIP-191 `personal_sign` signature, 0x-prefixed hex.
+    signature: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LoginResponse {
+    address: String,
+    /// For the CLI: send as `Authorization: Bearer <token>`. Browsers use the cookie.
+    token: String,
+    expires_at: i64,
+}
+
+/// Verifies a signed SIWE message, consumes its nonce and opens a session.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = LoginResponse), (status = 400, body = crate::routes::ErrorBody), (status = 401, body = crate::routes::ErrorBody)))]
+pub(crate) async fn login(
+    State(state): State<Arc<AppState>>,
+    jar: CookieJar,
+    body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(body) = body?;
+    let now = SystemTime::now();
+    let verified = erigolem_auth::verify(&state.siwe, &body.message, &body.signature, now)?;
+    // Single use: whoever consumes the nonce first wins; an unknown or expired one is refused.
+    if !state
+        .store
+        .consume_nonce(&verified.nonce, unix_ms(now))
+        .await?
+    {
+        return Err(erigolem_auth::AuthError::UnknownNonce.into());
+    }
+    let session = erigolem_auth::new_session_token();
+    let expires = now + state.config.session_ttl;
+    state
+        .store
+        .create_session(&session.hash, &verified.address, unix_ms(expires))
+        .await?;
+    tracing::info!(address = %verified.address, "signed in");
+    let cookie = Cookie::build((SESSION_COOKIE, session.token.clone()))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(state.secure_cookies)
+        .path("/")
+        .max_age(cookie_max_age(state.config.session_ttl))
+        .build();
+    let response = LoginResponse {
+        address: verified.address,
+        token: session.token,
+        expires_at: unix_ms(expires),
+    };
+    Ok((jar.add(cookie), Json(response)))
+}
+
+fn cookie_max_age(ttl: Duration) -> time::Duration {
+    time::Duration::seconds(ttl.as_secs() as i64)
+}
+
+/// Revokes the caller's session.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses((status = 204), (status = 401, body = crate::routes::ErrorBody)))]
+pub(crate) async fn logout(
+    State(state): State<Arc<AppState>>,
+    user: AuthUser,
+    jar: CookieJar,
+) -> Result<impl IntoResponse, ApiError> {
+    state.store.revoke_session(&user.token_hash).await?;
+    Ok((
+        jar.remove(Cookie::build(SESSION_COOKIE).path("/")),
+        StatusCode::NO_CONTENT,
+    ))
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct MeResponse {
+    address: String,
+}
+
+/// Who the caller is.
+#[utoipa::path(get, path = "/api/v1/me", tag = "auth", responses((status = 200, body = MeResponse), (status = 401, body = crate::routes::ErrorBody)))]
+pub(crate) async fn me(user: AuthUser) -> Json<MeResponse> {
+    Json(MeResponse {
+        address: user.address,
+    })
+}
+
+/// The signed-in caller, from the session cookie or an `Authorization: Bearer` token.
+#[derive(Debug, Clone)]
+pub(crate) struct AuthUser {
+    pub(crate) address: String,
+    pub(crate) token_hash: String,
+}
+
+impl FromRequestParts<Arc<AppState>> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let bearer = TypedHeader::<Authorization<Bearer>>::from_request_parts(parts, state)
+            .await
+            .ok()
+            .map(|TypedHeader(Authorization(b))| b.token().to_owned());
+        let token = match bearer {
+            Some(t) => t,
+            None => CookieJar::from_request_parts(parts, state)
+                .await
+                .ok()
+                .and_then(|jar| jar.get(SESSION_COOKIE).map(|c| c.value().to_owned()))
+                .ok_or_else(|| ApiError::unauthorized("sign in first"))?,
+        };
+        let token_hash = erigolem_auth::hash_token(&token);
+        let session = state
+            .store
+            .session(&token_hash, unix_ms(SystemTime::now()))
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("session expired or signed out"))?;
+        Ok(AuthUser {
+            address: session.address,
+            token_hash,
+        })
+    }
+}

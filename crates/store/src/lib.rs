@@ -1,0 +1,815 @@
+//! The requestor server's persistent registry: SIWE nonces, sessions, nodes and their event log, on
+//! SQLite (the default) or PostgreSQL, with node passwords encrypted at rest (XChaCha20-Poly1305).
+//!
+//! One [`Store`] serves both backends through sqlx's `Any` driver: every query is plain SQL that
+//! SQLite (≥ 3.35) and PostgreSQL both accept, with `$N` placeholders. Migrations live in
+//! `migrations/sqlite` and `migrations/postgres` and run on [`Store::connect`]. Timestamps are
+//! `i64` unix milliseconds throughout (see [`now_ms`]).
+//!
+//! Owners are compared exactly as given: normalise addresses (e.g. lowercase) before calling.
+
+mod error;
+mod key;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::XChaCha20Poly1305;
+use serde::{Deserialize, Serialize};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+pub use error::StoreError;
+pub use key::{Key, KeyFile};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The current time in unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A node's lifecycle state.
+///
+/// Allowed transitions (anything else is [`StoreError::IllegalTransition`], including a state to
+/// itself):
+///
+/// | from | to |
+/// |---|---|
+/// | `pending` | `starting`, `stopping`, `failed` |
+/// | `starting` | `running`, `stopping`, `failed` |
+/// | `running` | `stopping`, `failed` |
+/// | `stopping` | `stopped`, `failed` |
+/// | `failed` | `stopping` (tear down what is left), `stopped` (nothing left to tear down) |
+/// | `stopped` | — (final) |
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    Pending,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Failed,
+}
+
+impl NodeState {
+    pub const ALL: [NodeState; 6] = [
+        Self::Pending,
+        Self::Starting,
+        Self::Running,
+        Self::Stopping,
+        Self::Stopped,
+        Self::Failed,
+    ];
+    /// The states [`Store::count_active`] counts.
+    pub const ACTIVE: [NodeState; 4] =
+        [Self::Pending, Self::Starting, Self::Running, Self::Stopping];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn is_active(self) -> bool {
+        Self::ACTIVE.contains(&self)
+    }
+
+    /// Whether the node is down (`stopped` or `failed`): it may be deleted.
+    pub fn is_down(self) -> bool {
+        matches!(self, Self::Stopped | Self::Failed)
+    }
+
+    /// The states from which `self` may be entered.
+    pub fn predecessors(self) -> &'static [NodeState] {
+        use NodeState::*;
+        match self {
+            Pending => &[],
+            Starting => &[Pending],
+            Running => &[Starting],
+            Stopping => &[Pending, Starting, Running, Failed],
+            Stopped => &[Stopping, Failed],
+            Failed => &[Pending, Starting, Running, Stopping],
+        }
+    }
+
+    pub fn can_transition_to(self, to: NodeState) -> bool {
+        to.predecessors().contains(&self)
+    }
+}
+
+impl fmt::Display for NodeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for NodeState {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown node state {s:?}")))
+    }
+}
+
+/// What [`Store::insert_node`] needs; the rest starts empty and the state `pending`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewNode {
+    pub owner: String,
+    pub name: String,
+    pub network: String,
+    pub mode: String,
+    pub prune: String,
+}
+
+/// One row of `nodes`. The encrypted password is in neither its Debug output nor its serde form;
+/// [`Store::password`] decrypts it for the owner.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: String,
+    pub owner: String,
+    pub name: String,
+    pub network: String,
+    pub mode: String,
+    pub prune: String,
+    pub state: NodeState,
+    pub reason: Option<String>,
+    pub url: Option<String>,
+    pub ws_url: Option<String>,
+    pub username: Option<String>,
+    /// base64(nonce ‖ ciphertext), XChaCha20-Poly1305 with the node id as associated data.
+    #[serde(skip)]
+    pub password_enc: Option<String>,
+    pub instance: Option<String>,
+    /// Opaque to the store: whatever the backend needs to find the node again.
+    pub backend_ref: Option<serde_json::Value>,
+    pub block: Option<i64>,
+    pub sync: Option<serde_json::Value>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub stopped_at: Option<i64>,
+}
+
+impl fmt::Debug for NodeRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeRecord")
+            .field("id", &self.id)
+            .field("owner", &self.owner)
+            .field("name", &self.name)
+            .field("network", &self.network)
+            .field("mode", &self.mode)
+            .field("prune", &self.prune)
+            .field("state", &self.state)
+            .field("reason", &self.reason)
+            .field("url", &self.url)
+            .field("ws_url", &self.ws_url)
+            .field("username", &self.username)
+            .field(
+                "password_enc",
+                &self.password_enc.as_ref().map(|_| "<redacted>"),
+            )
+            .field("instance", &self.instance)
+            .field("backend_ref", &self.backend_ref)
+            .field("block", &self.block)
+            .field("sync", &self.sync)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .field("stopped_at", &self.stopped_at)
+            .finish()
+    }
+}
+
+/// A live session: whose it is and until when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub address: String,
+    pub expires_at: i64,
+}
+
+/// One row of `node_events`: a node entered `state` at `at`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub id: i64,
+    pub node_id: String,
+    pub owner: String,
+    pub state: NodeState,
+    pub reason: Option<String>,
+    pub at: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+const NODE_COLS: &str = "id, owner, name, network, mode, prune, state, reason, url, ws_url, \
+    username, password_enc, instance, backend_ref, block, sync, created_at, updated_at, stopped_at";
+
+const SQLITE_PRAGMAS: [&str; 4] = [
+    "PRAGMA busy_timeout = 10000",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+];
+
+/// The registry. Cheap to clone (a pool handle).
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    cipher: Arc<XChaCha20Poly1305>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens `url` — `sqlite://PATH?mode=rwc` (`mode=rwc` creates the file) or
+    /// `postgres://USER:PASS@HOST:PORT/DB` — and brings its schema up to date. SQLite connections
+    /// get WAL mode, foreign keys and a 10 s busy timeout; the file's directory is created if
+    /// missing. `sqlite::memory:` works too (one connection, for tests). `key` encrypts node
+    /// passwords.
+    pub async fn connect(url: &str, key: Key) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let scheme = url.split(':').next().unwrap_or_default();
+        let backend = match scheme {
+            "sqlite" => Backend::Sqlite,
+            "postgres" | "postgresql" => Backend::Postgres,
+            other => return Err(StoreError::UnsupportedUrl(other.to_owned())),
+        };
+        let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+        if backend == Backend::Sqlite {
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            if in_memory {
+                // One connection, kept forever: the database lives as long as it does.
+                options = options
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None);
+            } else {
+                options = options.max_connections(8);
+                create_sqlite_parent(url)?;
+            }
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    for pragma in SQLITE_PRAGMAS {
+                        conn.execute(pragma).await?;
+                    }
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(url).await?;
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
+        Ok(Store {
+            pool,
+            backend,
+            cipher: Arc::new(XChaCha20Poly1305::new(&key.0)),
+        })
+    }
+
+    /// The pool, for health checks and tests.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    /// Closes the pool, waiting for connections in use to come back.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- nonces -------------------------------------------------------------------------------
+
+    pub async fn put_nonce(&self, nonce: &str, expires_at: i64) -> Result<()> {
+        sqlx::query("INSERT INTO nonces (nonce, expires_at) VALUES ($1, $2)")
+            .bind(nonce)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes `nonce` and says whether it existed and was unexpired at `now`. Single use: of
+    /// concurrent callers at most one gets `true` (one `DELETE … RETURNING`).
+    pub async fn consume_nonce(&self, nonce: &str, now: i64) -> Result<bool> {
+        let expires_at: Option<i64> =
+            sqlx::query_scalar("DELETE FROM nonces WHERE nonce = $1 RETURNING expires_at")
+                .bind(nonce)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(expires_at.is_some_and(|e| e > now))
+    }
+
+    /// Deletes nonces and sessions expired at `now`; returns how many rows went.
+    pub async fn purge_expired(&self, now: i64) -> Result<u64> {
+        let nonces = sqlx::query("DELETE FROM nonces WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(nonces.rows_affected() + sessions.rows_affected())
+    }
+
+    // ---- sessions -----------------------------------------------------------------------------
+
+    pub async fn create_session(
+        &self,
+        token_hash: &str,
+        address: &str,
+        expires_at: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, address, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_hash)
+        .bind(address)
+        .bind(now_ms())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The session, unless it is unknown, revoked or expired at `now`.
+    pub async fn session(&self, token_hash: &str, now: i64) -> Result<Option<SessionRecord>> {
+        let row = sqlx::query(
+            "SELECT address, expires_at FROM sessions \
+             WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(SessionRecord {
+                address: r.try_get("address")?,
+                expires_at: r.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Revokes a session; `true` if it was live (known and not yet revoked).
+    pub async fn revoke_session(&self, token_hash: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE sessions SET revoked_at = $2 WHERE token_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(token_hash)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    // ---- nodes --------------------------------------------------------------------------------
+
+    /// Registers a node in state `pending` (with its first event). Ids are UUID v7: unique, and
+    /// ordered by creation within a process.
+    pub async fn insert_node(&self, new: &NewNode) -> Result<NodeRecord> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        self.lock_events(&mut tx).await?;
+        sqlx::query(
+            "INSERT INTO nodes (id, owner, name, network, mode, prune, state, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        )
+        .bind(&id)
+        .bind(&new.owner)
+        .bind(&new.name)
+        .bind(&new.network)
+        .bind(&new.mode)
+        .bind(&new.prune)
+        .bind(NodeState::Pending.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        insert_event(&mut tx, &id, &new.owner, NodeState::Pending, None, now).await?;
+        tx.commit().await?;
+        Ok(NodeRecord {
+            id,
+            owner: new.owner.clone(),
+            name: new.name.clone(),
+            network: new.network.clone(),
+            mode: new.mode.clone(),
+            prune: new.prune.clone(),
+            state: NodeState::Pending,
+            reason: None,
+            url: None,
+            ws_url: None,
+            username: None,
+            password_enc: None,
+            instance: None,
+            backend_ref: None,
+            block: None,
+            sync: None,
+            created_at: now,
+            updated_at: now,
+            stopped_at: None,
+        })
+    }
+
+    /// The node if `owner` owns it.
+    pub async fn node(&self, id: &str, owner: &str) -> Result<Option<NodeRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {NODE_COLS} FROM nodes WHERE id = $1 AND owner = $2"
+        ))
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(node_from_row).transpose()
+    }
+
+    /// `owner`'s nodes, newest first.
+    pub async fn nodes(&self, owner: &str) -> Result<Vec<NodeRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {NODE_COLS} FROM nodes WHERE owner = $1 ORDER BY created_at DESC, id DESC"
+        ))
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(node_from_row).collect()
+    }
+
+    /// How many of `owner`'s nodes are pending, starting, running or stopping.
+    pub async fn count_active(&self, owner: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM nodes WHERE owner = $1 AND state IN ({})",
+            state_list(&NodeState::ACTIVE)
+        ))
+        .bind(owner)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Every owner's nodes in one of `states`, oldest first (for the reconciler).
+    pub async fn nodes_in_states(&self, states: &[NodeState]) -> Result<Vec<NodeRecord>> {
+        if states.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(&format!(
+            "SELECT {NODE_COLS} FROM nodes WHERE state IN ({}) ORDER BY created_at, id",
+            state_list(states)
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(node_from_row).collect()
+    }
+
+    /// Moves node `id` to `to` (see [`NodeState`] for what is allowed) and logs the event, in one
+    /// transaction. `reason` replaces the stored reason when given (the old one stays otherwise);
+    /// entering `stopped` or `failed` sets `stopped_at`. The check is a compare-and-set on the
+    /// current state, so of two racing transitions from the same state only one succeeds.
+    pub async fn transition(
+        &self,
+        id: &str,
+        to: NodeState,
+        reason: Option<&str>,
+    ) -> Result<NodeRecord> {
+        let now = now_ms();
+        let from = to.predecessors();
+        if !from.is_empty() {
+            let mut tx = self.pool.begin().await?;
+            self.lock_events(&mut tx).await?;
+            let row = sqlx::query(&format!(
+                "UPDATE nodes SET state = $1, reason = COALESCE($2, reason), updated_at = $3, \
+                 stopped_at = COALESCE($4, stopped_at) \
+                 WHERE id = $5 AND state IN ({}) RETURNING {NODE_COLS}",
+                state_list(from)
+            ))
+            .bind(to.as_str())
+            .bind(reason)
+            .bind(now)
+            .bind(to.is_down().then_some(now))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = row {
+                let node = node_from_row(&row)?;
+                insert_event(&mut tx, id, &node.owner, to, reason, now).await?;
+                tx.commit().await?;
+                return Ok(node);
+            }
+            tx.rollback().await?;
+        }
+        match self.state_of(id).await? {
+            None => Err(StoreError::NotFound),
+            Some(current) => Err(StoreError::IllegalTransition { from: current, to }),
+        }
+    }
+
+    /// Records where node `id` answers and its credentials; the password is stored encrypted.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn set_endpoint(
+        &self,
+        id: &str,
+        url: &str,
+        ws_url: Option<&str>,
+        username: &str,
+        password_plain: &str,
+        instance: Option<&str>,
+        backend_ref: Option<&serde_json::Value>,
+    ) -> Result<()> {
+        let password_enc = self.encrypt(id, password_plain)?;
+        let done = sqlx::query(
+            "UPDATE nodes SET url = $1, ws_url = $2, username = $3, password_enc = $4, \
+             instance = $5, backend_ref = $6, updated_at = $7 WHERE id = $8",
+        )
+        .bind(url)
+        .bind(ws_url)
+        .bind(username)
+        .bind(password_enc)
+        .bind(instance)
+        .bind(backend_ref.map(|v| v.to_string()))
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        found(done.rows_affected())
+    }
+
+    /// Replaces node `id`'s password (credential rotation); stored encrypted.
+    pub async fn set_password(&self, id: &str, password_plain: &str) -> Result<()> {
+        let password_enc = self.encrypt(id, password_plain)?;
+        let done = sqlx::query("UPDATE nodes SET password_enc = $1, updated_at = $2 WHERE id = $3")
+            .bind(password_enc)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        found(done.rows_affected())
+    }
+
+    /// Replaces node `id`'s opaque backend reference.
+    pub async fn set_backend_ref(&self, id: &str, backend_ref: &serde_json::Value) -> Result<()> {
+        let done = sqlx::query("UPDATE nodes SET backend_ref = $1, updated_at = $2 WHERE id = $3")
+            .bind(backend_ref.to_string())
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        found(done.rows_affected())
+    }
+
+    /// The decrypted password of node `id` if `owner` owns it and it has one.
+    pub async fn password(&self, id: &str, owner: &str) -> Result<Option<String>> {
+        let enc: Option<Option<String>> =
+            sqlx::query_scalar("SELECT password_enc FROM nodes WHERE id = $1 AND owner = $2")
+                .bind(id)
+                .bind(owner)
+                .fetch_optional(&self.pool)
+                .await?;
+        enc.flatten().map(|e| self.decrypt(id, &e)).transpose()
+    }
+
+    /// Records sync progress: the latest block and the `sync` object (both replaced).
+    pub async fn set_progress(
+        &self,
+        id: &str,
+        block: Option<i64>,
+        sync: Option<serde_json::Value>,
+    ) -> Result<()> {
+        let done =
+            sqlx::query("UPDATE nodes SET block = $1, sync = $2, updated_at = $3 WHERE id = $4")
+                .bind(block)
+                .bind(sync.map(|v| v.to_string()))
+                .bind(now_ms())
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        found(done.rows_affected())
+    }
+
+    /// Deletes `owner`'s node `id` if it is stopped or failed: `Ok(true)`; `Ok(false)` if `owner`
+    /// has no such node; [`StoreError::NotStopped`] otherwise. Its events stay in the log.
+    pub async fn delete_node(&self, id: &str, owner: &str) -> Result<bool> {
+        let deleted: Option<String> = sqlx::query_scalar(
+            "DELETE FROM nodes WHERE id = $1 AND owner = $2 AND state IN ('stopped', 'failed') \
+             RETURNING id",
+        )
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(&self.pool)
+        .await?;
+        if deleted.is_some() {
+            return Ok(true);
+        }
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM nodes WHERE id = $1 AND owner = $2")
+                .bind(id)
+                .bind(owner)
+                .fetch_optional(&self.pool)
+                .await?;
+        match state {
+            None => Ok(false),
+            Some(s) => Err(StoreError::NotStopped { state: s.parse()? }),
+        }
+    }
+
+    /// `owner`'s events with id > `after_id`, oldest first, at most `limit`. Ids only grow, and
+    /// become visible in order, so `after_id` = the last id seen pages without gaps.
+    pub async fn events(&self, owner: &str, after_id: i64, limit: i64) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, node_id, owner, state, reason, at FROM node_events \
+             WHERE owner = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(owner)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EventRecord {
+                    id: r.try_get("id")?,
+                    node_id: r.try_get("node_id")?,
+                    owner: r.try_get("owner")?,
+                    state: r.try_get::<String, _>("state")?.parse()?,
+                    reason: r.try_get("reason")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+
+    // ---- internals ----------------------------------------------------------------------------
+
+    async fn state_of(&self, id: &str) -> Result<Option<NodeState>> {
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM nodes WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        state.map(|s| s.parse()).transpose()
+    }
+
+    /// PostgreSQL hands out identity values at insert, not commit: serialise event writers so
+    /// that ids become visible in order. (SQLite has a single writer anyway.)
+    async fn lock_events(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("LOCK TABLE node_events IN EXCLUSIVE MODE")
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn encrypt(&self, id: &str, plain: &str) -> Result<String> {
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let ct = self
+            .cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plain.as_bytes(),
+                    aad: id.as_bytes(),
+                },
+            )
+            .map_err(|_| StoreError::Crypto("encryption failed"))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        Ok(B64.encode(out))
+    }
+
+    fn decrypt(&self, id: &str, enc: &str) -> Result<String> {
+        let bytes = B64
+            .decode(enc)
+            .map_err(|_| StoreError::Crypto("stored password is not base64"))?;
+        if bytes.len() < 24 + 16 {
+            return Err(StoreError::Crypto("stored password is too short"));
+        }
+        let (nonce, ct) = bytes.split_at(24);
+        let plain = self
+            .cipher
+            .decrypt(
+                nonce.into(),
+                Payload {
+                    msg: ct,
+                    aad: id.as_bytes(),
+                },
+            )
+            .map_err(|_| {
+                StoreError::Crypto("cannot decrypt the stored password (wrong key file?)")
+            })?;
+        String::from_utf8(plain).map_err(|_| StoreError::Crypto("decrypted password is not UTF-8"))
+    }
+}
+
+/// `mode=rwc` creates the database file but not its directory: create that too.
+fn create_sqlite_parent(url: &str) -> Result<()> {
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+    let file = std::path::Path::new(options.get_filename());
+    if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| StoreError::Sqlx(sqlx::Error::Io(e)))?;
+    }
+    Ok(())
+}
+
+async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    node_id: &str,
+    owner: &str,
+    state: NodeState,
+    reason: Option<&str>,
+    at: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO node_events (node_id, owner, state, reason, at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(node_id)
+    .bind(owner)
+    .bind(state.as_str())
+    .bind(reason)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn found(rows: u64) -> Result<()> {
+    if rows == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
+/// `'a', 'b'` — literals from the enum, never from input.
+fn state_list(states: &[NodeState]) -> String {
+    states
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn json_column(row: &AnyRow, col: &str) -> Result<Option<serde_json::Value>> {
+    row.try_get::<Option<String>, _>(col)?
+        .map(|s| {
+            serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("nodes.{col}: {e}")))
+        })
+        .transpose()
+}
+
+fn node_from_row(row: &AnyRow) -> Result<NodeRecord> {
+    Ok(NodeRecord {
+        id: row.try_get("id")?,
+        owner: row.try_get("owner")?,
+        name: row.try_get("name")?,
+        network: row.try_get("network")?,
+        mode: row.try_get("mode")?,
+        prune: row.try_get("prune")?,
+        state: row.try_get::<String, _>("state")?.parse()?,
+        reason: row.try_get("reason")?,
+        url: row.try_get("url")?,
+        ws_url: row.try_get("ws_url")?,
+        username: row.try_get("username")?,
+        password_enc: row.try_get("password_enc")?,
+        instance: row.try_get("instance")?,
+        backend_ref: json_column(row, "backend_ref")?,
+        block: row.try_get("block")?,
+        sync: json_column(row, "sync")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        stopped_at: row.try_get("stopped_at")?,
+    })
+}

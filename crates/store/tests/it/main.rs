@@ -1,0 +1,775 @@
+//! Integration tests of erigolem-store, each run against SQLite (a file in a temp dir) and a real
+//! PostgreSQL cluster (started by `erigolem_test_utils::postgres`).
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt;
+
+use erigolem_store::{now_ms, Key, KeyFile, NewNode, NodeState, Store, StoreError};
+use erigolem_test_utils::postgres::Postgres;
+use serde_json::json;
+use sqlx::Row;
+
+/// A store under test, with what it takes to open it again.
+struct Db {
+    url: String,
+    key: Key,
+    store: Store,
+    _dir: tempfile::TempDir,
+    _pg: Option<Postgres>,
+}
+
+impl Db {
+    async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("erigolem.db").display()
+        );
+        Self::open(url, dir, None).await
+    }
+
+    async fn postgres() -> Self {
+        let pg = Postgres::start().await;
+        Self::open(pg.url.clone(), tempfile::tempdir().unwrap(), Some(pg)).await
+    }
+
+    async fn open(url: String, dir: tempfile::TempDir, pg: Option<Postgres>) -> Self {
+        let key = KeyFile::load_or_create(dir.path().join("store.key")).unwrap();
+        let store = Store::connect(&url, key.clone()).await.unwrap();
+        Self {
+            url,
+            key,
+            store,
+            _dir: dir,
+            _pg: pg,
+        }
+    }
+
+    /// Closes the store and opens it again (a server restart).
+    async fn restart(&mut self) {
+        self.store.close().await;
+        self.store = Store::connect(&self.url, self.key.clone()).await.unwrap();
+    }
+}
+
+/// Runs `async fn $name(db: Db)` once per backend: tests `$name::sqlite` and `$name::postgres`.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name(super::Db::sqlite().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$name(super::Db::postgres().await).await
+            }
+        }
+    )*};
+}
+
+both!(
+    nonce_single_use,
+    nonce_expired,
+    sessions_expire_and_revoke,
+    node_lifecycle_and_events,
+    illegal_transitions_refused,
+    concurrent_transitions_one_wins,
+    owner_scoping,
+    count_active_and_reconciler_query,
+    delete_only_when_down,
+    password_encrypted_at_rest,
+    restart_keeps_everything,
+);
+
+const ALICE: &str = "0xaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const BOB: &str = "0xbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+fn new_node(owner: &str, name: &str) -> NewNode {
+    NewNode {
+        owner: owner.into(),
+        name: name.into(),
+        network: "sepolia".into(),
+        mode: "shared".into(),
+        prune: "full".into(),
+    }
+}
+
+async fn nonce_single_use(db: Db) {
+    let now = now_ms();
+    for i in 0..20 {
+        let nonce = format!("nonce-{i}");
+        db.store.put_nonce(&nonce, now + 60_000).await.unwrap();
+        let consumers = (0..4).map(|_| {
+            let store = db.store.clone();
+            let nonce = nonce.clone();
+            tokio::spawn(async move { store.consume_nonce(&nonce, now).await.unwrap() })
+        });
+        let mut wins = 0;
+        for c in consumers.collect::<Vec<_>>() {
+            wins += c.await.unwrap() as u32;
+        }
+        assert_eq!(wins, 1, "nonce {nonce}: exactly one consumer wins");
+        assert!(!db.store.consume_nonce(&nonce, now).await.unwrap());
+    }
+    assert!(!db.store.consume_nonce("never-issued", now).await.unwrap());
+    // A duplicate nonce is refused (primary key).
+    db.store.put_nonce("dup", now + 1000).await.unwrap();
+    assert!(matches!(
+        db.store.put_nonce("dup", now + 1000).await,
+        Err(StoreError::Sqlx(_))
+    ));
+}
+
+async fn nonce_expired(db: Db) {
+    let now = now_ms();
+    db.store.put_nonce("old", now - 1).await.unwrap();
+    db.store.put_nonce("edge", now).await.unwrap();
+    db.store.put_nonce("fresh", now + 60_000).await.unwrap();
+    db.store.put_nonce("stale", now - 5).await.unwrap();
+    assert!(!db.store.consume_nonce("old", now).await.unwrap());
+    assert!(
+        !db.store.consume_nonce("edge", now).await.unwrap(),
+        "expires_at is exclusive"
+    );
+    // purge removes the other expired one only.
+    assert_eq!(db.store.purge_expired(now).await.unwrap(), 1);
+    assert!(db.store.consume_nonce("fresh", now).await.unwrap());
+}
+
+async fn sessions_expire_and_revoke(db: Db) {
+    let now = now_ms();
+    db.store
+        .create_session("h1", ALICE, now + 1000)
+        .await
+        .unwrap();
+    db.store
+        .create_session("h2", BOB, now + 1000)
+        .await
+        .unwrap();
+    db.store.create_session("h3", BOB, now - 1).await.unwrap();
+    let s = db.store.session("h1", now).await.unwrap().unwrap();
+    assert_eq!(s.address, ALICE);
+    assert_eq!(s.expires_at, now + 1000);
+    assert_eq!(
+        db.store.session("h1", now + 1000).await.unwrap(),
+        None,
+        "expired"
+    );
+    assert_eq!(db.store.session("h3", now).await.unwrap(), None, "expired");
+    assert_eq!(db.store.session("nope", now).await.unwrap(), None);
+
+    assert!(db.store.revoke_session("h2").await.unwrap());
+    assert!(
+        !db.store.revoke_session("h2").await.unwrap(),
+        "already revoked"
+    );
+    assert!(!db.store.revoke_session("nope").await.unwrap());
+    assert_eq!(db.store.session("h2", now).await.unwrap(), None, "revoked");
+    assert!(db.store.session("h1", now).await.unwrap().is_some());
+
+    assert_eq!(db.store.purge_expired(now).await.unwrap(), 1, "h3");
+    assert!(db.store.session("h1", now).await.unwrap().is_some());
+}
+
+async fn node_lifecycle_and_events(db: Db) {
+    let s = &db.store;
+    let before = now_ms();
+    let n = s.insert_node(&new_node(ALICE, "first")).await.unwrap();
+    assert_eq!(n.state, NodeState::Pending);
+    assert!(n.created_at >= before && n.updated_at == n.created_at);
+    assert_eq!(s.node(&n.id, ALICE).await.unwrap().unwrap(), n);
+
+    let n1 = s
+        .transition(&n.id, NodeState::Starting, None)
+        .await
+        .unwrap();
+    assert_eq!(n1.state, NodeState::Starting);
+    assert_eq!(n1.stopped_at, None);
+    s.set_endpoint(
+        &n.id,
+        "https://p.example:8545/inst1/",
+        Some("wss://p.example:8545/inst1/"),
+        "u1",
+        "secret-1",
+        Some("inst1"),
+        Some(&json!({"kind": "local", "pid": 42})),
+    )
+    .await
+    .unwrap();
+    let n2 = s.transition(&n.id, NodeState::Running, None).await.unwrap();
+    assert_eq!(n2.url.as_deref(), Some("https://p.example:8545/inst1/"));
+    assert_eq!(n2.ws_url.as_deref(), Some("wss://p.example:8545/inst1/"));
+    assert_eq!(n2.username.as_deref(), Some("u1"));
+    assert_eq!(n2.instance.as_deref(), Some("inst1"));
+    assert_eq!(n2.backend_ref, Some(json!({"kind": "local", "pid": 42})));
+
+    let sync = json!({"currentBlock": "0x10", "highestBlock": "0x20", "stages": [1, 2]});
+    s.set_progress(&n.id, Some(16), Some(sync.clone()))
+        .await
+        .unwrap();
+    let n3 = s.node(&n.id, ALICE).await.unwrap().unwrap();
+    assert_eq!(n3.block, Some(16));
+    assert_eq!(n3.sync, Some(sync));
+    s.set_progress(&n.id, Some(32), None).await.unwrap();
+    let n3 = s.node(&n.id, ALICE).await.unwrap().unwrap();
+    assert_eq!((n3.block, n3.sync), (Some(32), None));
+
+    s.transition(&n.id, NodeState::Stopping, Some("stopped by user"))
+        .await
+        .unwrap();
+    let done = s.transition(&n.id, NodeState::Stopped, None).await.unwrap();
+    assert_eq!(done.state, NodeState::Stopped);
+    assert_eq!(done.reason.as_deref(), Some("stopped by user"), "kept");
+    assert!(done.stopped_at.is_some());
+    assert!(done.updated_at >= done.created_at);
+
+    // Events: one per state entered, in order, with reasons.
+    let events = s.events(ALICE, 0, 100).await.unwrap();
+    let states: Vec<_> = events.iter().map(|e| e.state).collect();
+    use NodeState::*;
+    assert_eq!(states, [Pending, Starting, Running, Stopping, Stopped]);
+    assert!(events.iter().all(|e| e.node_id == n.id && e.owner == ALICE));
+    assert_eq!(events[3].reason.as_deref(), Some("stopped by user"));
+    assert!(events
+        .windows(2)
+        .all(|w| w[0].id < w[1].id && w[0].at <= w[1].at));
+    // Paging by id.
+    let page = s.events(ALICE, events[1].id, 2).await.unwrap();
+    assert_eq!(page, events[2..4]);
+    assert!(s.events(ALICE, events[4].id, 10).await.unwrap().is_empty());
+
+    // A failure path with its reason and stopped_at; failed → stopping → stopped is allowed.
+    let m = s.insert_node(&new_node(ALICE, "second")).await.unwrap();
+    s.transition(&m.id, Starting, None).await.unwrap();
+    let f = s
+        .transition(&m.id, Failed, Some("no provider"))
+        .await
+        .unwrap();
+    assert_eq!(f.reason.as_deref(), Some("no provider"));
+    assert!(f.stopped_at.is_some());
+    s.transition(&m.id, Stopping, None).await.unwrap();
+    s.transition(&m.id, Stopped, None).await.unwrap();
+    let tail = s.events(ALICE, events[4].id, 10).await.unwrap();
+    let states: Vec<_> = tail.iter().map(|e| e.state).collect();
+    assert_eq!(states, [Pending, Starting, Failed, Stopping, Stopped]);
+    assert!(tail.iter().all(|e| e.node_id == m.id));
+
+    // Newest first.
+    let list = s.nodes(ALICE).await.unwrap();
+    assert_eq!(
+        list.iter().map(|n| &n.name[..]).collect::<Vec<_>>(),
+        ["second", "first"]
+    );
+}
+
+async fn illegal_transitions_refused(db: Db) {
+    use NodeState::*;
+    let s = &db.store;
+    let n = s.insert_node(&new_node(ALICE, "n")).await.unwrap();
+    let err = s.transition(&n.id, Running, None).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::IllegalTransition {
+                from: Pending,
+                to: Running
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "illegal node state transition: pending → running"
+    );
+    assert!(matches!(
+        s.transition(&n.id, Pending, None).await,
+        Err(StoreError::IllegalTransition {
+            from: Pending,
+            to: Pending
+        })
+    ));
+    assert!(matches!(
+        s.transition(&n.id, Stopped, None).await,
+        Err(StoreError::IllegalTransition {
+            from: Pending,
+            to: Stopped
+        })
+    ));
+    assert!(matches!(
+        s.transition("no-such-node", Starting, None).await,
+        Err(StoreError::NotFound)
+    ));
+    s.transition(&n.id, Stopping, None).await.unwrap();
+    s.transition(&n.id, Stopped, None).await.unwrap();
+    for to in NodeState::ALL {
+        assert!(
+            matches!(
+                s.transition(&n.id, to, None).await,
+                Err(StoreError::IllegalTransition { from: Stopped, .. })
+            ),
+            "stopped is final ({to})"
+        );
+    }
+    // Nothing recorded for the refused ones.
+    assert_eq!(s.events(ALICE, 0, 100).await.unwrap().len(), 3);
+    assert_eq!(s.node(&n.id, ALICE).await.unwrap().unwrap().state, Stopped);
+
+    // The table in the docs.
+    for from in NodeState::ALL {
+        for to in NodeState::ALL {
+            let allowed = matches!(
+                (from, to),
+                (Pending, Starting | Stopping | Failed)
+                    | (Starting, Running | Stopping | Failed)
+                    | (Running, Stopping | Failed)
+                    | (Stopping, Stopped | Failed)
+                    | (Failed, Stopping | Stopped)
+            );
+            assert_eq!(from.can_transition_to(to), allowed, "{from} → {to}");
+        }
+    }
+}
+
+async fn concurrent_transitions_one_wins(db: Db) {
+    for _ in 0..10 {
+        let n = db
+            .store
+            .insert_node(&new_node(ALICE, "race"))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..4)
+            .map(|i| {
+                let store = db.store.clone();
+                let id = n.id.clone();
+                let to = if i % 2 == 0 {
+                    NodeState::Starting
+                } else {
+                    NodeState::Failed
+                };
+                tokio::spawn(async move { store.transition(&id, to, None).await })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(StoreError::IllegalTransition { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        // Starting and Failed are both legal from pending; Failed is also legal from starting,
+        // so one or two may win — but every win is an event and no event is lost.
+        let events: Vec<_> = db
+            .store
+            .events(ALICE, 0, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.node_id == n.id)
+            .collect();
+        assert_eq!(events.len(), 1 + ok, "one event per successful transition");
+        assert!((1..=2).contains(&ok));
+    }
+    // Same target from the same state: exactly one wins.
+    for _ in 0..10 {
+        let n = db.store.insert_node(&new_node(BOB, "race2")).await.unwrap();
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let store = db.store.clone();
+                let id = n.id.clone();
+                tokio::spawn(async move { store.transition(&id, NodeState::Starting, None).await })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            ok += t.await.unwrap().is_ok() as u32;
+        }
+        assert_eq!(ok, 1);
+    }
+}
+
+async fn owner_scoping(db: Db) {
+    let s = &db.store;
+    let n = s.insert_node(&new_node(ALICE, "mine")).await.unwrap();
+    s.set_endpoint(&n.id, "http://x/i/", None, "u", "pw", None, None)
+        .await
+        .unwrap();
+    assert!(s.node(&n.id, BOB).await.unwrap().is_none());
+    assert!(s.nodes(BOB).await.unwrap().is_empty());
+    assert_eq!(s.password(&n.id, BOB).await.unwrap(), None);
+    assert!(s.events(BOB, 0, 100).await.unwrap().is_empty());
+    assert_eq!(s.count_active(BOB).await.unwrap(), 0);
+    // Exact match: the same address in another case is another owner (normalise before calling).
+    assert!(s
+        .node(&n.id, &ALICE.to_uppercase())
+        .await
+        .unwrap()
+        .is_none());
+
+    s.transition(&n.id, NodeState::Failed, Some("x"))
+        .await
+        .unwrap();
+    assert!(
+        !s.delete_node(&n.id, BOB).await.unwrap(),
+        "bob cannot delete it"
+    );
+    assert!(s.node(&n.id, ALICE).await.unwrap().is_some());
+    assert_eq!(s.nodes(ALICE).await.unwrap().len(), 1);
+    assert_eq!(
+        s.password(&n.id, ALICE).await.unwrap().as_deref(),
+        Some("pw")
+    );
+}
+
+async fn count_active_and_reconciler_query(db: Db) {
+    use NodeState::*;
+    let s = &db.store;
+    let mut ids = Vec::new();
+    for path in [
+        &[][..],
+        &[Starting],
+        &[Starting, Running],
+        &[Stopping],
+        &[Stopping, Stopped],
+        &[Failed],
+    ] {
+        let n = s.insert_node(&new_node(ALICE, "n")).await.unwrap();
+        for to in path {
+            s.transition(&n.id, *to, None).await.unwrap();
+        }
+        ids.push(n.id);
+    }
+    s.insert_node(&new_node(BOB, "b")).await.unwrap();
+    assert_eq!(s.count_active(ALICE).await.unwrap(), 4);
+    assert_eq!(s.count_active(BOB).await.unwrap(), 1);
+
+    let live = s.nodes_in_states(&NodeState::ACTIVE).await.unwrap();
+    assert_eq!(live.len(), 5, "all owners");
+    let mut got: Vec<_> = s
+        .nodes_in_states(&[Running, Failed])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    got.sort();
+    let mut want = vec![ids[2].clone(), ids[5].clone()];
+    want.sort();
+    assert_eq!(got, want);
+    assert!(s.nodes_in_states(&[]).await.unwrap().is_empty());
+}
+
+async fn delete_only_when_down(db: Db) {
+    use NodeState::*;
+    let s = &db.store;
+    let n = s.insert_node(&new_node(ALICE, "n")).await.unwrap();
+    for (to, state) in [
+        (None, Pending),
+        (Some(Starting), Starting),
+        (Some(Running), Running),
+        (Some(Stopping), Stopping),
+    ] {
+        if let Some(to) = to {
+            s.transition(&n.id, to, None).await.unwrap();
+        }
+        let err = s.delete_node(&n.id, ALICE).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::NotStopped { state: st } if st == state),
+            "{err:?}"
+        );
+    }
+    assert_eq!(
+        s.delete_node(&n.id, ALICE).await.unwrap_err().to_string(),
+        "the node is stopping: only stopped or failed nodes can be deleted"
+    );
+    s.transition(&n.id, Stopped, None).await.unwrap();
+    assert!(s.delete_node(&n.id, ALICE).await.unwrap());
+    assert!(s.node(&n.id, ALICE).await.unwrap().is_none());
+    assert!(!s.delete_node(&n.id, ALICE).await.unwrap(), "already gone");
+    // Its history stays.
+    assert_eq!(s.events(ALICE, 0, 100).await.unwrap().len(), 5);
+
+    let f = s.insert_node(&new_node(ALICE, "f")).await.unwrap();
+    s.transition(&f.id, Failed, Some("boom")).await.unwrap();
+    assert!(s.delete_node(&f.id, ALICE).await.unwrap());
+    assert!(s.nodes(ALICE).await.unwrap().is_empty());
+    // Updates to a deleted node say so.
+    assert!(matches!(
+        s.set_progress(&f.id, Some(1), None).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        s.set_password(&f.id, "x").await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn password_encrypted_at_rest(db: Db) {
+    let s = &db.store;
+    let plain = "correct-horse-battery-staple-0123456789";
+    let n = s.insert_node(&new_node(ALICE, "n")).await.unwrap();
+    assert_eq!(s.password(&n.id, ALICE).await.unwrap(), None, "none yet");
+    s.set_endpoint(&n.id, "http://x/i/", None, "user", plain, Some("i"), None)
+        .await
+        .unwrap();
+
+    let raw: Option<String> = sqlx::query("SELECT password_enc FROM nodes WHERE id = $1")
+        .bind(&n.id)
+        .fetch_one(s.pool())
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    let raw = raw.unwrap();
+    assert_ne!(raw, plain);
+    assert!(!raw.contains(plain) && !raw.contains("horse"));
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&raw)
+        .unwrap();
+    assert_eq!(
+        bytes.len(),
+        24 + plain.len() + 16,
+        "nonce ‖ ciphertext ‖ tag"
+    );
+    assert_eq!(
+        s.password(&n.id, ALICE).await.unwrap().as_deref(),
+        Some(plain)
+    );
+
+    // Never in Debug or serde output.
+    let rec = s.node(&n.id, ALICE).await.unwrap().unwrap();
+    assert_eq!(rec.password_enc.as_deref(), Some(&raw[..]));
+    let debug = format!("{rec:?}");
+    assert!(
+        !debug.contains(&raw) && debug.contains("<redacted>"),
+        "{debug}"
+    );
+    let json = serde_json::to_string(&rec).unwrap();
+    assert!(!json.contains(&raw) && !json.contains("password"), "{json}");
+
+    // Rotation: a fresh nonce every time.
+    s.set_password(&n.id, "rotated").await.unwrap();
+    let rec2 = s.node(&n.id, ALICE).await.unwrap().unwrap();
+    assert_ne!(rec2.password_enc, rec.password_enc);
+    assert_eq!(
+        s.password(&n.id, ALICE).await.unwrap().as_deref(),
+        Some("rotated")
+    );
+
+    // Bound to its row: another node's ciphertext does not decrypt here.
+    let m = s.insert_node(&new_node(ALICE, "m")).await.unwrap();
+    sqlx::query("UPDATE nodes SET password_enc = $1 WHERE id = $2")
+        .bind(rec2.password_enc.unwrap())
+        .bind(&m.id)
+        .execute(s.pool())
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.password(&m.id, ALICE).await,
+        Err(StoreError::Crypto(_))
+    ));
+
+    // The wrong key cannot read it.
+    let other = Store::connect(&db.url, Key::generate()).await.unwrap();
+    let err = other.password(&n.id, ALICE).await.unwrap_err();
+    assert!(err.to_string().contains("wrong key file"), "{err}");
+}
+
+async fn restart_keeps_everything(mut db: Db) {
+    use NodeState::*;
+    let now = now_ms();
+    db.store.put_nonce("n1", now + 60_000).await.unwrap();
+    db.store
+        .create_session("h1", ALICE, now + 60_000)
+        .await
+        .unwrap();
+    let n = db
+        .store
+        .insert_node(&new_node(ALICE, "keep"))
+        .await
+        .unwrap();
+    db.store.transition(&n.id, Starting, None).await.unwrap();
+    db.store
+        .set_endpoint(
+            &n.id,
+            "http://x/i/",
+            Some("ws://x/i/"),
+            "u",
+            "pw",
+            Some("i"),
+            Some(&json!([1])),
+        )
+        .await
+        .unwrap();
+    let running = db.store.transition(&n.id, Running, None).await.unwrap();
+    db.store
+        .set_progress(&n.id, Some(7), Some(json!({"a": 1})))
+        .await
+        .unwrap();
+    let before = db.store.node(&n.id, ALICE).await.unwrap().unwrap();
+    let events = db.store.events(ALICE, 0, 100).await.unwrap();
+    assert!(before.updated_at >= running.updated_at);
+
+    db.restart().await;
+    let s = &db.store;
+    assert_eq!(s.node(&n.id, ALICE).await.unwrap().unwrap(), before);
+    assert_eq!(s.events(ALICE, 0, 100).await.unwrap(), events);
+    assert_eq!(
+        s.password(&n.id, ALICE).await.unwrap().as_deref(),
+        Some("pw")
+    );
+    assert_eq!(s.session("h1", now).await.unwrap().unwrap().address, ALICE);
+    assert!(s.consume_nonce("n1", now).await.unwrap());
+    // Event ids keep growing after a restart.
+    let stopping = s.transition(&n.id, Stopping, None).await.unwrap();
+    assert_eq!(stopping.state, Stopping);
+    let after = s
+        .events(ALICE, events.last().unwrap().id, 10)
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1);
+
+    // And with the key reloaded from its file.
+    let key = KeyFile::load_or_create(db._dir.path().join("store.key")).unwrap();
+    let again = Store::connect(&db.url, key).await.unwrap();
+    assert_eq!(
+        again.password(&n.id, ALICE).await.unwrap().as_deref(),
+        Some("pw")
+    );
+}
+
+#[test]
+fn key_file_created_0600_and_loose_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/dir/store.key");
+    let key = KeyFile::load_or_create(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.trim().len(), 64);
+    assert!(format!("{key:?}") == "Key(..)");
+    // Loading again gives the same key (same file, unchanged); no temp files left behind.
+    KeyFile::load_or_create(&path).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    assert_eq!(
+        std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+        1
+    );
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = KeyFile::load_or_create(&path).unwrap_err();
+    assert!(
+        matches!(err, StoreError::KeyFilePermissions { mode: 0o644, .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&path.display().to_string()) && msg.contains("0644"),
+        "{msg}"
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert!(
+        KeyFile::load(&path).is_err(),
+        "group-readable is refused too"
+    );
+
+    let bad = dir.path().join("bad.key");
+    std::fs::write(&bad, "not hex\n").unwrap();
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(matches!(
+        KeyFile::load_or_create(&bad),
+        Err(StoreError::KeyFileInvalid { .. })
+    ));
+}
+
+#[tokio::test]
+async fn same_key_file_decrypts_across_stores() {
+    // Two keys from the same file are the same key; different files differ.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("db").display());
+    let k1 = KeyFile::load_or_create(dir.path().join("a.key")).unwrap();
+    let s1 = Store::connect(&url, k1).await.unwrap();
+    let n = s1.insert_node(&new_node(ALICE, "n")).await.unwrap();
+    s1.set_password(&n.id, "pw").await.unwrap();
+    let s2 = Store::connect(&url, KeyFile::load(dir.path().join("a.key")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        s2.password(&n.id, ALICE).await.unwrap().as_deref(),
+        Some("pw")
+    );
+    let s3 = Store::connect(
+        &url,
+        KeyFile::load_or_create(dir.path().join("b.key")).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(s3.password(&n.id, ALICE).await.is_err());
+}
+
+#[tokio::test]
+async fn unsupported_url_refused() {
+    let err = Store::connect("mysql://x/y", Key::generate())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::UnsupportedUrl(ref s) if s == "mysql"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_settings_and_parent_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("not/yet/there/erigolem.db");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let store = Store::connect(&url, Key::generate()).await.unwrap();
+    assert!(path.exists());
+    // Every pooled connection has the settings: hold several at once.
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        conns.push(store.pool().acquire().await.unwrap());
+    }
+    for conn in &mut conns {
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+        assert_eq!(fk, 1);
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+        assert_eq!(busy, 10_000);
+    }
+    drop(conns);
+    // Migrations are recorded once; connecting again applies nothing new.
+    drop(store);
+    let store = Store::connect(&url, Key::generate()).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(applied, 1);
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_works() {
+    let store = Store::connect("sqlite::memory:", Key::generate())
+        .await
+        .unwrap();
+    let n = store.insert_node(&new_node(ALICE, "m")).await.unwrap();
+    store
+        .transition(&n.id, NodeState::Starting, None)
+        .await
+        .unwrap();
+    assert_eq!(store.nodes(ALICE).await.unwrap().len(), 1);
+    assert_eq!(store.backend_name(), "sqlite");
+}
