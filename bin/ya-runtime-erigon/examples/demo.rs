@@ -32,7 +32,12 @@ async fn main() -> anyhow::Result<()> {
     );
     println!();
     println!("Ctrl-C stops the instance (credentials revoked, Nginx entry removed).");
-    tokio::signal::ctrl_c().await?;
+    // Ctrl-C or SIGTERM: either way the instance is stopped and Nginx ended.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
     session.shutdown().await?;
     println!(
         "stopped; {} gateway entries left",

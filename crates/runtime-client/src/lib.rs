@@ -40,6 +40,8 @@ pub enum ClientError {
     StartFailed { code: i32, log: String },
     #[error("runtime API: {0}")]
     Api(String),
+    #[error("the runtime exited (code {code})")]
+    Exited { code: i32 },
     #[error("`{command}` failed (code {code}): {stderr}")]
     Command {
         command: String,
@@ -257,6 +259,19 @@ impl Session {
         &self.log
     }
 
+    /// Runs `call` unless the runtime process exits first: the runtime API never answers a call
+    /// pending at the runtime's death, so without this it would wait forever.
+    async fn unless_exited<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        tokio::select! {
+            biased;
+            result = call => result,
+            code = self.service.stopped() => Err(ClientError::Exited { code }),
+        }
+    }
+
     /// What `start` printed (its STATUS document).
     pub async fn start_output(&self) -> Result<NodeStatus, ClientError> {
         let out = self.wait_output(0, "start", true).await?;
@@ -306,13 +321,17 @@ impl Session {
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             ..Default::default()
         };
-        let pid = self
-            .service
-            .run_process(run)
-            .await
-            .map_err(|e| ClientError::Api(e.message))?
-            .pid;
-        let out = self.wait_output(pid, &command, false).await?;
+        let out = self
+            .unless_exited(async {
+                let pid = self
+                    .service
+                    .run_process(run)
+                    .await
+                    .map_err(|e| ClientError::Api(e.message))?
+                    .pid;
+                self.wait_output(pid, &command, false).await
+            })
+            .await?;
         let code = out.return_code.unwrap_or(-1);
         if code != 0 {
             let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
@@ -344,10 +363,13 @@ impl Session {
     /// Sends Shutdown and waits for its answer: the runtime has then stopped its instance. The
     /// session is closed afterwards, which ends the runtime process, as an exe-unit does.
     pub async fn shutdown(self) -> Result<(), ClientError> {
-        self.service
-            .shutdown()
-            .await
-            .map_err(|e| ClientError::Api(e.message))?;
+        self.unless_exited(async {
+            self.service
+                .shutdown()
+                .await
+                .map_err(|e| ClientError::Api(e.message))
+        })
+        .await?;
         self.service.stop();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.service.stopped()).await;
         Ok(())

@@ -12,7 +12,9 @@ use erigolem_store::Store;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::oneshot;
 
+pub mod backend;
 mod error;
+mod reconciler;
 mod routes;
 
 pub use error::ApiError;
@@ -30,6 +32,10 @@ pub struct ServerConfig {
     pub chain_ids: Vec<u64>,
     pub session_ttl: Duration,
     pub nonce_ttl: Duration,
+    /// Where nodes run; `None` serves sign-in only (nodes cannot be created).
+    pub backend: Option<backend::local::LocalConfig>,
+    /// Active (not stopped) nodes one user may have.
+    pub max_active_nodes: u32,
 }
 
 impl ServerConfig {
@@ -43,6 +49,8 @@ impl ServerConfig {
             chain_ids: Vec::new(),
             session_ttl: Duration::from_secs(24 * 3600),
             nonce_ttl: Duration::from_secs(5 * 60),
+            backend: None,
+            max_active_nodes: 3,
         }
     }
 
@@ -71,6 +79,8 @@ pub enum ServerError {
     },
     #[error("invalid public URL {0}: it needs a host")]
     PublicUrl(url::Url),
+    #[error("local backend: {0}")]
+    Local(#[from] backend::local::LocalError),
 }
 
 /// Shared state of all routes.
@@ -82,6 +92,7 @@ pub(crate) struct AppState {
     pub(crate) config: ServerConfig,
     /// Cookies get `Secure` when the public URL is HTTPS.
     pub(crate) secure_cookies: bool,
+    pub(crate) backend: Option<Arc<dyn backend::Backend>>,
 }
 
 /// A running server. Dropping it starts a graceful shutdown; [`Handle::shutdown`] waits for it.
@@ -176,13 +187,25 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         clock_skew: Duration::from_secs(60),
     };
     let metrics = prometheus_handle();
+    let backend: Option<Arc<dyn backend::Backend>> = match &config.backend {
+        Some(local) => {
+            let dir = config.data_dir.join("local");
+            Some(Arc::new(
+                backend::local::LocalBackend::start(&dir, local.clone()).await?,
+            ))
+        }
+        None => None,
+    };
     let state = Arc::new(AppState {
         store,
         siwe,
         metrics,
         secure_cookies: public.scheme() == "https",
         config,
+        backend,
     });
+    reconciler::recover(&state).await?;
+    let poller = reconciler::spawn_poller(state.clone());
     let app = routes::router(state);
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -192,6 +215,7 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         if let Err(e) = serve.await {
             tracing::error!("server stopped: {e}");
         }
+        poller.abort();
     });
     tracing::info!(%local_addr, "erigolem server listening");
     Ok(Handle {

@@ -377,3 +377,32 @@ async fn erigon2_layout_runs_node_and_rpcdaemon_and_stops_both() {
     }
     assert!(provider.gateway_entries().is_empty());
 }
+
+#[tokio::test]
+async fn calls_to_a_dead_runtime_fail_instead_of_hanging() {
+    let provider = Provider::start(2, |_| {}).await;
+    let session = provider
+        .runtime("dies")
+        .start(r#"{"network":"dev"}"#)
+        .await
+        .unwrap();
+    let status = session.status().await.unwrap();
+    let nodes = node_pids(&provider, status.instance.as_str());
+    kill(Pid::from_raw(session.pid() as i32), Signal::SIGKILL).unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), session.status())
+        .await
+        .expect("STATUS hung")
+        .unwrap_err();
+    assert!(
+        matches!(err, erigolem_runtime_client::ClientError::Exited { .. }),
+        "{err}"
+    );
+    let err = tokio::time::timeout(Duration::from_secs(10), session.shutdown())
+        .await
+        .expect("shutdown hung")
+        .unwrap_err();
+    assert!(err.to_string().contains("exited"), "{err}");
+    for pid in nodes {
+        wait_dead(pid, Duration::from_secs(5)).await;
+    }
+}

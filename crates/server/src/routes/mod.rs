@@ -14,6 +14,7 @@ use utoipa::OpenApi;
 use crate::AppState;
 
 pub(crate) mod auth;
+pub(crate) mod nodes;
 
 /// Request bodies larger than this are refused with 413: the API takes small JSON documents.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -24,7 +25,18 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
         title = "Erigolem API",
         description = "Ethereum nodes on demand on the Golem Network"
     ),
-    paths(auth::nonce, auth::login, auth::logout, auth::me),
+    paths(
+        auth::nonce,
+        auth::login,
+        auth::logout,
+        auth::me,
+        nodes::networks,
+        nodes::create,
+        nodes::list,
+        nodes::show,
+        nodes::stop,
+        nodes::remove
+    ),
     components(schemas(
         auth::NonceResponse,
         auth::LoginRequest,
@@ -53,6 +65,7 @@ pub(crate) struct ErrorDetail {
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .merge(auth::router())
+        .merge(nodes::router())
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     Router::new()

@@ -2,18 +2,20 @@
 //! the error envelope, limits, health, metrics and the OpenAPI document.
 #![allow(clippy::unwrap_used)]
 
+mod nodes;
+
 use erigolem_server::{spawn, Handle, ServerConfig};
 use erigolem_test_utils::wallet::{rfc3339_from_now, SiweMessage, Wallet, DEV_KEY_0, DEV_KEY_1};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-async fn server(dir: &std::path::Path) -> Handle {
+pub(crate) async fn server(dir: &std::path::Path) -> Handle {
     let mut config = ServerConfig::test(dir);
     config.chain_ids = vec![1];
     spawn(config).await.unwrap()
 }
 
-async fn nonce(h: &Handle) -> String {
+pub(crate) async fn nonce(h: &Handle) -> String {
     let v: Value = reqwest::get(format!("{}/api/v1/auth/nonce", h.url()))
         .await
         .unwrap()
@@ -24,7 +26,7 @@ async fn nonce(h: &Handle) -> String {
 }
 
 /// A message for `wallet` that this server accepts.
-fn message(h: &Handle, wallet: &Wallet, nonce: &str) -> SiweMessage {
+pub(crate) fn message(h: &Handle, wallet: &Wallet, nonce: &str) -> SiweMessage {
     SiweMessage {
         domain: h.local_addr().to_string(),
         address: wallet.address(),
@@ -36,7 +38,7 @@ fn message(h: &Handle, wallet: &Wallet, nonce: &str) -> SiweMessage {
     }
 }
 
-async fn login(h: &Handle, text: &str, signature: &str) -> reqwest::Response {
+pub(crate) async fn login(h: &Handle, text: &str, signature: &str) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("{}/api/v1/auth/login", h.url()))
         .json(&json!({"message": text, "signature": signature}))
@@ -307,4 +309,16 @@ async fn sessions_survive_a_restart() {
     let h = server(dir.path()).await;
     let who: Value = me(&h, &token).await.json().await.unwrap();
     assert_eq!(who["address"], wallet.address());
+}
+
+/// Signs in with `key` and returns the bearer token.
+pub(crate) async fn sign_in(h: &Handle, key: &str) -> String {
+    let wallet = Wallet::from_hex(key);
+    let text = message(h, &wallet, &nonce(h).await).text();
+    let body: Value = login(h, &text, &wallet.personal_sign(&text))
+        .await
+        .json()
+        .await
+        .unwrap();
+    body["token"].as_str().unwrap().to_owned()
 }

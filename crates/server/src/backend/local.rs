@@ -1,0 +1,346 @@
+//! The local backend: this machine is the provider. The server runs its own Nginx (config under
+//! the data dir) and one `ya-runtime-erigon` per node, driven through the runtime API exactly as a
+//! Golem exe-unit drives it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use erigolem_engine::{AnvilEngine, ErigonEngine, PortBlock};
+use erigolem_gateway::{site, GatewayConfig};
+use erigolem_node_service::{Engines, Limits, PortRange, RuntimeConfig};
+use erigolem_primitives::{NodeStatus, StartArgs};
+use erigolem_runtime_client::RuntimeBinary;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Backend, BackendError, NetworkOffer};
+
+/// What the local backend needs to know.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// The `ya-runtime-erigon` binary.
+    pub runtime_bin: PathBuf,
+    /// anvil, for the `dev` network.
+    pub anvil_bin: Option<PathBuf>,
+    /// erigon, for the public networks.
+    pub erigon_bin: Option<PathBuf>,
+    /// Where the server's Nginx listens; node URLs are `http://<this>/<node id>/`.
+    pub gateway_listen: SocketAddr,
+    /// How many dedicated nodes this machine runs at most.
+    pub max_nodes: u16,
+    /// First port of the range dedicated nodes take ports from.
+    pub port_base: u16,
+}
+
+#[derive(Debug)]
+enum Command {
+    Status(oneshot::Sender<Result<NodeStatus, BackendError>>),
+    Stop(oneshot::Sender<Result<(), BackendError>>),
+}
+
+/// Talks to one node's runtime session, which lives on its own thread (the runtime API is not `Send`).
+#[derive(Debug)]
+struct NodeHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+#[derive(Debug)]
+pub struct LocalBackend {
+    dir: PathBuf,
+    config: RuntimeConfig,
+    runtime_bin: PathBuf,
+    nodes: Mutex<HashMap<String, NodeHandle>>,
+    nginx: NginxProcess,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("nginx did not start on {listen}: {log}")]
+    Nginx { listen: SocketAddr, log: String },
+    #[error("no engine configured: give an anvil or erigon binary")]
+    NoEngine,
+    #[error("{0} is missing: build the workspace (cargo build --workspace --bins)")]
+    MissingRuntime(PathBuf),
+}
+
+impl LocalBackend {
+    /// Writes the runtime config and the Nginx config under `dir`, and starts Nginx.
+    pub async fn start(dir: &Path, local: LocalConfig) -> Result<Self, LocalError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| LocalError::Io { path, source }
+        };
+        if !local.runtime_bin.exists() {
+            return Err(LocalError::MissingRuntime(local.runtime_bin));
+        }
+        if local.anvil_bin.is_none() && local.erigon_bin.is_none() {
+            return Err(LocalError::NoEngine);
+        }
+        let nginx_dir = dir.join("nginx");
+        std::fs::create_dir_all(nginx_dir.join("tmp")).map_err(io(&nginx_dir))?;
+        // As root, Nginx workers would run as `nobody` and could not read the 0640 password files.
+        let root = nix::unistd::geteuid().is_root();
+        let user = root.then_some("www-data");
+        let conf = nginx_dir.join("nginx.conf");
+        let gateway_dir = nginx_dir.join("gateway");
+        std::fs::write(
+            &conf,
+            site::standalone_config(&nginx_dir, local.gateway_listen, &gateway_dir, user, 1),
+        )
+        .map_err(io(&conf))?;
+        let gateway = GatewayConfig {
+            dir: gateway_dir,
+            nginx_bin: PathBuf::from("/usr/sbin/nginx"),
+            nginx_conf: conf.clone(),
+            pid_file: nginx_dir.join("nginx.pid"),
+            password_group: user.map(str::to_owned),
+        };
+        let config = RuntimeConfig {
+            data_dir: dir.join("runtime"),
+            port_range: PortRange {
+                start: local.port_base,
+                end: local.port_base + PortBlock::LEN * local.max_nodes,
+            },
+            public_url: format!("http://{}", local.gateway_listen),
+            nginx: gateway,
+            engines: Engines {
+                erigon: local.erigon_bin.map(|binary| ErigonEngine {
+                    binary,
+                    rpcdaemon: None,
+                }),
+                anvil: local.anvil_bin.map(|binary| AnvilEngine {
+                    binary,
+                    block_time: 1,
+                }),
+            },
+            shared: Default::default(),
+            limits: Limits {
+                max_instances: u32::from(local.max_nodes),
+                ..Limits::default()
+            },
+        };
+        let config_path = dir.join("xdg/ya-runtime-erigon/ya-runtime-erigon.json");
+        std::fs::create_dir_all(dir.join("xdg/ya-runtime-erigon")).map_err(io(dir))?;
+        let text = serde_json::to_string_pretty(&config).unwrap_or_default();
+        std::fs::write(&config_path, text).map_err(io(&config_path))?;
+        let nginx =
+            NginxProcess::start(&conf, &config.nginx.pid_file, local.gateway_listen).await?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            config,
+            runtime_bin: local.runtime_bin,
+            nodes: Mutex::default(),
+            nginx,
+        })
+    }
+
+    fn runtime(&self, node_id: &str) -> RuntimeBinary {
+        RuntimeBinary::new(&self.runtime_bin, self.dir.join("work").join(node_id))
+            .env("XDG_DATA_HOME", self.dir.join("xdg"))
+            .env("RUST_BACKTRACE", "0")
+    }
+
+    fn handle(&self, node_id: &str) -> Result<mpsc::Sender<Command>, BackendError> {
+        let nodes = self
+            .nodes
+            .lock()
+            .map_err(|_| BackendError::Other("lock poisoned".into()))?;
+        nodes
+            .get(node_id)
+            .map(|h| h.commands.clone())
+            .ok_or_else(|| BackendError::Unknown(node_id.to_owned()))
+    }
+
+    /// The Nginx this backend runs (for tests and diagnostics).
+    pub fn gateway_pid(&self) -> u32 {
+        self.nginx.child.id()
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for LocalBackend {
+    fn networks(&self) -> Vec<NetworkOffer> {
+        self.config
+            .offered()
+            .into_iter()
+            .map(|(network, modes)| NetworkOffer {
+                network,
+                modes,
+                engine: erigolem_engine::engine_for(network),
+            })
+            .collect()
+    }
+
+    async fn start(&self, node_id: &str, args: StartArgs) -> Result<NodeStatus, BackendError> {
+        let runtime = self.runtime(node_id);
+        let args = serde_json::to_string(&args).map_err(|e| BackendError::Other(e.to_string()))?;
+        let (started_tx, started_rx) = oneshot::channel();
+        let (commands, mut rx) = mpsc::channel::<Command>(8);
+        std::thread::Builder::new()
+            .name(format!("node-{node_id}"))
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&rt, async move {
+                    let session = match runtime.start(&args).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = started_tx.send(Err(BackendError::Start(start_error(e))));
+                            return;
+                        }
+                    };
+                    let status = session
+                        .status()
+                        .await
+                        .map_err(|e| BackendError::Other(e.to_string()));
+                    let _ = started_tx.send(status);
+                    while let Some(command) = rx.recv().await {
+                        match command {
+                            Command::Status(reply) => {
+                                let _ = reply.send(
+                                    session
+                                        .status()
+                                        .await
+                                        .map_err(|e| BackendError::Other(e.to_string())),
+                                );
+                            }
+                            Command::Stop(reply) => {
+                                let result = match session.shutdown().await {
+                                    // A runtime that already exited took its node down on the way.
+                                    Ok(())
+                                    | Err(erigolem_runtime_client::ClientError::Exited {
+                                        ..
+                                    }) => Ok(()),
+                                    Err(e) => Err(BackendError::Other(e.to_string())),
+                                };
+                                let _ = reply.send(result);
+                                return;
+                            }
+                        }
+                    }
+                    // The backend is gone: end the session (the runtime cleans up on its way out).
+                    let _ = session.shutdown().await;
+                });
+            })
+            .map_err(|e| BackendError::Other(e.to_string()))?;
+        let status = started_rx
+            .await
+            .map_err(|_| BackendError::Start("the runtime thread ended".into()))??;
+        if let Ok(mut nodes) = self.nodes.lock() {
+            nodes.insert(node_id.to_owned(), NodeHandle { commands });
+        }
+        Ok(status)
+    }
+
+    async fn status(&self, node_id: &str) -> Result<NodeStatus, BackendError> {
+        let (tx, rx) = oneshot::channel();
+        self.handle(node_id)?
+            .send(Command::Status(tx))
+            .await
+            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?;
+        rx.await
+            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?
+    }
+
+    async fn stop(&self, node_id: &str) -> Result<(), BackendError> {
+        let commands = self.handle(node_id)?;
+        let (tx, rx) = oneshot::channel();
+        commands
+            .send(Command::Stop(tx))
+            .await
+            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?;
+        let result = rx
+            .await
+            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?;
+        if let Ok(mut nodes) = self.nodes.lock() {
+            nodes.remove(node_id);
+        }
+        result
+    }
+}
+
+/// The runtime's own reason for a failed start: its last error line, without the SDK's panic noise.
+fn start_error(e: erigolem_runtime_client::ClientError) -> String {
+    match e {
+        erigolem_runtime_client::ClientError::StartFailed { log, .. } => log
+            .lines()
+            .find_map(|l| {
+                l.split_once("start failed: ")
+                    .map(|(_, reason)| reason.trim().to_owned())
+            })
+            .unwrap_or_else(|| "the runtime exited during start".to_owned()),
+        other => other.to_string(),
+    }
+}
+
+/// The server's private Nginx, ended by PID when dropped.
+#[derive(Debug)]
+struct NginxProcess {
+    child: std::process::Child,
+}
+
+impl NginxProcess {
+    async fn start(conf: &Path, pid_file: &Path, listen: SocketAddr) -> Result<Self, LocalError> {
+        use std::os::unix::process::CommandExt;
+        let log = conf.with_file_name("nginx.stderr");
+        let stderr = std::fs::File::create(&log).map_err(|source| LocalError::Io {
+            path: log.clone(),
+            source,
+        })?;
+        let child = std::process::Command::new("/usr/sbin/nginx")
+            .args(["-e", "stderr", "-g", "daemon off;", "-c"])
+            .arg(conf)
+            .stdin(Stdio::null())
+            .stderr(stderr)
+            .process_group(0)
+            .spawn()
+            .map_err(|source| LocalError::Io {
+                path: PathBuf::from("/usr/sbin/nginx"),
+                source,
+            })?;
+        let mut nginx = Self { child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if pid_file.exists() && std::net::TcpStream::connect(listen).is_ok() {
+                return Ok(nginx);
+            }
+            let exited = matches!(nginx.child.try_wait(), Ok(Some(_)));
+            if exited || Instant::now() > deadline {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                return Err(LocalError::Nginx { listen, log });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for NginxProcess {
+    fn drop(&mut self) {
+        use nix::sys::signal::{killpg, Signal};
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        // SIGQUIT: graceful shutdown of master and workers.
+        let _ = killpg(group, Signal::SIGQUIT);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = killpg(group, Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}

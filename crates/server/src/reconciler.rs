@@ -1,0 +1,196 @@
+//! Drives nodes through their states with the backend, recording every transition: start
+//! (pending → starting → running | failed), stop (→ stopping → stopped), and progress polling.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use erigolem_primitives::{InstanceName, NodeState as RuntimeState, StartArgs};
+use erigolem_store::{NodeRecord, NodeState, StoreError};
+
+use crate::AppState;
+
+/// How often running nodes' STATUS is polled for block height and sync progress.
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Starts `node` in the background.
+pub(crate) fn start(state: Arc<AppState>, node: NodeRecord) {
+    tokio::spawn(async move {
+        if let Err(e) = run_start(&state, &node).await {
+            tracing::error!(node = %node.id, "start bookkeeping failed: {e}");
+        }
+    });
+}
+
+async fn run_start(state: &AppState, node: &NodeRecord) -> Result<(), StoreError> {
+    let Some(backend) = &state.backend else {
+        return Ok(());
+    };
+    state
+        .store
+        .transition(&node.id, NodeState::Starting, None)
+        .await?;
+    let args = StartArgs {
+        network: node.network.parse().ok(),
+        mode: node.mode.parse().ok(),
+        prune: node.prune.parse().ok(),
+        instance: InstanceName::new(node.id.clone()).ok(),
+    };
+    let started = Instant::now();
+    match backend.start(&node.id, args).await {
+        Ok(status) => {
+            metrics::histogram!("erigolem_node_start_seconds")
+                .record(started.elapsed().as_secs_f64());
+            state
+                .store
+                .set_endpoint(
+                    &node.id,
+                    &status.url,
+                    Some(&status.ws_url),
+                    &status.auth.user,
+                    status.auth.password.expose(),
+                    Some(status.instance.as_str()),
+                    None,
+                )
+                .await?;
+            record_progress(state, &node.id, &status).await?;
+            match state
+                .store
+                .transition(&node.id, NodeState::Running, None)
+                .await
+            {
+                Ok(_) => {}
+                // Stopped while it was starting: finish the stop now that there is something to stop.
+                Err(StoreError::IllegalTransition { .. }) => {
+                    let result = backend.stop(&node.id).await;
+                    finish_stop(state, &node.id, result.err().map(|e| e.to_string())).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            tracing::warn!(node = %node.id, "start failed: {reason}");
+            state
+                .store
+                .transition(&node.id, NodeState::Failed, Some(&reason))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Stops a node: a running one through the backend, one still starting when its start returns.
+pub(crate) async fn stop(state: Arc<AppState>, node: NodeRecord) -> Result<(), StoreError> {
+    match node.state {
+        NodeState::Pending | NodeState::Starting => {
+            state
+                .store
+                .transition(&node.id, NodeState::Stopping, None)
+                .await?;
+            if node.state == NodeState::Pending && state.backend.is_none() {
+                finish_stop(&state, &node.id, None).await?;
+            }
+        }
+        NodeState::Running | NodeState::Failed => {
+            state
+                .store
+                .transition(&node.id, NodeState::Stopping, None)
+                .await?;
+            tokio::spawn(async move {
+                let result = match &state.backend {
+                    Some(backend) => backend.stop(&node.id).await.err().map(|e| e.to_string()),
+                    None => None,
+                };
+                if let Err(e) = finish_stop(&state, &node.id, result).await {
+                    tracing::error!(node = %node.id, "stop bookkeeping failed: {e}");
+                }
+            });
+        }
+        NodeState::Stopping | NodeState::Stopped => {}
+    }
+    Ok(())
+}
+
+async fn finish_stop(state: &AppState, id: &str, error: Option<String>) -> Result<(), StoreError> {
+    match error {
+        // A node the backend no longer knows is gone already.
+        Some(e) if !e.contains("is not running on this backend") => {
+            state
+                .store
+                .transition(id, NodeState::Failed, Some(&format!("stop failed: {e}")))
+                .await?;
+        }
+        _ => {
+            state.store.transition(id, NodeState::Stopped, None).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn record_progress(
+    state: &AppState,
+    id: &str,
+    status: &erigolem_primitives::NodeStatus,
+) -> Result<(), StoreError> {
+    let sync = status
+        .sync
+        .as_ref()
+        .and_then(|s| serde_json::to_value(s).ok());
+    state
+        .store
+        .set_progress(id, status.block.map(|b| b as i64), sync)
+        .await
+}
+
+/// Polls running nodes; a node whose runtime reports it failed is marked failed with the reason.
+pub(crate) fn spawn_poller(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Some(backend) = state.backend.clone() else {
+            return;
+        };
+        let mut tick = tokio::time::interval(POLL_INTERVAL);
+        loop {
+            tick.tick().await;
+            let Ok(nodes) = state.store.nodes_in_states(&[NodeState::Running]).await else {
+                continue;
+            };
+            for node in nodes {
+                match backend.status(&node.id).await {
+                    Ok(status) if status.state == RuntimeState::Failed => {
+                        let reason = status.error.unwrap_or_else(|| "the node failed".into());
+                        let _ = state
+                            .store
+                            .transition(&node.id, NodeState::Failed, Some(&reason))
+                            .await;
+                    }
+                    Ok(status) => {
+                        let _ = record_progress(&state, &node.id, &status).await;
+                    }
+                    Err(e) => tracing::debug!(node = %node.id, "status: {e}"),
+                }
+            }
+        }
+    })
+}
+
+/// After a restart, nodes this server was driving have no runtime any more (the runtimes end with
+/// the server): mark them failed with the reason rather than leaving them in limbo.
+pub(crate) async fn recover(state: &AppState) -> Result<(), StoreError> {
+    let orphans = state
+        .store
+        .nodes_in_states(&[
+            NodeState::Pending,
+            NodeState::Starting,
+            NodeState::Running,
+            NodeState::Stopping,
+        ])
+        .await?;
+    for node in orphans {
+        let reason = "the server restarted and the node's runtime ended with it";
+        state
+            .store
+            .transition(&node.id, NodeState::Failed, Some(reason))
+            .await?;
+    }
+    Ok(())
+}

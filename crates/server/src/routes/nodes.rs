@@ -1,0 +1,263 @@
+//! Nodes of the signed-in user: create, list, show, stop, delete; and the networks on offer.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use erigolem_primitives::{Mode, Network, Prune};
+use erigolem_store::{NewNode, NodeRecord, NodeState};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::AuthUser;
+use crate::backend::NetworkOffer;
+use crate::{reconciler, ApiError, AppState};
+
+/// Longest node name accepted.
+const MAX_NAME_CHARS: usize = 64;
+
+pub(crate) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/networks", get(networks))
+        .route("/nodes", get(list).post(create))
+        .route("/nodes/{id}", get(show).delete(remove))
+        .route("/nodes/{id}/stop", post(stop))
+}
+
+/// The networks nodes can be started for.
+#[utoipa::path(get, path = "/api/v1/networks", tag = "nodes", responses((status = 200, body = Vec<NetworkOffer>)))]
+pub(crate) async fn networks(State(state): State<Arc<AppState>>) -> Json<Vec<NetworkOffer>> {
+    Json(
+        state
+            .backend
+            .as_ref()
+            .map(|b| b.networks())
+            .unwrap_or_default(),
+    )
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Credentials {
+    user: String,
+    password: String,
+}
+
+/// A node as its owner sees it.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct NodeView {
+    id: String,
+    name: String,
+    network: String,
+    mode: String,
+    prune: String,
+    #[schema(value_type = String)]
+    state: NodeState,
+    reason: Option<String>,
+    url: Option<String>,
+    ws_url: Option<String>,
+    auth: Option<Credentials>,
+    block: Option<i64>,
+    #[schema(value_type = Option<Object>)]
+    sync: Option<serde_json::Value>,
+    created_at: i64,
+    updated_at: i64,
+    stopped_at: Option<i64>,
+}
+
+async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeView, ApiError> {
+    // Credentials only while the endpoint exists, and only ever to the owner (queries are owner-scoped).
+    let auth = match (&node.username, node.state) {
+        (Some(user), NodeState::Running | NodeState::Starting) => state
+            .store
+            .password(&node.id, owner)
+            .await?
+            .map(|password| Credentials {
+                user: user.clone(),
+                password,
+            }),
+        _ => None,
+    };
+    let live = matches!(node.state, NodeState::Running | NodeState::Starting);
+    Ok(NodeView {
+        id: node.id,
+        name: node.name,
+        network: node.network,
+        mode: node.mode,
+        prune: node.prune,
+        state: node.state,
+        reason: node.reason,
+        url: node.url.filter(|_| live),
+        ws_url: node.ws_url.filter(|_| live),
+        auth,
+        block: node.block,
+        sync: node.sync,
+        created_at: node.created_at,
+        updated_at: node.updated_at,
+        stopped_at: node.stopped_at,
+    })
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateNode {
+    name: Option<String>,
+    #[schema(value_type = String, example = "dev")]
+    network: Network,
+    #[schema(value_type = Option<String>)]
+    mode: Option<Mode>,
+    #[schema(value_type = Option<String>)]
+    prune: Option<Prune>,
+}
+
+/// Starts a node; it is `pending` at once and moves on in the background (watch `GET /nodes/{id}`).
+#[utoipa::path(post, path = "/api/v1/nodes", tag = "nodes", request_body = CreateNode,
+    responses((status = 201, body = NodeView), (status = 400, body = super::ErrorBody), (status = 401, body = super::ErrorBody), (status = 429, body = super::ErrorBody)))]
+pub(crate) async fn create(
+    State(state): State<Arc<AppState>>,
+    user: AuthUser,
+    body: Result<Json<CreateNode>, axum::extract::rejection::JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(body) = body?;
+    let name = match body.name {
+        Some(name) => {
+            let name = name.trim().to_owned();
+            if name.is_empty()
+                || name.chars().count() > MAX_NAME_CHARS
+                || name.chars().any(char::is_control)
+            {
+                return Err(ApiError::bad_request(
+                    "invalid_name",
+                    format!("a name has 1-{MAX_NAME_CHARS} characters and no control characters"),
+                ));
+            }
+            name
+        }
+        None => format!("{}-node", body.network),
+    };
+    let offers = state
+        .backend
+        .as_ref()
+        .map(|b| b.networks())
+        .unwrap_or_default();
+    let Some(offer) = offers.iter().find(|o| o.network == body.network) else {
+        let served: Vec<String> = offers.iter().map(|o| o.network.to_string()).collect();
+        return Err(ApiError::bad_request(
+            "unsupported_network",
+            format!(
+                "network {} is not offered here (offered: {})",
+                body.network,
+                served.join(", ")
+            ),
+        ));
+    };
+    let mode = match body.mode {
+        Some(mode) if offer.modes.contains(&mode) => mode,
+        Some(mode) => {
+            return Err(ApiError::bad_request(
+                "unsupported_mode",
+                format!("mode {mode} is not offered for {}", body.network),
+            ))
+        }
+        None => offer.modes[0],
+    };
+    let active = state.store.count_active(&user.address).await?;
+    if active >= i64::from(state.config.max_active_nodes) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_nodes",
+            format!(
+                "you have {active} active nodes; the limit is {}",
+                state.config.max_active_nodes
+            ),
+        ));
+    }
+    let node = state
+        .store
+        .insert_node(&NewNode {
+            owner: user.address.clone(),
+            name,
+            network: body.network.to_string(),
+            mode: mode.to_string(),
+            prune: body.prune.unwrap_or_default().to_string(),
+        })
+        .await?;
+    reconciler::start(state.clone(), node.clone());
+    Ok((
+        StatusCode::CREATED,
+        Json(view(&state, node, &user.address).await?),
+    ))
+}
+
+/// The caller's nodes, newest first.
+#[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes", responses((status = 200, body = Vec<NodeView>), (status = 401, body = super::ErrorBody)))]
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+    user: AuthUser,
+) -> Result<Json<Vec<NodeView>>, ApiError> {
+    let mut out = Vec::new();
+    for node in state.store.nodes(&user.address).await? {
+        out.push(view(&state, node, &user.address).await?);
+    }
+    Ok(Json(out))
+}
+
+async fn owned(state: &AppState, id: &str, user: &AuthUser) -> Result<NodeRecord, ApiError> {
+    state
+        .store
+        .node(id, &user.address)
+        .await?
+        .ok_or_else(not_found)
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such node")
+}
+
+/// One node of the caller (404 for anyone else's).
+#[utoipa::path(get, path = "/api/v1/nodes/{id}", tag = "nodes", responses((status = 200, body = NodeView), (status = 404, body = super::ErrorBody)))]
+pub(crate) async fn show(
+    State(state): State<Arc<AppState>>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<NodeView>, ApiError> {
+    let node = owned(&state, &id, &user).await?;
+    Ok(Json(view(&state, node, &user.address).await?))
+}
+
+/// Stops a node; it moves to `stopping`, then `stopped`.
+#[utoipa::path(post, path = "/api/v1/nodes/{id}/stop", tag = "nodes", responses((status = 202, body = NodeView), (status = 404, body = super::ErrorBody)))]
+pub(crate) async fn stop(
+    State(state): State<Arc<AppState>>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let node = owned(&state, &id, &user).await?;
+    reconciler::stop(state.clone(), node).await?;
+    let node = owned(&state, &id, &user).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(view(&state, node, &user.address).await?),
+    ))
+}
+
+/// Deletes a stopped (or failed) node from the list.
+#[utoipa::path(delete, path = "/api/v1/nodes/{id}", tag = "nodes", responses((status = 204), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+pub(crate) async fn remove(
+    State(state): State<Arc<AppState>>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    match state.store.delete_node(&id, &user.address).await {
+        Ok(true) => Ok(StatusCode::NO_CONTENT),
+        Ok(false) => Err(not_found()),
+        Err(erigolem_store::StoreError::NotStopped { state }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_stopped",
+            format!("the node is {state}: stop it first"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
