@@ -93,6 +93,26 @@ pub(crate) struct AppState {
     /// Cookies get `Secure` when the public URL is HTTPS.
     pub(crate) secure_cookies: bool,
     pub(crate) backend: Option<Arc<dyn backend::Backend>>,
+    /// Bumped after every recorded transition: wakes the event streams.
+    pub(crate) changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl AppState {
+    /// Records a transition (with its event row) and wakes the event streams.
+    pub(crate) async fn transition(
+        &self,
+        id: &str,
+        to: erigolem_store::NodeState,
+        reason: Option<&str>,
+    ) -> Result<erigolem_store::NodeRecord, erigolem_store::StoreError> {
+        let node = self.store.transition(id, to, reason).await?;
+        self.notify();
+        Ok(node)
+    }
+
+    pub(crate) fn notify(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
 }
 
 /// A running server. Dropping it starts a graceful shutdown; [`Handle::shutdown`] waits for it.
@@ -203,6 +223,7 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         secure_cookies: public.scheme() == "https",
         config,
         backend,
+        changes: tokio::sync::watch::channel(0).0,
     });
     reconciler::recover(&state).await?;
     let poller = reconciler::spawn_poller(state.clone());

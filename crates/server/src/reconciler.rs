@@ -26,7 +26,6 @@ async fn run_start(state: &AppState, node: &NodeRecord) -> Result<(), StoreError
         return Ok(());
     };
     state
-        .store
         .transition(&node.id, NodeState::Starting, None)
         .await?;
     let args = StartArgs {
@@ -53,11 +52,7 @@ async fn run_start(state: &AppState, node: &NodeRecord) -> Result<(), StoreError
                 )
                 .await?;
             record_progress(state, &node.id, &status).await?;
-            match state
-                .store
-                .transition(&node.id, NodeState::Running, None)
-                .await
-            {
+            match state.transition(&node.id, NodeState::Running, None).await {
                 Ok(_) => {}
                 // Stopped while it was starting: finish the stop now that there is something to stop.
                 Err(StoreError::IllegalTransition { .. }) => {
@@ -71,7 +66,6 @@ async fn run_start(state: &AppState, node: &NodeRecord) -> Result<(), StoreError
             let reason = e.to_string();
             tracing::warn!(node = %node.id, "start failed: {reason}");
             state
-                .store
                 .transition(&node.id, NodeState::Failed, Some(&reason))
                 .await?;
         }
@@ -84,7 +78,6 @@ pub(crate) async fn stop(state: Arc<AppState>, node: NodeRecord) -> Result<(), S
     match node.state {
         NodeState::Pending | NodeState::Starting => {
             state
-                .store
                 .transition(&node.id, NodeState::Stopping, None)
                 .await?;
             if node.state == NodeState::Pending && state.backend.is_none() {
@@ -93,7 +86,6 @@ pub(crate) async fn stop(state: Arc<AppState>, node: NodeRecord) -> Result<(), S
         }
         NodeState::Running | NodeState::Failed => {
             state
-                .store
                 .transition(&node.id, NodeState::Stopping, None)
                 .await?;
             tokio::spawn(async move {
@@ -116,12 +108,11 @@ async fn finish_stop(state: &AppState, id: &str, error: Option<String>) -> Resul
         // A node the backend no longer knows is gone already.
         Some(e) if !e.contains("is not running on this backend") => {
             state
-                .store
                 .transition(id, NodeState::Failed, Some(&format!("stop failed: {e}")))
                 .await?;
         }
         _ => {
-            state.store.transition(id, NodeState::Stopped, None).await?;
+            state.transition(id, NodeState::Stopped, None).await?;
         }
     }
     Ok(())
@@ -159,7 +150,6 @@ pub(crate) fn spawn_poller(state: Arc<AppState>) -> tokio::task::JoinHandle<()> 
                     Ok(status) if status.state == RuntimeState::Failed => {
                         let reason = status.error.unwrap_or_else(|| "the node failed".into());
                         let _ = state
-                            .store
                             .transition(&node.id, NodeState::Failed, Some(&reason))
                             .await;
                     }
@@ -188,7 +178,6 @@ pub(crate) async fn recover(state: &AppState) -> Result<(), StoreError> {
     for node in orphans {
         let reason = "the server restarted and the node's runtime ended with it";
         state
-            .store
             .transition(&node.id, NodeState::Failed, Some(reason))
             .await?;
     }

@@ -38,6 +38,7 @@ pub struct LocalConfig {
 #[derive(Debug)]
 enum Command {
     Status(oneshot::Sender<Result<NodeStatus, BackendError>>),
+    Rotate(oneshot::Sender<Result<erigolem_primitives::Credentials, BackendError>>),
     Stop(oneshot::Sender<Result<(), BackendError>>),
 }
 
@@ -217,6 +218,14 @@ impl Backend for LocalBackend {
                                         .map_err(|e| BackendError::Other(e.to_string())),
                                 );
                             }
+                            Command::Rotate(reply) => {
+                                let _ = reply.send(
+                                    session
+                                        .rotate()
+                                        .await
+                                        .map_err(|e| BackendError::Other(e.to_string())),
+                                );
+                            }
                             Command::Stop(reply) => {
                                 let result = match session.shutdown().await {
                                     // A runtime that already exited took its node down on the way.
@@ -249,6 +258,19 @@ impl Backend for LocalBackend {
         let (tx, rx) = oneshot::channel();
         self.handle(node_id)?
             .send(Command::Status(tx))
+            .await
+            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?;
+        rx.await
+            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?
+    }
+
+    async fn rotate(
+        &self,
+        node_id: &str,
+    ) -> Result<erigolem_primitives::Credentials, BackendError> {
+        let (tx, rx) = oneshot::channel();
+        self.handle(node_id)?
+            .send(Command::Rotate(tx))
             .await
             .map_err(|_| BackendError::Unknown(node_id.to_owned()))?;
         rx.await

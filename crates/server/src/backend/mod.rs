@@ -38,4 +38,7 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     async fn status(&self, node_id: &str) -> Result<NodeStatus, BackendError>;
     /// Stops the node: credentials revoked, endpoint removed, node process gone.
     async fn stop(&self, node_id: &str) -> Result<(), BackendError>;
+    /// Replaces the node's password; the old one stops working at once.
+    async fn rotate(&self, node_id: &str)
+        -> Result<erigolem_primitives::Credentials, BackendError>;
 }

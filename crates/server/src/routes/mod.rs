@@ -14,6 +14,7 @@ use utoipa::OpenApi;
 use crate::AppState;
 
 pub(crate) mod auth;
+pub(crate) mod events;
 pub(crate) mod nodes;
 
 /// Request bodies larger than this are refused with 413: the API takes small JSON documents.
@@ -66,6 +67,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .merge(auth::router())
         .merge(nodes::router())
+        .merge(events::router())
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     Router::new()
@@ -78,6 +80,17 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    // Nodes by state, read at scrape time so the gauge is right after a restart too.
+    if let Ok(nodes) = state
+        .store
+        .nodes_in_states(&erigolem_store::NodeState::ALL)
+        .await
+    {
+        for s in erigolem_store::NodeState::ALL {
+            let count = nodes.iter().filter(|n| n.state == s).count();
+            metrics::gauge!("erigolem_nodes", "state" => s.as_str()).set(count as f64);
+        }
+    }
     state.metrics.render()
 }
 

@@ -25,6 +25,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/nodes", get(list).post(create))
         .route("/nodes/{id}", get(show).delete(remove))
         .route("/nodes/{id}/stop", post(stop))
+        .route("/nodes/{id}/credentials/rotate", post(rotate))
 }
 
 /// The networks nodes can be started for.
@@ -184,6 +185,7 @@ pub(crate) async fn create(
             prune: body.prune.unwrap_or_default().to_string(),
         })
         .await?;
+    state.notify();
     reconciler::start(state.clone(), node.clone());
     Ok((
         StatusCode::CREATED,
@@ -260,4 +262,37 @@ pub(crate) async fn remove(
         )),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A new password for a running node; the old one is refused from now on.
+#[utoipa::path(post, path = "/api/v1/nodes/{id}/credentials/rotate", tag = "nodes",
+    responses((status = 200, body = NodeView), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+pub(crate) async fn rotate(
+    State(state): State<Arc<AppState>>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<NodeView>, ApiError> {
+    let node = owned(&state, &id, &user).await?;
+    let backend = state
+        .backend
+        .as_ref()
+        .filter(|_| node.state == NodeState::Running)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "not_running",
+                format!(
+                    "the node is {}: only a running node has credentials",
+                    node.state
+                ),
+            )
+        })?;
+    let credentials = backend.rotate(&id).await.map_err(ApiError::internal)?;
+    state
+        .store
+        .set_password(&id, credentials.password.expose())
+        .await?;
+    tracing::info!(node = %id, "credentials rotated");
+    let node = owned(&state, &id, &user).await?;
+    Ok(Json(view(&state, node, &user.address).await?))
 }

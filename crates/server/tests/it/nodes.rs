@@ -259,3 +259,177 @@ async fn after_a_restart_orphaned_nodes_are_failed_not_lost() {
         .unwrap()
         .contains("server restarted"));
 }
+
+/// Reads server-sent events (`(id, data)`) from `/events` until `until` says stop or 30 s pass.
+async fn read_events(
+    h: &Handle,
+    token: &str,
+    last_event_id: Option<&str>,
+    mut until: impl FnMut(&[(String, Value)]) -> bool,
+) -> Vec<(String, Value)> {
+    use futures::StreamExt;
+    let mut req = reqwest::Client::new()
+        .get(format!("{}/api/v1/events", h.url()))
+        .bearer_auth(token);
+    if let Some(id) = last_event_id {
+        req = req.header("last-event-id", id);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut body = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !until(&events) {
+        let chunk = match tokio::time::timeout_at(deadline, body.next()).await {
+            Ok(Some(chunk)) => chunk.unwrap(),
+            _ => break,
+        };
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            let id = frame
+                .lines()
+                .find_map(|l| l.strip_prefix("id:"))
+                .map(|s| s.trim().to_owned());
+            let data = frame
+                .lines()
+                .find_map(|l| l.strip_prefix("data:"))
+                .map(|s| s.trim().to_owned());
+            if let (Some(id), Some(data)) = (id, data) {
+                events.push((id, serde_json::from_str(&data).unwrap()));
+            }
+        }
+    }
+    events
+}
+
+fn states_of(events: &[(String, Value)], node: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|(_, e)| e["node_id"] == node)
+        .map(|(_, e)| e["state"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn event_stream_has_every_transition_of_my_nodes_and_none_of_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = server_with_nodes(dir.path(), |_| {}).await;
+    let alice = Api {
+        h: &h,
+        token: sign_in(&h, DEV_KEY_0).await,
+    };
+    let bob = Api {
+        h: &h,
+        token: sign_in(&h, DEV_KEY_1).await,
+    };
+    let alice_stream = {
+        let (h, token) = (&h, alice.token.clone());
+        async move {
+            read_events(h, &token, None, |ev| {
+                ev.iter().any(|(_, e)| e["state"] == "stopped")
+            })
+            .await
+        }
+    };
+    let bob_stream = {
+        let (h, token) = (&h, bob.token.clone());
+        // Bob's stream ends when Bob's own node shows up: by then Alice's were all sent too.
+        async move { read_events(h, &token, None, |ev| !ev.is_empty()).await }
+    };
+    let actions = async {
+        tokio::time::sleep(Duration::from_millis(200)).await; // both streams are subscribed
+        let (_, created) = alice.post("/nodes", json!({"network": "dev"})).await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        alice.wait_state(&id, "running").await;
+        alice.post(&format!("/nodes/{id}/stop"), json!({})).await;
+        alice.wait_state(&id, "stopped").await;
+        let (_, bobs) = bob.post("/nodes", json!({"network": "dev"})).await;
+        (id, bobs["id"].as_str().unwrap().to_owned())
+    };
+    let (alice_events, bob_events, (id, bob_node)) =
+        tokio::join!(alice_stream, bob_stream, actions);
+    assert_eq!(
+        states_of(&alice_events, &id),
+        ["pending", "starting", "running", "stopping", "stopped"]
+    );
+    assert!(
+        alice_events
+            .iter()
+            .all(|(_, e)| e["node_id"] == id.as_str()),
+        "{alice_events:?}"
+    );
+    assert!(
+        bob_events
+            .iter()
+            .all(|(_, e)| e["node_id"] == bob_node.as_str()),
+        "Bob saw Alice's node: {bob_events:?}"
+    );
+
+    // Resuming from an id replays what came after it.
+    let second = alice_events[1].0.clone();
+    let replay = read_events(&h, &alice.token, Some(&second), |ev| ev.len() >= 3).await;
+    assert_eq!(states_of(&replay, &id), ["running", "stopping", "stopped"]);
+    bob.wait_state(&bob_node, "running").await;
+    bob.post(&format!("/nodes/{bob_node}/stop"), json!({}))
+        .await;
+    bob.wait_state(&bob_node, "stopped").await;
+}
+
+#[tokio::test]
+async fn rotating_credentials_refuses_the_old_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = server_with_nodes(dir.path(), |_| {}).await;
+    let alice = Api {
+        h: &h,
+        token: sign_in(&h, DEV_KEY_0).await,
+    };
+    let (_, created) = alice.post("/nodes", json!({"network": "dev"})).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let node = alice.wait_state(&id, "running").await;
+    let url = node["url"].as_str().unwrap().to_owned();
+    let old = node["auth"]["password"].as_str().unwrap().to_owned();
+    let user = node["auth"]["user"].as_str().unwrap().to_owned();
+    let (status, rotated) = alice
+        .post(&format!("/nodes/{id}/credentials/rotate"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let new = rotated["auth"]["password"].as_str().unwrap();
+    assert_ne!(new, old);
+    assert!(matches!(
+        rpc(&url, Some((&user, &old)), "eth_blockNumber", json!([])).await,
+        Err(RpcError::Http(401))
+    ));
+    rpc(&url, Some((&user, new)), "eth_blockNumber", json!([]))
+        .await
+        .unwrap();
+    // The stored password is the new one.
+    assert_eq!(
+        alice.get(&format!("/nodes/{id}")).await.1["auth"]["password"],
+        new
+    );
+
+    let metrics = reqwest::get(format!("{}/metrics", h.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"erigolem_nodes{state="running"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("erigolem_node_start_seconds"), "{metrics}");
+    alice.post(&format!("/nodes/{id}/stop"), json!({})).await;
+    alice.wait_state(&id, "stopped").await;
+    let (status, err) = alice
+        .post(&format!("/nodes/{id}/credentials/rotate"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(err["error"]["code"], "not_running");
+}
