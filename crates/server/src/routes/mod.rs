@@ -17,6 +17,9 @@ pub(crate) mod auth;
 pub(crate) mod events;
 pub(crate) mod nodes;
 
+/// Until the web UI is served here, `/` says where the API is.
+const INDEX: &str = "Erigolem API server.\n\nOpenAPI: /api/v1/openapi.json\nSign in: GET /api/v1/auth/nonce, then POST /api/v1/auth/login\nNodes:   /api/v1/nodes\n";
+
 /// Request bodies larger than this are refused with 413: the API takes small JSON documents.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -73,6 +76,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/", get(|| async { INDEX }))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn(record_request))
         .layer(TraceLayer::new_for_http())
