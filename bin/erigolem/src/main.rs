@@ -1,10 +1,12 @@
-//! `erigolem`: the requestor server (`erigolem serve`). Flags override `ERIGOLEM_*` environment
+//! `erigolem`: the requestor server (`erigolem serve`) and its command-line client (`login`, `nodes`). Flags override `ERIGOLEM_*` environment
 //! variables, which override the defaults (`./.erigolem`, SQLite inside it, 127.0.0.1:8080).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+mod cli;
 use erigolem_server::backend::local::LocalConfig;
 use erigolem_server::ServerConfig;
 
@@ -19,6 +21,13 @@ struct Cli {
 enum Command {
     /// Run the REST API server.
     Serve(ServeArgs),
+    /// Sign in with Ethereum (a key from ERIGOLEM_PRIVATE_KEY or a keystore) and keep the session.
+    Login(cli::LoginArgs),
+    /// List, create, show, stop and remove your nodes.
+    Nodes {
+        #[command(subcommand)]
+        command: cli::NodesCommand,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -88,6 +97,8 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
+        Command::Login(args) => cli::login(args).await,
+        Command::Nodes { command } => cli::nodes(command).await,
     }
 }
 

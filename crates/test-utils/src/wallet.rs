@@ -1,54 +1,27 @@
 //! A real secp256k1 wallet for tests: EIP-55 address, EIP-191 `personal_sign`, and EIP-4361
 //! (Sign-In with Ethereum) message text.
 
-use k256::ecdsa::SigningKey;
-use sha3::{Digest, Keccak256};
-
 /// anvil's well-known dev keys #0 and #1 (public test keys; never hold value).
 pub const DEV_KEY_0: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 pub const DEV_KEY_1: &str = "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
 
+/// The client's wallet, with test-friendly signatures (a bad key panics).
 #[derive(Debug, Clone)]
-pub struct Wallet {
-    key: SigningKey,
-}
+pub struct Wallet(erigolem_client::Wallet);
 
 impl Wallet {
     pub fn from_hex(hex_key: &str) -> Self {
-        let bytes = hex::decode(hex_key.trim_start_matches("0x")).unwrap();
-        Self {
-            key: SigningKey::from_slice(&bytes).unwrap(),
-        }
+        Self(erigolem_client::Wallet::from_hex(hex_key).unwrap())
     }
 
     /// The EIP-55 checksummed address.
     pub fn address(&self) -> String {
-        let point = self.key.verifying_key().to_encoded_point(false);
-        let hash = Keccak256::digest(&point.as_bytes()[1..]);
-        let lower = hex::encode(&hash[12..]);
-        let check = hex::encode(Keccak256::digest(lower.as_bytes()));
-        let mixed: String = lower
-            .chars()
-            .zip(check.chars())
-            .map(|(c, h)| {
-                if c.is_ascii_alphabetic() && h.to_digit(16).unwrap() >= 8 {
-                    c.to_ascii_uppercase()
-                } else {
-                    c
-                }
-            })
-            .collect();
-        format!("0x{mixed}")
+        self.0.address()
     }
 
-    /// EIP-191 `personal_sign`: 65 bytes r ‖ s ‖ v (v = 27/28), 0x-prefixed hex.
+    /// EIP-191 `personal_sign`, 0x-prefixed hex.
     pub fn personal_sign(&self, message: &str) -> String {
-        let prefixed = format!("\x19Ethereum Signed Message:\n{}{message}", message.len());
-        let digest = Keccak256::new_with_prefix(prefixed.as_bytes());
-        let (sig, recovery) = self.key.sign_digest_recoverable(digest).unwrap();
-        let mut bytes = sig.to_bytes().to_vec();
-        bytes.push(27 + recovery.to_byte());
-        format!("0x{}", hex::encode(bytes))
+        self.0.personal_sign(message).unwrap()
     }
 }
 

@@ -1,0 +1,268 @@
+//! `erigolem login` and `erigolem nodes …`: the REST API from a terminal. Human tables by default,
+//! `--json` for scripts. The session (server, address, token) is kept in
+//! `$ERIGOLEM_CONFIG_DIR` or `$XDG_CONFIG_HOME/erigolem` (`~/.config/erigolem`), mode 0600.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use erigolem_client::{Client, CreateNode, Node, Wallet};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Args)]
+pub(crate) struct LoginArgs {
+    /// The server to sign in to.
+    #[arg(long, env = "ERIGOLEM_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// An encrypted JSON keystore; its password comes from ERIGOLEM_KEYSTORE_PASSWORD.
+    /// Without it, the key is read from ERIGOLEM_PRIVATE_KEY (hex).
+    #[arg(long, env = "ERIGOLEM_KEYSTORE")]
+    keystore: Option<PathBuf>,
+    /// The chain id put in the sign-in message.
+    #[arg(long, env = "ERIGOLEM_CHAIN_ID", default_value_t = 1)]
+    chain_id: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum NodesCommand {
+    /// Your nodes, newest first.
+    List(Output),
+    /// Start a node.
+    Create {
+        /// mainnet, sepolia, holesky, hoodi or dev.
+        #[arg(long)]
+        network: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// shared or dedicated (default: what the server prefers).
+        #[arg(long)]
+        mode: Option<String>,
+        /// full, archive or minimal.
+        #[arg(long)]
+        prune: Option<String>,
+        /// Wait until it is running (or failed).
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// One node, with its URL and credentials.
+    Show {
+        id: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Stop a node (credentials revoked at once).
+    Stop {
+        id: String,
+        /// Wait until it is stopped.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Remove a stopped node from the list.
+    Rm { id: String },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct Output {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What `login` saves.
+#[derive(Debug, Serialize, Deserialize)]
+struct Session {
+    server: String,
+    address: String,
+    token: String,
+}
+
+fn config_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("ERIGOLEM_CONFIG_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let base = match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?).join(".config"),
+    };
+    Ok(base.join("erigolem"))
+}
+
+fn session_path() -> anyhow::Result<PathBuf> {
+    Ok(config_dir()?.join("session.json"))
+}
+
+pub(crate) async fn login(args: LoginArgs) -> anyhow::Result<()> {
+    let wallet = match &args.keystore {
+        Some(path) => {
+            let password = std::env::var("ERIGOLEM_KEYSTORE_PASSWORD")
+                .context("set ERIGOLEM_KEYSTORE_PASSWORD to decrypt the keystore")?;
+            Wallet::from_keystore(path, &password)?
+        }
+        None => {
+            let key = std::env::var("ERIGOLEM_PRIVATE_KEY")
+                .context("give --keystore FILE or set ERIGOLEM_PRIVATE_KEY")?;
+            Wallet::from_hex(&key)?
+        }
+    };
+    let mut client = Client::new(&args.server);
+    let token = client.sign_in(&wallet, args.chain_id).await?;
+    let session = Session {
+        server: client.base().to_owned(),
+        address: wallet.address(),
+        token,
+    };
+    let path = session_path()?;
+    std::fs::create_dir_all(path.parent().unwrap_or(&path))?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(serde_json::to_string_pretty(&session)?.as_bytes())?;
+    println!("signed in to {} as {}", session.server, session.address);
+    Ok(())
+}
+
+fn client() -> anyhow::Result<Client> {
+    let path = session_path()?;
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "not signed in ({} missing): run `erigolem login`",
+            path.display()
+        )
+    })?;
+    let session: Session =
+        serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
+    Ok(Client::new(&session.server).with_token(session.token))
+}
+
+pub(crate) async fn nodes(command: NodesCommand) -> anyhow::Result<()> {
+    let client = client()?;
+    match command {
+        NodesCommand::List(out) => print_nodes(&client.nodes().await?, &out),
+        NodesCommand::Create {
+            network,
+            name,
+            mode,
+            prune,
+            wait,
+            output,
+        } => {
+            let node = client
+                .create(&CreateNode {
+                    name,
+                    network,
+                    mode,
+                    prune,
+                })
+                .await?;
+            let node = if wait {
+                wait_for(&client, &node.id, &["running", "failed"]).await?
+            } else {
+                node
+            };
+            print_node(&node, &output)
+        }
+        NodesCommand::Show { id, output } => print_node(&client.node(&id).await?, &output),
+        NodesCommand::Stop { id, wait, output } => {
+            let node = client.stop(&id).await?;
+            let node = if wait {
+                wait_for(&client, &id, &["stopped", "failed"]).await?
+            } else {
+                node
+            };
+            print_node(&node, &output)
+        }
+        NodesCommand::Rm { id } => {
+            client.delete(&id).await?;
+            println!("removed {id}");
+            Ok(())
+        }
+    }
+}
+
+/// How long `--wait` waits.
+const WAIT_LIMIT: Duration = Duration::from_secs(600);
+
+async fn wait_for(client: &Client, id: &str, states: &[&str]) -> anyhow::Result<Node> {
+    let deadline = Instant::now() + WAIT_LIMIT;
+    loop {
+        let node = client.node(id).await?;
+        if states.contains(&node.state.as_str()) {
+            return Ok(node);
+        }
+        if Instant::now() > deadline {
+            bail!("node {id} is still {} after {WAIT_LIMIT:?}", node.state);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn print_nodes(nodes: &[Node], out: &Output) -> anyhow::Result<()> {
+    if out.json {
+        println!("{}", serde_json::to_string_pretty(nodes)?);
+        return Ok(());
+    }
+    if nodes.is_empty() {
+        println!("no nodes: `erigolem nodes create --network dev` starts one");
+        return Ok(());
+    }
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(["ID", "NAME", "NETWORK", "STATE", "BLOCK", "URL"]);
+    for n in nodes {
+        table.add_row([
+            n.id.clone(),
+            n.name.clone(),
+            n.network.clone(),
+            n.state.clone(),
+            n.block.map(|b| b.to_string()).unwrap_or_default(),
+            n.url.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
+}
+
+fn print_node(node: &Node, out: &Output) -> anyhow::Result<()> {
+    if out.json {
+        println!("{}", serde_json::to_string_pretty(node)?);
+        return Ok(());
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    let mut row = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            table.add_row([k.to_owned(), v]);
+        }
+    };
+    row("id", Some(node.id.clone()));
+    row("name", Some(node.name.clone()));
+    row(
+        "network",
+        Some(format!(
+            "{} ({}, prune {})",
+            node.network, node.mode, node.prune
+        )),
+    );
+    row("state", Some(node.state.clone()));
+    row("reason", node.reason.clone());
+    row("block", node.block.map(|b| b.to_string()));
+    row("url", node.url.clone());
+    row("ws url", node.ws_url.clone());
+    row("user", node.auth.as_ref().map(|a| a.user.clone()));
+    row("password", node.auth.as_ref().map(|a| a.password.clone()));
+    println!("{table}");
+    Ok(())
+}

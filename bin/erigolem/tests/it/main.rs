@@ -1,0 +1,207 @@
+//! The `erigolem` CLI against a running server (local backend, dev chain): login, nodes
+//! create/list/show/stop/rm, `--json`, and the errors a user meets.
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Output;
+
+use erigolem_server::backend::local::LocalConfig;
+use erigolem_server::{spawn, Handle, ServerConfig};
+use erigolem_test_utils::wallet::DEV_KEY_0;
+use erigolem_test_utils::{anvil_bin, free_port, free_port_block, rpc, workspace_bin};
+use serde_json::{json, Value};
+
+async fn server(dir: &Path) -> Handle {
+    let mut config = ServerConfig::test(dir);
+    config.backend = Some(LocalConfig {
+        runtime_bin: workspace_bin("ya-runtime-erigon"),
+        anvil_bin: Some(anvil_bin()),
+        erigon_bin: None,
+        gateway_listen: ([127, 0, 0, 1], free_port()).into(),
+        max_nodes: 2,
+        port_base: free_port_block(24),
+    });
+    spawn(config).await.unwrap()
+}
+
+/// Runs the CLI (in a blocking thread: the server runs on this test's runtime).
+async fn cli(h: &Handle, config: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_erigolem"));
+    cmd.args(args)
+        .env("ERIGOLEM_SERVER", h.url())
+        .env("ERIGOLEM_CONFIG_DIR", config)
+        .env_remove("ERIGOLEM_PRIVATE_KEY");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn failed(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "expected a failure: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn login_create_list_show_stop_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = server(&dir.path().join("server")).await;
+    let config = dir.path().join("cli");
+
+    let err = failed(&cli(&h, &config, &[], &["nodes", "list"]).await);
+    assert!(err.contains("not signed in"), "{err}");
+    let err = failed(&cli(&h, &config, &[], &["login"]).await);
+    assert!(err.contains("ERIGOLEM_PRIVATE_KEY"), "{err}");
+    let err = failed(
+        &cli(
+            &h,
+            &config,
+            &[("ERIGOLEM_PRIVATE_KEY", "0x1234")],
+            &["login"],
+        )
+        .await,
+    );
+    assert!(err.contains("invalid private key"), "{err}");
+
+    let said = ok(&cli(
+        &h,
+        &config,
+        &[("ERIGOLEM_PRIVATE_KEY", DEV_KEY_0)],
+        &["login"],
+    )
+    .await);
+    assert!(
+        said.contains("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"),
+        "{said}"
+    );
+    let mode = std::fs::metadata(config.join("session.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let created: Value = serde_json::from_str(&ok(&cli(
+        &h,
+        &config,
+        &[],
+        &[
+            "nodes",
+            "create",
+            "--network",
+            "dev",
+            "--name",
+            "cli node",
+            "--wait",
+            "--json",
+        ],
+    )
+    .await))
+    .unwrap();
+    assert_eq!(created["state"], "running", "{created}");
+    let (url, user, password) = (
+        created["url"].as_str().unwrap(),
+        created["auth"]["user"].as_str().unwrap(),
+        created["auth"]["password"].as_str().unwrap(),
+    );
+    rpc(url, Some((user, password)), "eth_blockNumber", json!([]))
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap();
+
+    let list: Value =
+        serde_json::from_str(&ok(
+            &cli(&h, &config, &[], &["nodes", "list", "--json"]).await
+        ))
+        .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let table = ok(&cli(&h, &config, &[], &["nodes", "list"]).await);
+    assert!(
+        table.contains("cli node") && table.contains("running"),
+        "{table}"
+    );
+    let shown = ok(&cli(&h, &config, &[], &["nodes", "show", id]).await);
+    assert!(shown.contains(password), "{shown}");
+
+    let err = failed(&cli(&h, &config, &[], &["nodes", "rm", id]).await);
+    assert!(err.contains("stop it first"), "{err}");
+    let stopped: Value = serde_json::from_str(&ok(&cli(
+        &h,
+        &config,
+        &[],
+        &["nodes", "stop", id, "--wait", "--json"],
+    )
+    .await))
+    .unwrap();
+    assert_eq!(stopped["state"], "stopped");
+    assert!(
+        rpc(url, Some((user, password)), "eth_blockNumber", json!([]))
+            .await
+            .is_err()
+    );
+    ok(&cli(&h, &config, &[], &["nodes", "rm", id]).await);
+    assert_eq!(
+        ok(&cli(&h, &config, &[], &["nodes", "list", "--json"]).await).trim(),
+        "[]"
+    );
+    let err = failed(&cli(&h, &config, &[], &["nodes", "show", "nope"]).await);
+    assert!(err.contains("no such node"), "{err}");
+}
+
+#[tokio::test]
+async fn login_with_an_encrypted_keystore() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = server(&dir.path().join("server")).await;
+    let keystore_dir = dir.path().join("keys");
+    std::fs::create_dir_all(&keystore_dir).unwrap();
+    let key = hex::decode(DEV_KEY_0).unwrap();
+    // The file takes the given name (the function returns the key's UUID).
+    eth_keystore::encrypt_key(
+        &keystore_dir,
+        &mut rand::thread_rng(),
+        key,
+        "hunter2",
+        Some("alice"),
+    )
+    .unwrap();
+    let keystore = keystore_dir.join("alice");
+    let keystore = keystore.to_str().unwrap();
+    let config = dir.path().join("cli");
+    let err = failed(
+        &cli(
+            &h,
+            &config,
+            &[("ERIGOLEM_KEYSTORE_PASSWORD", "wrong")],
+            &["login", "--keystore", keystore],
+        )
+        .await,
+    );
+    assert!(err.contains("keystore"), "{err}");
+    let said = ok(&cli(
+        &h,
+        &config,
+        &[("ERIGOLEM_KEYSTORE_PASSWORD", "hunter2")],
+        &["login", "--keystore", keystore],
+    )
+    .await);
+    assert!(
+        said.contains("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"),
+        "{said}"
+    );
+}

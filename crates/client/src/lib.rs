@@ -1,0 +1,290 @@
+//! Typed client of the Erigolem REST API (`/api/v1`), used by the `erigolem` CLI, with Sign-In with
+//! Ethereum from a local secp256k1 key (hex or an encrypted JSON keystore).
+
+use std::path::Path;
+use std::time::Duration;
+
+use k256::ecdsa::SigningKey;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha3::{Digest, Keccak256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with its error envelope.
+    #[error("{message} ({code}, HTTP {status})")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("cannot reach {url}: {source}")]
+    Transport { url: String, source: reqwest::Error },
+    #[error("invalid private key: {0}")]
+    Key(String),
+    #[error("keystore {path}: {reason}")]
+    Keystore { path: String, reason: String },
+    #[error("cannot build the sign-in message: {0}")]
+    Message(String),
+}
+
+type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// A secp256k1 key: EIP-55 address and EIP-191 `personal_sign`.
+#[derive(Clone)]
+pub struct Wallet {
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for Wallet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wallet")
+            .field("address", &self.address())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Wallet {
+    /// From a hex private key (with or without `0x`).
+    pub fn from_hex(hex_key: &str) -> Result<Self> {
+        let bytes = hex::decode(hex_key.trim().trim_start_matches("0x"))
+            .map_err(|e| ClientError::Key(e.to_string()))?;
+        let key = SigningKey::from_slice(&bytes).map_err(|e| ClientError::Key(e.to_string()))?;
+        Ok(Self { key })
+    }
+
+    /// From an encrypted JSON keystore (Web3 Secret Storage, as geth and foundry write them).
+    pub fn from_keystore(path: &Path, password: &str) -> Result<Self> {
+        let bytes =
+            eth_keystore::decrypt_key(path, password).map_err(|e| ClientError::Keystore {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        let key = SigningKey::from_slice(&bytes).map_err(|e| ClientError::Key(e.to_string()))?;
+        Ok(Self { key })
+    }
+
+    pub fn address_bytes(&self) -> [u8; 20] {
+        let point = self.key.verifying_key().to_encoded_point(false);
+        let hash = Keccak256::digest(&point.as_bytes()[1..]);
+        let mut out = [0u8; 20];
+        out.copy_from_slice(&hash[12..]);
+        out
+    }
+
+    /// The EIP-55 checksummed address.
+    pub fn address(&self) -> String {
+        siwe::eip55(&self.address_bytes())
+    }
+
+    /// EIP-191 `personal_sign`: r ‖ s ‖ v (v = 27/28), 0x-prefixed hex.
+    pub fn personal_sign(&self, message: &str) -> Result<String> {
+        let prefixed = format!("\x19Ethereum Signed Message:\n{}{message}", message.len());
+        let digest = Keccak256::new_with_prefix(prefixed.as_bytes());
+        let (sig, recovery) = self
+            .key
+            .sign_digest_recoverable(digest)
+            .map_err(|e| ClientError::Key(e.to_string()))?;
+        let mut bytes = sig.to_bytes().to_vec();
+        bytes.push(27 + recovery.to_byte());
+        Ok(format!("0x{}", hex::encode(bytes)))
+    }
+}
+
+/// A node as the API shows it to its owner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Node {
+    pub id: String,
+    pub name: String,
+    pub network: String,
+    pub mode: String,
+    pub prune: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub url: Option<String>,
+    pub ws_url: Option<String>,
+    pub auth: Option<Credentials>,
+    pub block: Option<i64>,
+    pub sync: Option<Value>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub stopped_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+/// What `POST /nodes` takes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CreateNode {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub network: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prune: Option<String>,
+}
+
+/// A signed-in (or not yet) connection to one server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            token: None,
+        }
+    }
+
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let resp = req.send().await.map_err(|source| ClientError::Transport {
+            url: self.base.clone(),
+            source,
+        })?;
+        let status = resp.status().as_u16();
+        let body: Value = if status == 204 {
+            Value::Null
+        } else {
+            resp.json().await.unwrap_or(Value::Null)
+        };
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        let field = |k: &str| body["error"][k].as_str().unwrap_or_default().to_owned();
+        Err(ClientError::Api {
+            status,
+            code: field("code"),
+            message: field("message"),
+        })
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let v = self
+            .send(self.http.get(format!("{}/api/v1{path}", self.base)))
+            .await?;
+        serde_json::from_value(v).map_err(|e| ClientError::Message(e.to_string()))
+    }
+
+    async fn post<T: serde::de::DeserializeOwned>(&self, path: &str, body: Value) -> Result<T> {
+        let v = self
+            .send(
+                self.http
+                    .post(format!("{}/api/v1{path}", self.base))
+                    .json(&body),
+            )
+            .await?;
+        serde_json::from_value(v).map_err(|e| ClientError::Message(e.to_string()))
+    }
+
+    /// Signs in: asks for a nonce, signs an EIP-4361 message for this server, and keeps the token.
+    /// Returns the bearer token.
+    pub async fn sign_in(&mut self, wallet: &Wallet, chain_id: u64) -> Result<String> {
+        let nonce: Value = self.get("/auth/nonce").await?;
+        let nonce = nonce["nonce"].as_str().unwrap_or_default().to_owned();
+        let base = url::Url::parse(&self.base).map_err(|e| ClientError::Message(e.to_string()))?;
+        let host = base
+            .host_str()
+            .ok_or_else(|| ClientError::Message("server URL has no host".into()))?;
+        let domain = match base.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let message = siwe::Message {
+            domain: domain
+                .parse()
+                .map_err(|e| ClientError::Message(format!("domain: {e}")))?,
+            address: wallet.address_bytes(),
+            statement: Some("Sign in to Erigolem.".to_owned()),
+            uri: base
+                .origin()
+                .ascii_serialization()
+                .parse()
+                .map_err(|e| ClientError::Message(format!("uri: {e:?}")))?,
+            version: siwe::Version::V1,
+            chain_id,
+            nonce,
+            issued_at: now.into(),
+            expiration_time: Some((now + time::Duration::minutes(5)).into()),
+            not_before: None,
+            request_id: None,
+            resources: Vec::new(),
+        }
+        .to_string();
+        let signature = wallet.personal_sign(&message)?;
+        let login: Value = self
+            .post(
+                "/auth/login",
+                json!({"message": message, "signature": signature}),
+            )
+            .await?;
+        let token = login["token"].as_str().unwrap_or_default().to_owned();
+        self.token = Some(token.clone());
+        Ok(token)
+    }
+
+    /// The signed-in address.
+    pub async fn me(&self) -> Result<String> {
+        let v: Value = self.get("/me").await?;
+        Ok(v["address"].as_str().unwrap_or_default().to_owned())
+    }
+
+    pub async fn networks(&self) -> Result<Value> {
+        self.get("/networks").await
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<Node>> {
+        self.get("/nodes").await
+    }
+
+    pub async fn node(&self, id: &str) -> Result<Node> {
+        self.get(&format!("/nodes/{id}")).await
+    }
+
+    pub async fn create(&self, node: &CreateNode) -> Result<Node> {
+        self.post("/nodes", serde_json::to_value(node).unwrap_or_default())
+            .await
+    }
+
+    pub async fn stop(&self, id: &str) -> Result<Node> {
+        self.post(&format!("/nodes/{id}/stop"), json!({})).await
+    }
+
+    pub async fn rotate(&self, id: &str) -> Result<Node> {
+        self.post(&format!("/nodes/{id}/credentials/rotate"), json!({}))
+            .await
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        self.send(self.http.delete(format!("{}/api/v1/nodes/{id}", self.base)))
+            .await
+            .map(drop)
+    }
+}
