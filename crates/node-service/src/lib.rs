@@ -227,7 +227,13 @@ impl NodeService {
             None => random_instance_name(),
         };
         let lock = InstanceLock::acquire(&instances_dir, &name)?;
-        let result = self.start_locked(&name, network, mode, prune, &lock).await;
+        let password = match args.password {
+            Some(p) => p.expose().to_owned(),
+            None => htpasswd::random_password(),
+        };
+        let result = self
+            .start_locked(&name, network, mode, prune, &lock, password)
+            .await;
         match result {
             Ok(parts) => Ok(Instance::new(self, name, network, mode, lock, parts)),
             Err(e) => {
@@ -244,6 +250,7 @@ impl NodeService {
         mode: Mode,
         prune: Prune,
         lock: &InstanceLock,
+        password: String,
     ) -> Result<Parts, ServiceError> {
         let engine = engine_for(network);
         let (upstream, processes, ports) = match mode {
@@ -319,7 +326,7 @@ impl NodeService {
         };
         let credentials = Credentials {
             user: name.to_string(),
-            password: Secret::new(htpasswd::random_password()),
+            password: Secret::new(password),
         };
         let adding = Instant::now();
         if let Err(e) = self.gateway.add(name, &upstream, &credentials).await {

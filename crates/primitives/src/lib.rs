@@ -125,6 +125,47 @@ pub struct StartArgs {
     /// Name of the endpoint path (`/<instance>/`); generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<InstanceName>,
+    /// The endpoint's password, when the caller restores an endpoint it had before (e.g. a server
+    /// bringing its nodes back after a restart); generated when absent. At least 22 characters
+    /// of base64url (128 bits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<EndpointPassword>,
+}
+
+/// A caller-chosen endpoint password: 22-128 characters of `[A-Za-z0-9_-]` (≥ 128 bits).
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct EndpointPassword(Secret);
+
+impl EndpointPassword {
+    pub fn new(password: impl Into<String>) -> Result<Self, String> {
+        let password = password.into();
+        let valid = (22..=128).contains(&password.len())
+            && password
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if valid {
+            Ok(Self(Secret::new(password)))
+        } else {
+            Err("a password has 22-128 characters of A-Z, a-z, 0-9, '-' and '_'".to_owned())
+        }
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+}
+
+impl fmt::Debug for EndpointPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EndpointPassword(***)")
+    }
+}
+
+impl<'de> Deserialize<'de> for EndpointPassword {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::new(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Why start arguments were refused.
@@ -286,6 +327,20 @@ mod tests {
         assert!(StartArgs::parse(&["{not json".into()]).is_err());
         let err = StartArgs::parse(&[r#"{"instance":"a;b"}"#.into()]).unwrap_err();
         assert!(err.to_string().contains("instance name"), "{err}");
+    }
+
+    #[test]
+    fn chosen_passwords_must_be_strong() {
+        let ok = StartArgs::parse(&[r#"{"password":"abcdefghijklmnopqrstuv"}"#.into()]).unwrap();
+        assert_eq!(ok.password.unwrap().expose(), "abcdefghijklmnopqrstuv");
+        for bad in [
+            "short",
+            "abcdefghijklmnopqrstu:",
+            "abcdefghijklmnopqrst\nuv",
+        ] {
+            let json = format!(r#"{{"password":"{bad}"}}"#);
+            assert!(StartArgs::parse(&[json]).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -225,7 +225,7 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         backend,
         changes: tokio::sync::watch::channel(0).0,
     });
-    reconciler::recover(&state).await?;
+    reconciler::recover(state.clone()).await?;
     let poller = reconciler::spawn_poller(state.clone());
     let app = routes::router(state);
     let (tx, rx) = oneshot::channel::<()>();

@@ -28,12 +28,7 @@ async fn run_start(state: &AppState, node: &NodeRecord) -> Result<(), StoreError
     state
         .transition(&node.id, NodeState::Starting, None)
         .await?;
-    let args = StartArgs {
-        network: node.network.parse().ok(),
-        mode: node.mode.parse().ok(),
-        prune: node.prune.parse().ok(),
-        instance: InstanceName::new(node.id.clone()).ok(),
-    };
+    let args = start_args(node, None);
     let started = Instant::now();
     match backend.start(&node.id, args).await {
         Ok(status) => {
@@ -71,6 +66,18 @@ async fn run_start(state: &AppState, node: &NodeRecord) -> Result<(), StoreError
         }
     }
     Ok(())
+}
+
+/// The runtime's start arguments for `node`: the node id is the instance name, so the endpoint's
+/// URL is the same every time the node is started; `password` restores its credentials.
+fn start_args(node: &NodeRecord, password: Option<String>) -> StartArgs {
+    StartArgs {
+        network: node.network.parse().ok(),
+        mode: node.mode.parse().ok(),
+        prune: node.prune.parse().ok(),
+        instance: InstanceName::new(node.id.clone()).ok(),
+        password: password.and_then(|p| erigolem_primitives::EndpointPassword::new(p).ok()),
+    }
 }
 
 /// Stops a node: a running one through the backend, one still starting when its start returns.
@@ -163,10 +170,12 @@ pub(crate) fn spawn_poller(state: Arc<AppState>) -> tokio::task::JoinHandle<()> 
     })
 }
 
-/// After a restart, nodes this server was driving have no runtime any more (the runtimes end with
-/// the server): mark them failed with the reason rather than leaving them in limbo.
-pub(crate) async fn recover(state: &AppState) -> Result<(), StoreError> {
-    let orphans = state
+/// After a restart: the runtimes ended with the old server process. Running nodes are started
+/// again with the same instance name (so the same URL) and their stored password (so the same
+/// credentials); a node that cannot come back is marked failed with the reason. A node that was
+/// being stopped is stopped; one that was half-started is failed; a pending one starts now.
+pub(crate) async fn recover(state: Arc<AppState>) -> Result<(), StoreError> {
+    let nodes = state
         .store
         .nodes_in_states(&[
             NodeState::Pending,
@@ -175,11 +184,48 @@ pub(crate) async fn recover(state: &AppState) -> Result<(), StoreError> {
             NodeState::Stopping,
         ])
         .await?;
-    for node in orphans {
-        let reason = "the server restarted and the node's runtime ended with it";
-        state
-            .transition(&node.id, NodeState::Failed, Some(reason))
-            .await?;
+    for node in nodes {
+        match node.state {
+            NodeState::Pending => start(state.clone(), node),
+            NodeState::Starting => {
+                let reason = "the server restarted while the node was starting";
+                state
+                    .transition(&node.id, NodeState::Failed, Some(reason))
+                    .await?;
+            }
+            NodeState::Stopping => {
+                state.transition(&node.id, NodeState::Stopped, None).await?;
+            }
+            _ => {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = restore(&state, &node).await {
+                        tracing::error!(node = %node.id, "recovery bookkeeping failed: {e}");
+                    }
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn restore(state: &AppState, node: &NodeRecord) -> Result<(), StoreError> {
+    let Some(backend) = &state.backend else {
+        return Ok(());
+    };
+    let password = state.store.password(&node.id, &node.owner).await?;
+    match backend.start(&node.id, start_args(node, password)).await {
+        Ok(status) => {
+            tracing::info!(node = %node.id, url = %status.url, "node recovered after restart");
+            record_progress(state, &node.id, &status).await?;
+            state.notify();
+        }
+        Err(e) => {
+            let reason = format!("could not be restarted after a server restart: {e}");
+            state
+                .transition(&node.id, NodeState::Failed, Some(&reason))
+                .await?;
+        }
     }
     Ok(())
 }

@@ -205,3 +205,152 @@ async fn login_with_an_encrypted_keystore() {
         "{said}"
     );
 }
+
+/// `erigolem serve` as its own process (so it can be SIGKILLed), on fixed ports.
+struct ServeProcess {
+    guard: erigolem_test_utils::ChildGuard,
+    url: String,
+}
+
+fn serve(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    listen: u16,
+    gateway: u16,
+    node_ports: u16,
+) -> ServeProcess {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_erigolem"));
+    cmd.arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{listen}")])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--gateway-listen", &format!("127.0.0.1:{gateway}")])
+        .arg("--anvil")
+        .arg(anvil_bin())
+        .arg("--runtime")
+        .arg(workspace_bin("ya-runtime-erigon"))
+        .args(["--node-ports", &node_ports.to_string(), "--max-nodes", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(data_dir.with_extension("log")).unwrap());
+    if let Some(db) = database_url {
+        cmd.args(["--database-url", db]);
+    }
+    ServeProcess {
+        guard: erigolem_test_utils::ChildGuard::spawn(&mut cmd),
+        url: format!("http://127.0.0.1:{listen}"),
+    }
+}
+
+async fn healthy(url: &str) {
+    let health = format!("{url}/healthz");
+    erigolem_test_utils::wait_for(
+        "the server to answer",
+        std::time::Duration::from_secs(30),
+        || {
+            let health = health.clone();
+            async move {
+                reqwest::get(&health)
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(drop)
+            }
+        },
+    )
+    .await;
+}
+
+async fn killed_server_keeps_its_nodes(database_url: Option<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (listen, gateway, ports) = (free_port(), free_port(), free_port_block(24));
+    let server = serve(&data, database_url.as_deref(), listen, gateway, ports);
+    healthy(&server.url).await;
+    let wallet = erigolem_client::Wallet::from_hex(DEV_KEY_0).unwrap();
+    let mut client = erigolem_client::Client::new(&server.url);
+    client.sign_in(&wallet, 1).await.unwrap();
+    let node = client
+        .create(&erigolem_client::CreateNode {
+            network: "dev".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let running = wait_state(&client, &node.id, "running").await;
+    let auth = running.auth.clone().unwrap();
+    let url = running.url.clone().unwrap();
+
+    // SIGKILL: no cleanup code of the server runs.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.guard.pid() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    drop(server);
+    let server = serve(&data, database_url.as_deref(), listen, gateway, ports);
+    healthy(&server.url).await;
+    let back = client.node(&node.id).await.unwrap();
+    assert_eq!(back.state, "running");
+    assert_eq!(back.url.as_deref(), Some(url.as_str()));
+    assert_eq!(back.auth.as_ref().unwrap().password, auth.password);
+    erigolem_test_utils::wait_for(
+        "the node to answer again",
+        std::time::Duration::from_secs(30),
+        || {
+            let (url, user, password) = (url.clone(), auth.user.clone(), auth.password.clone());
+            async move {
+                rpc(&url, Some((&user, &password)), "eth_blockNumber", json!([]))
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await;
+    client.stop(&node.id).await.unwrap();
+    wait_state(&client, &node.id, "stopped").await;
+    let after = rpc(
+        &url,
+        Some((&auth.user, &auth.password)),
+        "eth_blockNumber",
+        json!([]),
+    )
+    .await;
+    if after.is_ok() {
+        let ps = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "ps -eo pid,ppid,stat,args | grep -E 'nginx|anvil|ya-runtime' | grep -v grep",
+            ])
+            .output()
+            .unwrap();
+        let log = std::fs::read_to_string(data.with_extension("log")).unwrap_or_default();
+        panic!(
+            "old credentials still work after stop\n{}\n{log}",
+            String::from_utf8_lossy(&ps.stdout)
+        );
+    }
+}
+
+async fn wait_state(
+    client: &erigolem_client::Client,
+    id: &str,
+    want: &str,
+) -> erigolem_client::Node {
+    erigolem_test_utils::wait_for(
+        &format!("node to be {want}"),
+        std::time::Duration::from_secs(30),
+        || async { client.node(id).await.ok().filter(|n| n.state == want) },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn sigkilled_server_keeps_its_nodes_sqlite() {
+    killed_server_keeps_its_nodes(None).await;
+}
+
+#[tokio::test]
+async fn sigkilled_server_keeps_its_nodes_postgres() {
+    let pg = erigolem_test_utils::postgres::Postgres::start().await;
+    killed_server_keeps_its_nodes(Some(pg.url.clone())).await;
+}

@@ -132,6 +132,8 @@ impl LocalBackend {
         std::fs::create_dir_all(dir.join("xdg/ya-runtime-erigon")).map_err(io(dir))?;
         let text = serde_json::to_string_pretty(&config).unwrap_or_default();
         std::fs::write(&config_path, text).map_err(io(&config_path))?;
+        // A server killed with SIGKILL leaves its Nginx running (it has its own process group).
+        stop_stale_nginx(&config.nginx.pid_file).await;
         let nginx =
             NginxProcess::start(&conf, &config.nginx.pid_file, local.gateway_listen).await?;
         Ok(Self {
@@ -185,6 +187,11 @@ impl Backend for LocalBackend {
         let args = serde_json::to_string(&args).map_err(|e| BackendError::Other(e.to_string()))?;
         let (started_tx, started_rx) = oneshot::channel();
         let (commands, mut rx) = mpsc::channel::<Command>(8);
+        // Registered before the start: a stop that arrives meanwhile waits in the queue and is
+        // carried out once the runtime is up, instead of finding no node and losing it.
+        if let Ok(mut nodes) = self.nodes.lock() {
+            nodes.insert(node_id.to_owned(), NodeHandle { commands });
+        }
         std::thread::Builder::new()
             .name(format!("node-{node_id}"))
             .spawn(move || {
@@ -247,11 +254,14 @@ impl Backend for LocalBackend {
             .map_err(|e| BackendError::Other(e.to_string()))?;
         let status = started_rx
             .await
-            .map_err(|_| BackendError::Start("the runtime thread ended".into()))??;
-        if let Ok(mut nodes) = self.nodes.lock() {
-            nodes.insert(node_id.to_owned(), NodeHandle { commands });
+            .map_err(|_| BackendError::Start("the runtime thread ended".into()))
+            .and_then(|status| status);
+        if status.is_err() {
+            if let Ok(mut nodes) = self.nodes.lock() {
+                nodes.remove(node_id);
+            }
         }
-        Ok(status)
+        status
     }
 
     async fn status(&self, node_id: &str) -> Result<NodeStatus, BackendError> {
@@ -365,4 +375,30 @@ impl Drop for NginxProcess {
         let _ = killpg(group, Signal::SIGKILL);
         let _ = self.child.wait();
     }
+}
+
+/// Ends the Nginx a previous server left behind (per its pid file, and only if it is an Nginx).
+async fn stop_stale_nginx(pid_file: &Path) {
+    use nix::sys::signal::{kill, Signal};
+    let Some(pid) = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    let is_nginx = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains("nginx"))
+        .unwrap_or(false);
+    if !is_nginx {
+        return;
+    }
+    tracing::warn!(pid, "stopping the Nginx a previous server left running");
+    let target = nix::unistd::Pid::from_raw(pid);
+    let _ = kill(target, Signal::SIGQUIT);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while kill(target, None).is_ok() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = kill(target, Signal::SIGKILL);
+    let _ = std::fs::remove_file(pid_file);
 }

@@ -235,9 +235,15 @@ async fn a_node_that_cannot_start_is_failed_with_the_reason() {
 }
 
 #[tokio::test]
-async fn after_a_restart_orphaned_nodes_are_failed_not_lost() {
+async fn after_a_restart_running_nodes_come_back_with_the_same_url_and_credentials() {
     let dir = tempfile::tempdir().unwrap();
-    let h = server_with_nodes(dir.path(), |_| {}).await;
+    let (gateway, ports) = (free_port(), free_port_block(erigolem_engine_block() * 4));
+    let same_ports = |c: &mut ServerConfig| {
+        let local = c.backend.as_mut().unwrap();
+        local.gateway_listen = ([127, 0, 0, 1], gateway).into();
+        local.port_base = ports;
+    };
+    let h = server_with_nodes(dir.path(), same_ports).await;
     let alice_token = sign_in(&h, DEV_KEY_0).await;
     let alice = Api {
         h: &h,
@@ -245,19 +251,39 @@ async fn after_a_restart_orphaned_nodes_are_failed_not_lost() {
     };
     let (_, created) = alice.post("/nodes", json!({"network": "dev"})).await;
     let id = created["id"].as_str().unwrap().to_owned();
-    alice.wait_state(&id, "running").await;
+    let before = alice.wait_state(&id, "running").await;
     h.shutdown().await;
-    let h = server_with_nodes(dir.path(), |_| {}).await;
+
+    let h = server_with_nodes(dir.path(), same_ports).await;
     let alice = Api {
         h: &h,
         token: alice_token,
     };
     let (_, node) = alice.get(&format!("/nodes/{id}")).await;
-    assert_eq!(node["state"], "failed", "{node}");
-    assert!(node["reason"]
-        .as_str()
-        .unwrap()
-        .contains("server restarted"));
+    assert_eq!(node["state"], "running", "{node}");
+    assert_eq!(node["url"], before["url"]);
+    assert_eq!(node["auth"], before["auth"]);
+    let (url, user, password) = (
+        node["url"].as_str().unwrap().to_owned(),
+        node["auth"]["user"].as_str().unwrap().to_owned(),
+        node["auth"]["password"].as_str().unwrap().to_owned(),
+    );
+    wait_for(
+        "the recovered node to answer",
+        Duration::from_secs(30),
+        || {
+            let (url, user, password) = (url.clone(), user.clone(), password.clone());
+            async move {
+                rpc(&url, Some((&user, &password)), "eth_blockNumber", json!([]))
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await;
+    // And it still stops like any other.
+    alice.post(&format!("/nodes/{id}/stop"), json!({})).await;
+    alice.wait_state(&id, "stopped").await;
 }
 
 /// Reads server-sent events (`(id, data)`) from `/events` until `until` says stop or 30 s pass.
