@@ -67,6 +67,8 @@ pub(crate) enum NodesCommand {
     },
     /// Remove a stopped node from the list.
     Rm { id: String },
+    /// Print each state change of your nodes as it happens.
+    Watch(Output),
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +185,7 @@ pub(crate) async fn nodes(command: NodesCommand) -> anyhow::Result<()> {
             };
             print_node(&node, &output)
         }
+        NodesCommand::Watch(output) => watch(output).await,
         NodesCommand::Rm { id } => {
             client.delete(&id).await?;
             println!("removed {id}");
@@ -265,4 +268,151 @@ fn print_node(node: &Node, out: &Output) -> anyhow::Result<()> {
     row("password", node.auth.as_ref().map(|a| a.password.clone()));
     println!("{table}");
     Ok(())
+}
+
+/// Prints each transition of your nodes as it happens (Ctrl-C ends it).
+pub(crate) async fn watch(output: Output) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let client = client()?;
+    let mut events = std::pin::pin!(client.events().await?);
+    while let Some(event) = events.next().await {
+        let event = event?;
+        if output.json {
+            println!("{}", serde_json::to_string(&event)?);
+        } else {
+            let reason = event
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            println!(
+                "{}  {}  {}{reason}",
+                format_ms(event.at),
+                event.node_id,
+                event.state
+            );
+        }
+    }
+    Ok(())
+}
+
+fn format_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NetCheckArgs {
+    /// How many nodes to keep alive.
+    #[arg(long, default_value_t = 1)]
+    count: usize,
+    #[arg(long, default_value = "dev")]
+    network: String,
+    /// Seconds between probe rounds.
+    #[arg(long, default_value_t = 5)]
+    interval_secs: u64,
+    /// Stop after this many rounds (default: until Ctrl-C).
+    #[arg(long)]
+    rounds: Option<u64>,
+    #[command(flatten)]
+    output: Output,
+}
+
+/// One probe: `eth_blockNumber` through the node's URL with its credentials.
+async fn probe(http: &reqwest::Client, node: &Node) -> Result<u64, String> {
+    let (Some(url), Some(auth)) = (&node.url, &node.auth) else {
+        return Err("no endpoint".into());
+    };
+    let body =
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []});
+    let resp = http
+        .post(url)
+        .basic_auth(&auth.user, Some(&auth.password))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("HTTP {}", resp.status()));
+    }
+    let v: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
+    v["result"]
+        .as_str()
+        .and_then(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).ok())
+        .ok_or_else(|| format!("unexpected answer {v}"))
+}
+
+/// Keeps `count` nodes alive: probes each through its URL every round, replaces the unhealthy,
+/// and stops all of them at the end (Ctrl-C, or after `--rounds`).
+pub(crate) async fn net_check(args: NetCheckArgs) -> anyhow::Result<()> {
+    let client = client()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let mut fleet: Vec<Node> = Vec::new();
+    let mut created: Vec<String> = Vec::new();
+    let result = tokio::select! {
+        r = async {
+            let mut round = 0u64;
+            loop {
+                while fleet.len() < args.count {
+                    let node = client.create(&CreateNode { network: args.network.clone(), name: Some("net-check".into()), ..Default::default() }).await?;
+                    created.push(node.id.clone());
+                    let node = wait_for(&client, &node.id, &["running", "failed"]).await?;
+                    if node.state == "running" {
+                        fleet.push(node);
+                    } else {
+                        eprintln!("node {} failed to start: {}", node.id, node.reason.unwrap_or_default());
+                    }
+                }
+                round += 1;
+                let mut report = Vec::new();
+                let mut replaced = Vec::new();
+                let mut healthy = Vec::new();
+                for node in fleet.drain(..) {
+                    match probe(&http, &node).await {
+                        Ok(block) => {
+                            report.push(serde_json::json!({"id": node.id, "block": block}));
+                            healthy.push(node);
+                        }
+                        Err(reason) => {
+                            let _ = client.stop(&node.id).await;
+                            replaced.push(serde_json::json!({"id": node.id, "reason": reason}));
+                        }
+                    }
+                }
+                fleet = healthy;
+                if args.output.json {
+                    println!("{}", serde_json::json!({"round": round, "healthy": report, "replaced": replaced}));
+                } else {
+                    println!("round {round}: {} healthy, {} replaced", report.len(), replaced.len());
+                    for r in &replaced {
+                        println!("  replacing {}: {}", r["id"].as_str().unwrap_or_default(), r["reason"].as_str().unwrap_or_default());
+                    }
+                }
+                if args.rounds.is_some_and(|n| round >= n) {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                tokio::time::sleep(Duration::from_secs(args.interval_secs)).await;
+            }
+        } => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    };
+    // Whatever ended the run, leave nothing running.
+    for id in &created {
+        if let Ok(node) = client.node(id).await {
+            if !matches!(node.state.as_str(), "stopped" | "stopping") {
+                let _ = client.stop(id).await;
+            }
+        }
+    }
+    for id in &created {
+        let _ = wait_for(&client, id, &["stopped", "failed"]).await;
+    }
+    result
 }

@@ -28,6 +28,8 @@ enum Command {
         #[command(subcommand)]
         command: cli::NodesCommand,
     },
+    /// Keep N nodes alive, probe each through its URL, replace unhealthy ones; stop all at the end.
+    NetCheck(cli::NetCheckArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -99,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Login(args) => cli::login(args).await,
         Command::Nodes { command } => cli::nodes(command).await,
+        Command::NetCheck(args) => cli::net_check(args).await,
     }
 }
 

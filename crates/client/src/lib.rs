@@ -117,6 +117,16 @@ pub struct Credentials {
     pub password: String,
 }
 
+/// One state transition of a node, as `GET /events` sends it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Transition {
+    pub id: i64,
+    pub node_id: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub at: i64,
+}
+
 /// What `POST /nodes` takes.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CreateNode {
@@ -280,6 +290,45 @@ impl Client {
     pub async fn rotate(&self, id: &str) -> Result<Node> {
         self.post(&format!("/nodes/{id}/credentials/rotate"), json!({}))
             .await
+    }
+
+    /// The caller's node transitions as they happen (server-sent events), from now on.
+    pub async fn events(&self) -> Result<impl futures::Stream<Item = Result<Transition>>> {
+        use eventsource_stream::Eventsource;
+        use futures::StreamExt;
+        let url = format!("{}/api/v1/events", self.base);
+        // No overall timeout: the stream stays open (the server sends keep-alives).
+        let mut req = reqwest::Client::new().get(&url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|source| ClientError::Transport {
+            url: url.clone(),
+            source,
+        })?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            let field = |k: &str| body["error"][k].as_str().unwrap_or_default().to_owned();
+            return Err(ClientError::Api {
+                status,
+                code: field("code"),
+                message: field("message"),
+            });
+        }
+        Ok(resp
+            .bytes_stream()
+            .eventsource()
+            .filter_map(|event| async move {
+                match event {
+                    Ok(e) if e.event == "transition" => Some(
+                        serde_json::from_str(&e.data)
+                            .map_err(|e| ClientError::Message(e.to_string())),
+                    ),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(ClientError::Message(format!("event stream: {e}")))),
+                }
+            }))
     }
 
     pub async fn delete(&self, id: &str) -> Result<()> {

@@ -354,3 +354,150 @@ async fn sigkilled_server_keeps_its_nodes_postgres() {
     let pg = erigolem_test_utils::postgres::Postgres::start().await;
     killed_server_keeps_its_nodes(Some(pg.url.clone())).await;
 }
+
+#[tokio::test]
+async fn net_check_replaces_a_node_whose_process_was_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = server(&dir.path().join("server")).await;
+    let config = dir.path().join("cli");
+    ok(&cli(
+        &h,
+        &config,
+        &[("ERIGOLEM_PRIVATE_KEY", DEV_KEY_0)],
+        &["login"],
+    )
+    .await);
+    let wallet = erigolem_client::Wallet::from_hex(DEV_KEY_0).unwrap();
+    let mut api = erigolem_client::Client::new(&h.url());
+    api.sign_in(&wallet, 1).await.unwrap();
+
+    // net-check keeps 2 nodes for 6 rounds, 1 s apart, in the background.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_erigolem"));
+    cmd.args([
+        "net-check",
+        "--count",
+        "2",
+        "--rounds",
+        "6",
+        "--interval-secs",
+        "1",
+        "--json",
+    ])
+    .env("ERIGOLEM_SERVER", h.url())
+    .env("ERIGOLEM_CONFIG_DIR", &config);
+    let run = tokio::task::spawn_blocking(move || cmd.output().unwrap());
+
+    // When both run, kill one node's runtime (and so its node): its URL stops answering.
+    let victim = erigolem_test_utils::wait_for(
+        "two running nodes",
+        std::time::Duration::from_secs(30),
+        || async {
+            let nodes = api.nodes().await.ok()?;
+            let running: Vec<_> = nodes.into_iter().filter(|n| n.state == "running").collect();
+            (running.len() == 2).then(|| running[0].id.clone())
+        },
+    )
+    .await;
+    let runtime = erigolem_test_utils::pids_mentioning(&format!("work/{victim}"));
+    assert!(!runtime.is_empty(), "runtime of {victim} not found");
+    for pid in runtime {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+
+    let out = run.await.unwrap();
+    let stdout = ok(&out);
+    let rounds: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rounds.len(), 6, "{stdout}");
+    let replaced: Vec<&Value> = rounds
+        .iter()
+        .flat_map(|r| r["replaced"].as_array().unwrap())
+        .collect();
+    assert!(
+        replaced.iter().any(|r| r["id"] == victim.as_str()),
+        "victim not replaced: {stdout}"
+    );
+    assert_eq!(
+        rounds.last().unwrap()["healthy"].as_array().unwrap().len(),
+        2,
+        "{stdout}"
+    );
+    // At the end every node it started is stopped (or failed), none left running.
+    let nodes = api.nodes().await.unwrap();
+    assert!(nodes.len() >= 3, "a replacement was created");
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n.state == "stopped" || n.state == "failed"),
+        "{nodes:?}"
+    );
+}
+
+#[tokio::test]
+async fn watch_prints_transitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = server(&dir.path().join("server")).await;
+    let config = dir.path().join("cli");
+    ok(&cli(
+        &h,
+        &config,
+        &[("ERIGOLEM_PRIVATE_KEY", DEV_KEY_0)],
+        &["login"],
+    )
+    .await);
+    let mut watcher = std::process::Command::new(env!("CARGO_BIN_EXE_erigolem"))
+        .args(["nodes", "watch", "--json"])
+        .env("ERIGOLEM_CONFIG_DIR", &config)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await; // subscribed
+    let created: Value = serde_json::from_str(&ok(&cli(
+        &h,
+        &config,
+        &[],
+        &["nodes", "create", "--network", "dev", "--wait", "--json"],
+    )
+    .await))
+    .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    ok(&cli(&h, &config, &[], &["nodes", "stop", &id, "--wait"]).await);
+    let stdout = watcher.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let stop = line.contains("\"stopped\"");
+            seen.push(line);
+            if stop {
+                break;
+            }
+        }
+        seen
+    });
+    let lines = tokio::time::timeout(std::time::Duration::from_secs(20), lines)
+        .await
+        .expect("watch printed no stop")
+        .unwrap();
+    watcher.kill().unwrap();
+    watcher.wait().unwrap();
+    let states: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["state"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        states,
+        ["pending", "starting", "running", "stopping", "stopped"]
+    );
+}
