@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub backend: Option<backend::local::LocalConfig>,
     /// Active (not stopped) nodes one user may have.
     pub max_active_nodes: u32,
+    /// API requests per second one client IP may make (bursts of twice that).
+    pub rate_limit: std::num::NonZeroU32,
 }
 
 impl ServerConfig {
@@ -51,6 +53,7 @@ impl ServerConfig {
             nonce_ttl: Duration::from_secs(5 * 60),
             backend: None,
             max_active_nodes: 3,
+            rate_limit: std::num::NonZeroU32::new(50).unwrap_or(std::num::NonZeroU32::MIN),
         }
     }
 
@@ -95,6 +98,7 @@ pub(crate) struct AppState {
     pub(crate) backend: Option<Arc<dyn backend::Backend>>,
     /// Bumped after every recorded transition: wakes the event streams.
     pub(crate) changes: tokio::sync::watch::Sender<u64>,
+    pub(crate) limiter: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
 }
 
 impl AppState {
@@ -207,6 +211,7 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         clock_skew: Duration::from_secs(60),
     };
     let metrics = prometheus_handle();
+    let config_rate = config.rate_limit;
     let backend: Option<Arc<dyn backend::Backend>> = match &config.backend {
         Some(local) => {
             let dir = config.data_dir.join("local");
@@ -224,12 +229,19 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         config,
         backend,
         changes: tokio::sync::watch::channel(0).0,
+        limiter: governor::RateLimiter::keyed(
+            governor::Quota::per_second(config_rate).allow_burst(
+                std::num::NonZeroU32::new(config_rate.get().saturating_mul(2))
+                    .unwrap_or(config_rate),
+            ),
+        ),
     });
     reconciler::recover(state.clone()).await?;
     let poller = reconciler::spawn_poller(state.clone());
     let app = routes::router(state);
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(listener, app).with_graceful_shutdown(async {
             let _ = rx.await;
         });

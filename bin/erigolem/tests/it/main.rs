@@ -501,3 +501,51 @@ async fn watch_prints_transitions() {
         ["pending", "starting", "running", "stopping", "stopped"]
     );
 }
+
+#[tokio::test]
+async fn serve_reads_a_config_file_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file_port, flag_port) = (free_port(), free_port());
+    let config = dir.path().join("erigolem.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{file_port}\"\ndata-dir = \"{}\"\ngateway-listen = \"127.0.0.1:{}\"\nanvil = \"{}\"\nruntime = \"{}\"\nnode-ports = {}\nmax-nodes = 2\n",
+            dir.path().join("data").display(),
+            free_port(),
+            anvil_bin().display(),
+            workspace_bin("ya-runtime-erigon").display(),
+            free_port_block(24),
+        ),
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_erigolem"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        erigolem_test_utils::ChildGuard::spawn(&mut cmd)
+    };
+    let from_file = run(&[]);
+    healthy(&format!("http://127.0.0.1:{file_port}")).await;
+    drop(from_file);
+    let overridden = run(&["--listen", &format!("127.0.0.1:{flag_port}")]);
+    healthy(&format!("http://127.0.0.1:{flag_port}")).await;
+    drop(overridden);
+
+    std::fs::write(&config, "listen = \"127.0.0.1:1\"\nlisten-port = 3\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_erigolem"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = failed(&out);
+    assert!(
+        err.contains("erigolem.toml is not a valid config") && err.contains("listen-port"),
+        "{err}"
+    );
+}

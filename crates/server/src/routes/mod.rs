@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -72,7 +74,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .merge(nodes::router())
         .merge(events::router())
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), rate_limit));
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(|| async { "ok\n" }))
@@ -96,6 +99,24 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         }
     }
     state.metrics.render()
+}
+
+/// Refuses API requests beyond the per-IP quota with 429 and the error envelope.
+async fn rate_limit(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state.limiter.check_key(&peer.ip()).is_err() {
+        return crate::ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests: slow down",
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Counts requests and their latency by route template (not raw path: bounded label values).

@@ -322,3 +322,31 @@ pub(crate) async fn sign_in(h: &Handle, key: &str) -> String {
         .unwrap();
     body["token"].as_str().unwrap().to_owned()
 }
+
+#[tokio::test]
+async fn api_requests_beyond_the_rate_limit_get_429() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::test(dir.path());
+    config.rate_limit = std::num::NonZeroU32::new(5).unwrap();
+    let h = spawn(config).await.unwrap();
+    let mut limited = None;
+    for _ in 0..40 {
+        let resp = reqwest::get(format!("{}/api/v1/auth/nonce", h.url()))
+            .await
+            .unwrap();
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(resp.json::<Value>().await.unwrap());
+            break;
+        }
+    }
+    let body = limited.expect("40 requests at once were never limited");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    // Health and metrics are not API calls: never limited.
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", h.url()))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
