@@ -38,7 +38,14 @@ struct Api<'a> {
     token: String,
 }
 
-impl Api<'_> {
+impl<'a> Api<'a> {
+    async fn signed_in(h: &'a Handle, key: &str) -> Self {
+        Self {
+            h,
+            token: sign_in(h, key).await,
+        }
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.h.url())
     }
@@ -87,14 +94,8 @@ impl Api<'_> {
 async fn create_use_stop_delete_and_nobody_else_sees_it() {
     let dir = tempfile::tempdir().unwrap();
     let h = server_with_nodes(dir.path(), |_| {}).await;
-    let alice = Api {
-        h: &h,
-        token: sign_in(&h, DEV_KEY_0).await,
-    };
-    let bob = Api {
-        h: &h,
-        token: sign_in(&h, DEV_KEY_1).await,
-    };
+    let alice = Api::signed_in(&h, DEV_KEY_0).await;
+    let bob = Api::signed_in(&h, DEV_KEY_1).await;
 
     let (status, networks) = alice.get("/networks").await;
     assert_eq!(status, StatusCode::OK);
@@ -165,10 +166,7 @@ async fn create_use_stop_delete_and_nobody_else_sees_it() {
 async fn bad_requests_and_limits_store_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let h = server_with_nodes(dir.path(), |c| c.max_active_nodes = 1).await;
-    let alice = Api {
-        h: &h,
-        token: sign_in(&h, DEV_KEY_0).await,
-    };
+    let alice = Api::signed_in(&h, DEV_KEY_0).await;
     let anonymous = Api {
         h: &h,
         token: "nope".into(),
@@ -222,10 +220,7 @@ async fn a_node_that_cannot_start_is_failed_with_the_reason() {
         c.backend.as_mut().unwrap().erigon_bin = Some(anvil_bin())
     })
     .await;
-    let alice = Api {
-        h: &h,
-        token: sign_in(&h, DEV_KEY_0).await,
-    };
+    let alice = Api::signed_in(&h, DEV_KEY_0).await;
     let (_, created) = alice.post("/nodes", json!({"network": "sepolia"})).await;
     let failed = alice
         .wait_state(created["id"].as_str().unwrap(), "failed")
@@ -346,14 +341,8 @@ fn states_of(events: &[(String, Value)], node: &str) -> Vec<String> {
 async fn event_stream_has_every_transition_of_my_nodes_and_none_of_others() {
     let dir = tempfile::tempdir().unwrap();
     let h = server_with_nodes(dir.path(), |_| {}).await;
-    let alice = Api {
-        h: &h,
-        token: sign_in(&h, DEV_KEY_0).await,
-    };
-    let bob = Api {
-        h: &h,
-        token: sign_in(&h, DEV_KEY_1).await,
-    };
+    let alice = Api::signed_in(&h, DEV_KEY_0).await;
+    let bob = Api::signed_in(&h, DEV_KEY_1).await;
     let alice_stream = {
         let (h, token) = (&h, alice.token.clone());
         async move {
@@ -411,10 +400,7 @@ async fn event_stream_has_every_transition_of_my_nodes_and_none_of_others() {
 async fn rotating_credentials_refuses_the_old_password() {
     let dir = tempfile::tempdir().unwrap();
     let h = server_with_nodes(dir.path(), |_| {}).await;
-    let alice = Api {
-        h: &h,
-        token: sign_in(&h, DEV_KEY_0).await,
-    };
+    let alice = Api::signed_in(&h, DEV_KEY_0).await;
     let (_, created) = alice.post("/nodes", json!({"network": "dev"})).await;
     let id = created["id"].as_str().unwrap().to_owned();
     let node = alice.wait_state(&id, "running").await;
