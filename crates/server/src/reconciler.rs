@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 use erigolem_primitives::{InstanceName, NodeState as RuntimeState, StartArgs};
 use erigolem_store::{NodeRecord, NodeState, StoreError};
 
+use crate::backend::BackendError;
 use crate::AppState;
+
+/// How long a recovering node waits for its previous runtime to let go of its endpoint.
+const RECOVERY_WAIT: Duration = Duration::from_secs(60);
 
 /// How often running nodes' STATUS is polled for block height and sync progress.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -214,7 +218,21 @@ async fn restore(state: &AppState, node: &NodeRecord) -> Result<(), StoreError> 
         return Ok(());
     };
     let password = state.store.password(&node.id, &node.owner).await?;
-    match backend.start(&node.id, start_args(node, password)).await {
+    // The old server's runtimes end on their own (stdin EOF) and release the node's endpoint
+    // only once they removed it; until then the new start is refused as busy.
+    let deadline = Instant::now() + RECOVERY_WAIT;
+    let result = loop {
+        match backend
+            .start(&node.id, start_args(node, password.clone()))
+            .await
+        {
+            Err(BackendError::InstanceBusy) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => break other,
+        }
+    };
+    match result {
         Ok(status) => {
             tracing::info!(node = %node.id, url = %status.url, "node recovered after restart");
             record_progress(state, &node.id, &status).await?;

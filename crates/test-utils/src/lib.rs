@@ -60,7 +60,12 @@ pub fn nginx_bin() -> PathBuf {
     PathBuf::from(std::env::var_os("ERIGOLEM_NGINX").unwrap_or_else(|| "/usr/sbin/nginx".into()))
 }
 
-/// A port nobody listens on right now.
+/// A port to listen on again after a restart: free now, outside the ephemeral range.
+pub fn stable_port() -> u16 {
+    free_port_block(1)
+}
+
+/// A port nobody listens on right now (from the ephemeral range: fine for one listener's life).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -69,7 +74,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A base port for a block of `len` ports, all free now, picked at random in 20000–59999 so that
+/// A base port for a block of `len` ports, all free now, picked at random in 10000–31999 so that
 /// tests running in parallel processes rarely collide.
 pub fn free_port_block(len: u16) -> u16 {
     for _ in 0..100 {
@@ -77,8 +82,10 @@ pub fn free_port_block(len: u16) -> u16 {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .subsec_nanos();
+        // Below Linux's ephemeral range (32768+), so outgoing connections never take these ports:
+        // a port a test frees and binds again (a restarted server) stays available.
         let base =
-            20_000 + ((nanos ^ std::process::id().wrapping_mul(2_654_435_761)) % 40_000) as u16;
+            10_000 + ((nanos ^ std::process::id().wrapping_mul(2_654_435_761)) % 22_000) as u16;
         let base = base - base % len.max(1);
         if (base..base + len).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return base;

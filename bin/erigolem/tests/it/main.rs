@@ -9,7 +9,7 @@ use std::process::Output;
 use erigolem_server::backend::local::LocalConfig;
 use erigolem_server::{spawn, Handle, ServerConfig};
 use erigolem_test_utils::wallet::DEV_KEY_0;
-use erigolem_test_utils::{anvil_bin, free_port, free_port_block, rpc, workspace_bin};
+use erigolem_test_utils::{anvil_bin, free_port, free_port_block, rpc, stable_port, workspace_bin};
 use serde_json::{json, Value};
 
 async fn server(dir: &Path) -> Handle {
@@ -263,7 +263,7 @@ async fn healthy(url: &str) {
 async fn killed_server_keeps_its_nodes(database_url: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (listen, gateway, ports) = (free_port(), free_port(), free_port_block(24));
+    let (listen, gateway, ports) = (stable_port(), stable_port(), free_port_block(24));
     let server = serve(&data, database_url.as_deref(), listen, gateway, ports);
     healthy(&server.url).await;
     let wallet = erigolem_client::Wallet::from_hex(DEV_KEY_0).unwrap();

@@ -206,7 +206,14 @@ impl Backend for LocalBackend {
                     let session = match runtime.start(&args).await {
                         Ok(s) => s,
                         Err(e) => {
-                            let _ = started_tx.send(Err(BackendError::Start(start_error(e))));
+                            let reason = start_error(e);
+                            // The runtime refuses an instance another live runtime holds.
+                            let error = if reason.ends_with("already exists") {
+                                BackendError::InstanceBusy
+                            } else {
+                                BackendError::Start(reason)
+                            };
+                            let _ = started_tx.send(Err(error));
                             return;
                         }
                     };
@@ -346,7 +353,11 @@ impl NginxProcess {
         let mut nginx = Self { child };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if pid_file.exists() && std::net::TcpStream::connect(listen).is_ok() {
+            // Nginx writes its pid file once its sockets are bound: ours, not a leftover or
+            // another process that happens to listen on the port.
+            let ours = std::fs::read_to_string(pid_file)
+                .is_ok_and(|p| p.trim() == nginx.child.id().to_string());
+            if ours && std::net::TcpStream::connect(listen).is_ok() {
                 return Ok(nginx);
             }
             let exited = matches!(nginx.child.try_wait(), Ok(Some(_)));

@@ -23,6 +23,10 @@ pub enum BackendError {
     /// The node could not be started; the text is for the user.
     #[error("{0}")]
     Start(String),
+    /// The node's endpoint is still held by a runtime that is ending (e.g. the one of a server that
+    /// just died): try again shortly.
+    #[error("the node's previous runtime is still shutting down")]
+    InstanceBusy,
     #[error("node {0} is not running on this backend")]
     Unknown(String),
     #[error("{0}")]

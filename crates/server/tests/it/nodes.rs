@@ -7,7 +7,7 @@ use erigolem_server::backend::local::LocalConfig;
 use erigolem_server::{spawn, Handle, ServerConfig};
 use erigolem_test_utils::wallet::{DEV_KEY_0, DEV_KEY_1};
 use erigolem_test_utils::{
-    anvil_bin, free_port, free_port_block, rpc, wait_for, workspace_bin, RpcError,
+    anvil_bin, free_port, free_port_block, rpc, stable_port, wait_for, workspace_bin, RpcError,
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -232,7 +232,7 @@ async fn a_node_that_cannot_start_is_failed_with_the_reason() {
 #[tokio::test]
 async fn after_a_restart_running_nodes_come_back_with_the_same_url_and_credentials() {
     let dir = tempfile::tempdir().unwrap();
-    let (gateway, ports) = (free_port(), free_port_block(erigolem_engine_block() * 4));
+    let (gateway, ports) = (stable_port(), free_port_block(erigolem_engine_block() * 4));
     let same_ports = |c: &mut ServerConfig| {
         let local = c.backend.as_mut().unwrap();
         local.gateway_listen = ([127, 0, 0, 1], gateway).into();
