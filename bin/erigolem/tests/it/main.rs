@@ -280,6 +280,8 @@ async fn killed_server_keeps_its_nodes(database_url: Option<String>) {
     let auth = running.auth.clone().unwrap();
     let url = running.url.clone().unwrap();
 
+    let nginx = erigolem_test_utils::pids_mentioning(&format!("{}/local/nginx", data.display()));
+    assert!(!nginx.is_empty(), "the server's nginx not found");
     // SIGKILL: no cleanup code of the server runs.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(server.guard.pid() as i32),
@@ -287,6 +289,21 @@ async fn killed_server_keeps_its_nodes(database_url: Option<String>) {
     )
     .unwrap();
     drop(server);
+    // Its Nginx does not outlive it (parent-death signal), even before a new server sweeps it.
+    erigolem_test_utils::wait_for(
+        "the killed server's nginx to exit",
+        std::time::Duration::from_secs(5),
+        || {
+            let nginx = nginx.clone();
+            async move {
+                nginx
+                    .iter()
+                    .all(|pid| !erigolem_test_utils::alive(*pid))
+                    .then_some(())
+            }
+        },
+    )
+    .await;
     let server = serve(&data, database_url.as_deref(), listen, gateway, ports);
     healthy(&server.url).await;
     let back = client.node(&node.id).await.unwrap();

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -14,6 +13,7 @@ use erigolem_gateway::{site, GatewayConfig};
 use erigolem_node_service::{Engines, Limits, PortRange, RuntimeConfig};
 use erigolem_primitives::{NodeStatus, StartArgs};
 use erigolem_runtime_client::RuntimeBinary;
+use erigolem_supervisor::{ProcessSpec, ProcessState, RestartPolicy, Supervised};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Backend, BackendError, NetworkOffer};
@@ -164,7 +164,7 @@ impl LocalBackend {
 
     /// The Nginx this backend runs (for tests and diagnostics).
     pub fn gateway_pid(&self) -> u32 {
-        self.nginx.child.id()
+        self.nginx.pid()
     }
 }
 
@@ -325,66 +325,55 @@ fn start_error(e: erigolem_runtime_client::ClientError) -> String {
     }
 }
 
-/// The server's private Nginx, ended by PID when dropped.
+/// The server's private Nginx, supervised: its own process group, restarted if it crashes, and
+/// told to stop by the kernel if the server dies (even by SIGKILL), so it never outlives it.
 #[derive(Debug)]
 struct NginxProcess {
-    child: std::process::Child,
+    process: Supervised,
 }
 
 impl NginxProcess {
     async fn start(conf: &Path, pid_file: &Path, listen: SocketAddr) -> Result<Self, LocalError> {
-        use std::os::unix::process::CommandExt;
-        let log = conf.with_file_name("nginx.stderr");
-        let stderr = std::fs::File::create(&log).map_err(|source| LocalError::Io {
-            path: log.clone(),
-            source,
-        })?;
-        let child = std::process::Command::new("/usr/sbin/nginx")
+        let log = conf.with_file_name("nginx.log");
+        let spec = ProcessSpec::new("/usr/sbin/nginx")
             .args(["-e", "stderr", "-g", "daemon off;", "-c"])
-            .arg(conf)
-            .stdin(Stdio::null())
-            .stderr(stderr)
-            .process_group(0)
-            .spawn()
-            .map_err(|source| LocalError::Io {
-                path: PathBuf::from("/usr/sbin/nginx"),
-                source,
-            })?;
-        let mut nginx = Self { child };
+            .args([conf]);
+        let policy = RestartPolicy {
+            stop_grace: Duration::from_secs(5),
+            ..RestartPolicy::default()
+        };
+        let process = Supervised::spawn(spec, &log, policy).map_err(|e| LocalError::Io {
+            path: PathBuf::from("/usr/sbin/nginx"),
+            source: std::io::Error::other(e),
+        })?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
+            let pid = match process.state() {
+                ProcessState::Running { pid, .. } => Some(pid),
+                _ => None,
+            };
             // Nginx writes its pid file once its sockets are bound: ours, not a leftover or
             // another process that happens to listen on the port.
-            let ours = std::fs::read_to_string(pid_file)
-                .is_ok_and(|p| p.trim() == nginx.child.id().to_string());
+            let ours = pid.is_some_and(|pid| {
+                std::fs::read_to_string(pid_file).is_ok_and(|p| p.trim() == pid.to_string())
+            });
             if ours && std::net::TcpStream::connect(listen).is_ok() {
-                return Ok(nginx);
+                return Ok(Self { process });
             }
-            let exited = matches!(nginx.child.try_wait(), Ok(Some(_)));
-            if exited || Instant::now() > deadline {
-                let log = std::fs::read_to_string(&log).unwrap_or_default();
+            if pid.is_none() || Instant::now() > deadline {
+                let log = process.log_tail(20).unwrap_or_default();
+                process.stop().await;
                 return Err(LocalError::Nginx { listen, log });
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-}
 
-impl Drop for NginxProcess {
-    fn drop(&mut self) {
-        use nix::sys::signal::{killpg, Signal};
-        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        // SIGQUIT: graceful shutdown of master and workers.
-        let _ = killpg(group, Signal::SIGQUIT);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+    fn pid(&self) -> u32 {
+        match self.process.state() {
+            ProcessState::Running { pid, .. } => pid,
+            _ => 0,
         }
-        let _ = killpg(group, Signal::SIGKILL);
-        let _ = self.child.wait();
     }
 }
 
