@@ -9,6 +9,7 @@
 //! `cargo bench -p erigolem --bench server`. Results are recorded in docs/benchmarks.md.
 #![allow(clippy::unwrap_used)]
 
+use erigolem_test_utils::bench::{ms, percentile, rss_kib};
 use std::ffi::OsStr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -25,26 +26,6 @@ const MANY: usize = 100;
 const MAX_NODES: u16 = 120;
 const WARMUP: Duration = Duration::from_millis(500);
 const MEASURE: Duration = Duration::from_secs(3);
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64() * 1000.0)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
 
 /// Live descendants of `root` with their command names (`/proc/<pid>/stat`: `pid (comm) S ppid`).
 fn descendants(root: u32) -> Vec<(u32, String)> {

@@ -5,6 +5,7 @@
 //! `scripts/bench.sh` (release build); results are recorded in docs/benchmarks.md.
 #![allow(clippy::unwrap_used)]
 
+use erigolem_test_utils::bench::{ms, percentile, rss_kib};
 use std::time::{Duration, Instant};
 
 use erigolem_gateway::{htpasswd, PasswordScheme};
@@ -16,27 +17,6 @@ const STARTS: usize = 20;
 const WARMUP: Duration = Duration::from_millis(500);
 const MEASURE: Duration = Duration::from_secs(3);
 const BODY: &str = r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[idx]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64() * 1000.0)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
 
 struct Load {
     rps: f64,

@@ -12,6 +12,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
+pub mod bench;
 pub mod postgres;
 pub mod provider;
 pub mod wallet;
