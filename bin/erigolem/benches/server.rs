@@ -9,7 +9,7 @@
 //! `cargo bench -p erigolem --bench server`. Results are recorded in docs/benchmarks.md.
 #![allow(clippy::unwrap_used)]
 
-use erigolem_test_utils::bench::{ms, percentile, rss_kib};
+use erigolem_test_utils::bench::{ms, percentile, rss_kib, Load};
 use std::ffi::OsStr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -126,13 +126,6 @@ fn dev(name: String) -> CreateNode {
     }
 }
 
-struct Load {
-    rps: f64,
-    p50: Duration,
-    p99: Duration,
-    errors: usize,
-}
-
 /// `conns` tasks, each with its own client (own keep-alive connection), back to back: with a
 /// token `GET /api/v1/nodes` (body read whole), without one nonce → sign → login (`sign_in`).
 async fn load(url: &str, token: Option<&str>, conns: usize) -> Load {
@@ -166,19 +159,11 @@ async fn load(url: &str, token: Option<&str>, conns: usize) -> Load {
             (latencies, errors)
         })
     });
-    let (mut all, mut errors) = (Vec::new(), 0);
-    for t in futures::future::join_all(tasks).await {
-        let (l, e) = t.unwrap();
-        all.extend(l);
-        errors += e;
-    }
-    all.sort();
-    Load {
-        rps: all.len() as f64 / MEASURE.as_secs_f64(),
-        p50: percentile(&all, 0.5),
-        p99: percentile(&all, 0.99),
-        errors,
-    }
+    let clients = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|t| t.unwrap());
+    Load::from_clients(clients, MEASURE)
 }
 
 fn load_table(title: &str, unit: &str, rows: &[(usize, Load)], extra: &str) {

@@ -5,7 +5,7 @@
 //! `scripts/bench.sh` (release build); results are recorded in docs/benchmarks.md.
 #![allow(clippy::unwrap_used)]
 
-use erigolem_test_utils::bench::{ms, percentile, rss_kib};
+use erigolem_test_utils::bench::{ms, percentile, rss_kib, Load};
 use std::time::{Duration, Instant};
 
 use erigolem_gateway::{htpasswd, PasswordScheme};
@@ -17,13 +17,6 @@ const STARTS: usize = 20;
 const WARMUP: Duration = Duration::from_millis(500);
 const MEASURE: Duration = Duration::from_secs(3);
 const BODY: &str = r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#;
-
-struct Load {
-    rps: f64,
-    p50: Duration,
-    p99: Duration,
-    errors: usize,
-}
 
 /// `conns` tasks, each with its own keep-alive connection, sending `eth_blockNumber` back to back.
 async fn load(url: &str, auth: Option<(&str, &str)>, conns: usize) -> Load {
@@ -65,20 +58,11 @@ async fn load(url: &str, auth: Option<(&str, &str)>, conns: usize) -> Load {
             (latencies, errors)
         })
     });
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for t in futures::future::join_all(tasks).await {
-        let (l, e) = t.unwrap();
-        all.extend(l);
-        errors += e;
-    }
-    all.sort();
-    Load {
-        rps: all.len() as f64 / MEASURE.as_secs_f64(),
-        p50: percentile(&all, 0.5),
-        p99: percentile(&all, 0.99),
-        errors,
-    }
+    let clients = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|t| t.unwrap());
+    Load::from_clients(clients, MEASURE)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

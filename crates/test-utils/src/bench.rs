@@ -24,3 +24,33 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
+
+/// The result of a load run: throughput, latency quantiles, failed requests.
+#[derive(Debug, Clone)]
+pub struct Load {
+    pub rps: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub errors: usize,
+}
+
+impl Load {
+    /// Combines each client's `(latencies, errors)` measured over `measured`.
+    pub fn from_clients(
+        clients: impl IntoIterator<Item = (Vec<Duration>, usize)>,
+        measured: Duration,
+    ) -> Self {
+        let (mut all, mut errors) = (Vec::new(), 0);
+        for (latencies, e) in clients {
+            all.extend(latencies);
+            errors += e;
+        }
+        all.sort();
+        Load {
+            rps: all.len() as f64 / measured.as_secs_f64(),
+            p50: percentile(&all, 0.5),
+            p99: percentile(&all, 0.99),
+            errors,
+        }
+    }
+}

@@ -40,6 +40,17 @@ async fn cli(h: &Handle, config: &Path, env: &[(&str, &str)], args: &[&str]) -> 
         .unwrap()
 }
 
+/// `erigolem login` with anvil's dev key #0.
+async fn login(h: &Handle, config: &Path) -> String {
+    ok(&cli(
+        h,
+        config,
+        &[("ERIGOLEM_PRIVATE_KEY", DEV_KEY_0)],
+        &["login"],
+    )
+    .await)
+}
+
 fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -80,13 +91,7 @@ async fn login_create_list_show_stop_remove() {
     );
     assert!(err.contains("invalid private key"), "{err}");
 
-    let said = ok(&cli(
-        &h,
-        &config,
-        &[("ERIGOLEM_PRIVATE_KEY", DEV_KEY_0)],
-        &["login"],
-    )
-    .await);
+    let said = login(&h, &config).await;
     assert!(
         said.contains("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"),
         "{said}"
@@ -377,13 +382,7 @@ async fn net_check_replaces_a_node_whose_process_was_killed() {
     let dir = tempfile::tempdir().unwrap();
     let h = server(&dir.path().join("server")).await;
     let config = dir.path().join("cli");
-    ok(&cli(
-        &h,
-        &config,
-        &[("ERIGOLEM_PRIVATE_KEY", DEV_KEY_0)],
-        &["login"],
-    )
-    .await);
+    login(&h, &config).await;
     let wallet = erigolem_client::Wallet::from_hex(DEV_KEY_0).unwrap();
     let mut api = erigolem_client::Client::new(&h.url());
     api.sign_in(&wallet, 1).await.unwrap();
@@ -460,13 +459,7 @@ async fn watch_prints_transitions() {
     let dir = tempfile::tempdir().unwrap();
     let h = server(&dir.path().join("server")).await;
     let config = dir.path().join("cli");
-    ok(&cli(
-        &h,
-        &config,
-        &[("ERIGOLEM_PRIVATE_KEY", DEV_KEY_0)],
-        &["login"],
-    )
-    .await);
+    login(&h, &config).await;
     let mut watcher = std::process::Command::new(env!("CARGO_BIN_EXE_erigolem"))
         .args(["nodes", "watch", "--json"])
         .env("ERIGOLEM_CONFIG_DIR", &config)
