@@ -7,7 +7,7 @@ root=$(pwd)
 
 ANVIL_PKG="@foundry-rs/anvil-linux-amd64"
 ANVIL_VERSION="1.7.1"
-APT_PACKAGES=(protobuf-compiler nginx-light curl iproute2 util-linux postgresql)
+APT_PACKAGES=(protobuf-compiler nginx-light curl iproute2 util-linux postgresql chromium)
 
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 
@@ -46,3 +46,12 @@ else
 fi
 ln -sf "$anvil_bin" "$tools/bin/anvil"
 "$tools/bin/anvil" --version | head -n1 | sed 's/^/[setup] /'
+
+# The web UI's packages (exact versions from ui/package-lock.json), reinstalled when the lock changes.
+if [ ! -f ui/node_modules/.package-lock.json ] || ! cmp -s ui/package-lock.json ui/node_modules/.erigolem-lock; then
+  log "npm: installing the web UI's packages (ui/package-lock.json)"
+  npm ci --prefix ui --no-audit --no-fund --loglevel=error >/dev/null
+  cp ui/package-lock.json ui/node_modules/.erigolem-lock
+else
+  log "npm: web UI packages present"
+fi

@@ -98,6 +98,8 @@ pub(crate) struct AppState {
     pub(crate) backend: Option<Arc<dyn backend::Backend>>,
     /// Bumped after every recorded transition: wakes the event streams.
     pub(crate) changes: tokio::sync::watch::Sender<u64>,
+    /// Block height and sync progress of running nodes as they are polled; not stored as events.
+    pub(crate) progress: tokio::sync::broadcast::Sender<routes::events::Progress>,
     pub(crate) limiter: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
 }
 
@@ -118,6 +120,9 @@ impl AppState {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
+
+/// Progress updates buffered per event stream; a stream that falls further behind skips to the newest.
+const PROGRESS_BUFFER: usize = 256;
 
 /// A running server. Dropping it starts a graceful shutdown; [`Handle::shutdown`] waits for it.
 #[derive(Debug)]
@@ -229,6 +234,7 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         config,
         backend,
         changes: tokio::sync::watch::channel(0).0,
+        progress: tokio::sync::broadcast::channel(PROGRESS_BUFFER).0,
         limiter: governor::RateLimiter::keyed(
             governor::Quota::per_second(config_rate).allow_burst(
                 std::num::NonZeroU32::new(config_rate.get().saturating_mul(2))

@@ -50,7 +50,7 @@ async fn run_start(state: &AppState, node: &NodeRecord) -> Result<(), StoreError
                     None,
                 )
                 .await?;
-            record_progress(state, &node.id, &status).await?;
+            record_progress(state, node, &status).await?;
             match state.transition(&node.id, NodeState::Running, None).await {
                 Ok(_) => {}
                 // Stopped while it was starting: finish the stop now that there is something to stop.
@@ -129,19 +129,30 @@ async fn finish_stop(state: &AppState, id: &str, error: Option<String>) -> Resul
     Ok(())
 }
 
+/// Stores the node's block height and sync progress and tells its owner's event streams.
 async fn record_progress(
     state: &AppState,
-    id: &str,
+    node: &NodeRecord,
     status: &erigolem_primitives::NodeStatus,
 ) -> Result<(), StoreError> {
     let sync = status
         .sync
         .as_ref()
         .and_then(|s| serde_json::to_value(s).ok());
+    let block = status.block.map(|b| b as i64);
     state
         .store
-        .set_progress(id, status.block.map(|b| b as i64), sync)
-        .await
+        .set_progress(&node.id, block, sync.clone())
+        .await?;
+    // No receivers (nobody watching) is not an error.
+    let _ = state.progress.send(crate::routes::events::Progress {
+        owner: node.owner.clone(),
+        node_id: node.id.clone(),
+        block,
+        sync,
+        at: erigolem_store::now_ms(),
+    });
+    Ok(())
 }
 
 /// Polls running nodes; a node whose runtime reports it failed is marked failed with the reason.
@@ -165,7 +176,7 @@ pub(crate) fn spawn_poller(state: Arc<AppState>) -> tokio::task::JoinHandle<()> 
                             .await;
                     }
                     Ok(status) => {
-                        let _ = record_progress(&state, &node.id, &status).await;
+                        let _ = record_progress(&state, &node, &status).await;
                     }
                     Err(e) => tracing::debug!(node = %node.id, "status: {e}"),
                 }
@@ -235,7 +246,7 @@ async fn restore(state: &AppState, node: &NodeRecord) -> Result<(), StoreError> 
     match result {
         Ok(status) => {
             tracing::info!(node = %node.id, url = %status.url, "node recovered after restart");
-            record_progress(state, &node.id, &status).await?;
+            record_progress(state, node, &status).await?;
             state.notify();
         }
         Err(e) => {

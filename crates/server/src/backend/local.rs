@@ -72,6 +72,44 @@ pub enum LocalError {
     MissingRuntime(PathBuf),
 }
 
+/// Where the private Nginx keeps its config and the per-node password files. Its workers (www-data
+/// when we are root) read the password files on every request, so every directory above them must be
+/// searchable by others; a data dir under e.g. `/root` (mode 0700) is not, and would answer 500.
+/// Then the Nginx files go to a directory of their own under the system's temp dir.
+fn nginx_dir(data_dir: &Path, root: bool) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(data_dir)?;
+    let data_dir = data_dir.canonicalize()?;
+    let preferred = data_dir.join("nginx");
+    if !root || searchable_by_others(&data_dir) {
+        return Ok(preferred);
+    }
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut hasher);
+    let fallback = std::env::temp_dir().join(format!("erigolem-nginx-{:016x}", hasher.finish()));
+    tracing::warn!(
+        data_dir = %data_dir.display(),
+        nginx_dir = %fallback.display(),
+        "the data dir is not searchable by the Nginx workers (www-data); keeping the Nginx files elsewhere"
+    );
+    std::fs::create_dir_all(&fallback)?;
+    std::fs::set_permissions(
+        &fallback,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    Ok(fallback)
+}
+
+/// Whether `dir` and every directory above it let others through (the `x` bit for others).
+fn searchable_by_others(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    dir.ancestors().all(|d| {
+        std::fs::metadata(d)
+            .map(|m| m.permissions().mode() & 0o001 != 0)
+            .unwrap_or(false)
+    })
+}
+
 impl LocalBackend {
     /// Writes the runtime config and the Nginx config under `dir`, and starts Nginx.
     pub async fn start(dir: &Path, local: LocalConfig) -> Result<Self, LocalError> {
@@ -85,10 +123,10 @@ impl LocalBackend {
         if local.anvil_bin.is_none() && local.erigon_bin.is_none() {
             return Err(LocalError::NoEngine);
         }
-        let nginx_dir = dir.join("nginx");
-        std::fs::create_dir_all(nginx_dir.join("tmp")).map_err(io(&nginx_dir))?;
         // As root, Nginx workers would run as `nobody` and could not read the 0640 password files.
         let root = nix::unistd::geteuid().is_root();
+        let nginx_dir = nginx_dir(dir, root).map_err(io(dir))?;
+        std::fs::create_dir_all(nginx_dir.join("tmp")).map_err(io(&nginx_dir))?;
         let user = root.then_some("www-data");
         let conf = nginx_dir.join("nginx.conf");
         let gateway_dir = nginx_dir.join("gateway");

@@ -1,6 +1,7 @@
 //! `GET /api/v1/events`: server-sent events with every state transition of the caller's nodes.
 //! Each event's id is the transition's id: a client that reconnects with `Last-Event-ID` gets what
-//! it missed, in order.
+//! it missed, in order. Between transitions, `event: progress` carries the block height and sync
+//! progress of running nodes as they are polled (no id: they are not replayed, the next one supersedes).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -23,7 +24,20 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new().route("/events", get(events))
 }
 
-/// Server-sent events: `event: transition`, `data: {"id","node_id","state","reason","at"}`.
+/// A running node's latest block height and sync progress, for its owner's event streams.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Progress {
+    #[serde(skip)]
+    pub(crate) owner: String,
+    pub(crate) node_id: String,
+    pub(crate) block: Option<i64>,
+    pub(crate) sync: Option<serde_json::Value>,
+    /// Unix milliseconds.
+    pub(crate) at: i64,
+}
+
+/// Server-sent events: `event: transition`, `data: {"id","node_id","state","reason","at"}`, and
+/// `event: progress`, `data: {"node_id","block","sync","at"}`.
 #[utoipa::path(get, path = "/api/v1/events", tag = "nodes",
     responses((status = 200, description = "text/event-stream of the caller's node transitions"), (status = 401, body = super::ErrorBody)))]
 pub(crate) async fn events(
@@ -39,7 +53,8 @@ pub(crate) async fn events(
         None => latest_id(&state, &user.address).await?,
     };
     let changes = state.changes.subscribe();
-    let stream = stream::unfold(
+    let progress = progress_stream(state.progress.subscribe(), user.address.clone());
+    let transitions = stream::unfold(
         (state, user.address, after, changes, Vec::new()),
         |(state, owner, mut after, mut changes, mut pending)| async move {
             loop {
@@ -73,7 +88,29 @@ pub(crate) async fn events(
             }
         },
     );
+    let stream = stream::select(transitions, progress);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// The owner's progress updates; a lagging stream skips what it missed (each update supersedes the last).
+fn progress_stream(
+    rx: tokio::sync::broadcast::Receiver<Progress>,
+    owner: String,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    use tokio::sync::broadcast::error::RecvError;
+    stream::unfold((rx, owner), |(mut rx, owner)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(p) if p.owner == owner => {
+                    if let Ok(event) = Event::default().event("progress").json_data(&p) {
+                        return Some((Ok(event), (rx, owner)));
+                    }
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    })
 }
 
 async fn latest_id(state: &AppState, owner: &str) -> Result<i64, ApiError> {

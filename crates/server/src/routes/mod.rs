@@ -10,6 +10,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
@@ -18,9 +19,6 @@ use crate::AppState;
 pub(crate) mod auth;
 pub(crate) mod events;
 pub(crate) mod nodes;
-
-/// Until the web UI is served here, `/` says where the API is.
-const INDEX: &str = "Erigolem API server.\n\nOpenAPI: /api/v1/openapi.json\nSign in: GET /api/v1/auth/nonce, then POST /api/v1/auth/login\nNodes:   /api/v1/nodes\n";
 
 /// Request bodies larger than this are refused with 413: the API takes small JSON documents.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -74,13 +72,25 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .merge(nodes::router())
         .merge(events::router())
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .fallback(|| async {
+            crate::ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "not_found",
+                "no such API route",
+            )
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), rate_limit));
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/", get(|| async { INDEX }))
         .route("/metrics", get(metrics))
+        // Everything else is the web UI (the API's unknown paths stay JSON 404s under /api/v1).
+        .fallback_service(
+            Router::new()
+                .fallback(erigolem_web_ui::serve)
+                .layer(CompressionLayer::new()),
+        )
         .layer(middleware::from_fn(record_request))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -52,6 +52,8 @@ pub(crate) struct NodeView {
     id: String,
     name: String,
     network: String,
+    /// `erigon` or `anvil` (the dev chain), as the backend serves the network.
+    engine: Option<String>,
     mode: String,
     prune: String,
     #[schema(value_type = String)]
@@ -82,10 +84,17 @@ async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeVie
         _ => None,
     };
     let live = matches!(node.state, NodeState::Running | NodeState::Starting);
+    let engine = state.backend.as_ref().and_then(|b| {
+        b.networks()
+            .into_iter()
+            .find(|o| o.network.to_string() == node.network)
+            .map(|o| o.engine.to_string())
+    });
     Ok(NodeView {
         id: node.id,
         name: node.name,
         network: node.network,
+        engine,
         mode: node.mode,
         prune: node.prune,
         state: node.state,

@@ -258,6 +258,45 @@ async fn bad_requests_get_the_error_envelope() {
 }
 
 #[tokio::test]
+async fn the_web_ui_is_served_at_every_other_path_and_api_misses_stay_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = server(dir.path()).await;
+    let get = |path: &str| reqwest::get(format!("{}{path}", h.url()));
+    let root = get("/").await.unwrap();
+    assert_eq!(root.status(), StatusCode::OK);
+    let kind = root.headers()["content-type"].to_str().unwrap().to_owned();
+    let body = root.text().await.unwrap();
+    if erigolem_web_ui::is_embedded() {
+        assert!(kind.starts_with("text/html"), "{kind}");
+        assert!(body.contains(r#"<div id="root">"#), "{body}");
+        // The app routes itself: any other page path gets the same document.
+        assert_eq!(
+            get("/nodes/some-page").await.unwrap().text().await.unwrap(),
+            body
+        );
+        // Its hashed assets are cacheable forever.
+        let asset = body
+            .split('"')
+            .find(|s| s.starts_with("/assets/") && s.ends_with(".js"))
+            .expect("a script in index.html");
+        let js = get(asset).await.unwrap();
+        assert_eq!(js.status(), StatusCode::OK);
+        assert!(js.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable"));
+    } else {
+        assert!(body.contains("scripts/build-ui.sh"), "{body}");
+    }
+    assert_eq!(
+        get("/assets/missing.js").await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    let miss = get("/api/v1/no-such-route").await.unwrap();
+    check_refused(miss, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+#[tokio::test]
 async fn health_metrics_and_openapi() {
     let dir = tempfile::tempdir().unwrap();
     let h = server(dir.path()).await;

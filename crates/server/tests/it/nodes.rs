@@ -281,11 +281,32 @@ async fn after_a_restart_running_nodes_come_back_with_the_same_url_and_credentia
     alice.wait_state(&id, "stopped").await;
 }
 
-/// Reads server-sent events (`(id, data)`) from `/events` until `until` says stop or 30 s pass.
+/// Reads transitions (`(id, data)`) from `/events` until `until` says stop or 30 s pass.
 async fn read_events(
     h: &Handle,
     token: &str,
     last_event_id: Option<&str>,
+    mut until: impl FnMut(&[(String, Value)]) -> bool,
+) -> Vec<(String, Value)> {
+    read_frames(
+        h,
+        token,
+        last_event_id,
+        "transition",
+        Duration::from_secs(30),
+        |ev| until(ev),
+    )
+    .await
+}
+
+/// Reads server-sent events of kind `kind` (`(id, data)`; progress events have no id) from
+/// `/events` until `until` says stop or `limit` passes.
+async fn read_frames(
+    h: &Handle,
+    token: &str,
+    last_event_id: Option<&str>,
+    kind: &str,
+    limit: Duration,
     mut until: impl FnMut(&[(String, Value)]) -> bool,
 ) -> Vec<(String, Value)> {
     use futures::StreamExt;
@@ -304,7 +325,7 @@ async fn read_events(
     let mut body = resp.bytes_stream();
     let mut buf = String::new();
     let mut events = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + limit;
     while !until(&events) {
         let chunk = match tokio::time::timeout_at(deadline, body.next()).await {
             Ok(Some(chunk)) => chunk.unwrap(),
@@ -313,16 +334,17 @@ async fn read_events(
         buf.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buf.find("\n\n") {
             let frame: String = buf.drain(..end + 2).collect();
-            let id = frame
-                .lines()
-                .find_map(|l| l.strip_prefix("id:"))
-                .map(|s| s.trim().to_owned());
-            let data = frame
-                .lines()
-                .find_map(|l| l.strip_prefix("data:"))
-                .map(|s| s.trim().to_owned());
-            if let (Some(id), Some(data)) = (id, data) {
-                events.push((id, serde_json::from_str(&data).unwrap()));
+            let field = |name: &str| {
+                frame
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|s| s.trim().to_owned())
+            };
+            if let (Some(event), Some(data)) = (field("event:"), field("data:")) {
+                if event == kind {
+                    let id = field("id:").unwrap_or_default();
+                    events.push((id, serde_json::from_str(&data).unwrap()));
+                }
             }
         }
     }
@@ -394,6 +416,91 @@ async fn event_stream_has_every_transition_of_my_nodes_and_none_of_others() {
     bob.post(&format!("/nodes/{bob_node}/stop"), json!({}))
         .await;
     bob.wait_state(&bob_node, "stopped").await;
+}
+
+#[tokio::test]
+async fn progress_events_carry_the_growing_block_height_to_the_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = server_with_nodes(dir.path(), |_| {}).await;
+    let alice = Api::signed_in(&h, DEV_KEY_0).await;
+    let bob = Api::signed_in(&h, DEV_KEY_1).await;
+    let (_, created) = alice.post("/nodes", json!({"network": "dev"})).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let node = alice.wait_state(&id, "running").await;
+    assert_eq!(node["engine"], "anvil");
+
+    let blocks = |events: &[(String, Value)]| -> Vec<i64> {
+        events
+            .iter()
+            .filter(|(_, e)| e["node_id"] == id.as_str())
+            .filter_map(|(_, e)| e["block"].as_i64())
+            .collect()
+    };
+    let (alice_progress, bob_progress) = tokio::join!(
+        read_frames(
+            &h,
+            &alice.token,
+            None,
+            "progress",
+            Duration::from_secs(30),
+            |ev| {
+                let b = blocks(ev);
+                b.len() >= 2 && b.last() > b.first()
+            }
+        ),
+        // Long enough for several polls of Alice's node.
+        read_frames(
+            &h,
+            &bob.token,
+            None,
+            "progress",
+            Duration::from_secs(5),
+            |_| false
+        ),
+    );
+    let seen = blocks(&alice_progress);
+    assert!(
+        seen.len() >= 2 && seen.last() > seen.first(),
+        "no growing block in {alice_progress:?}"
+    );
+    assert!(
+        alice_progress.iter().all(|(id, _)| id.is_empty()),
+        "progress events have no id (they are not replayed)"
+    );
+    assert!(
+        bob_progress.is_empty(),
+        "Bob saw Alice's progress: {bob_progress:?}"
+    );
+    alice.post(&format!("/nodes/{id}/stop"), json!({})).await;
+    alice.wait_state(&id, "stopped").await;
+}
+
+/// As root, the server's Nginx workers run as www-data; a data dir they cannot reach (under a 0700
+/// directory, like /root) must still give working node URLs.
+#[tokio::test]
+async fn nodes_work_with_a_data_dir_the_nginx_workers_cannot_reach() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let h = server_with_nodes(&dir.path().join("data"), |_| {}).await;
+    let alice = Api::signed_in(&h, DEV_KEY_0).await;
+    let (_, created) = alice.post("/nodes", json!({"network": "dev"})).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let node = alice.wait_state(&id, "running").await;
+    let auth = (
+        node["auth"]["user"].as_str().unwrap(),
+        node["auth"]["password"].as_str().unwrap(),
+    );
+    let block = rpc(
+        node["url"].as_str().unwrap(),
+        Some(auth),
+        "eth_blockNumber",
+        json!([]),
+    )
+    .await;
+    assert!(block.is_ok(), "{block:?}");
+    alice.post(&format!("/nodes/{id}/stop"), json!({})).await;
+    alice.wait_state(&id, "stopped").await;
 }
 
 #[tokio::test]

@@ -1,0 +1,197 @@
+import { useId, useState } from 'react';
+import type { Node } from '../../api/types';
+import { CopyButton } from '../../components/CopyButton';
+import { useToast } from '../../components/Toasts';
+import { formatBlock, formatTime, STATE_LABEL, syncView } from './format';
+import { SNIPPET_KINDS, snippet, type SnippetKind } from './snippets';
+import { useDeleteNode } from './useDeleteNode';
+import { useStopNode } from './useStopNode';
+
+const MASK = '••••••••••••';
+
+function Field({ label, value, secret = false }: { label: string; value: string; secret?: boolean }) {
+  const [revealed, setRevealed] = useState(false);
+  return (
+    <div className="field">
+      <dt>{label}</dt>
+      <dd>
+        <code className="value" data-testid={`field-${label.toLowerCase().replace(/\s+/g, '-')}`}>
+          {secret && !revealed ? MASK : value}
+        </code>
+        {secret && (
+          <button type="button" className="link-button" onClick={() => setRevealed((r) => !r)} aria-pressed={revealed}>
+            {revealed ? 'Hide' : 'Reveal'}
+          </button>
+        )}
+        <CopyButton value={value} label={label.toLowerCase()} />
+      </dd>
+    </div>
+  );
+}
+
+function SyncBar({ node }: { node: Node }) {
+  const view = syncView(node);
+  if (node.state !== 'running' && node.state !== 'starting') return null;
+  const percent = view.fraction === null ? null : Math.round(view.fraction * 1000) / 10;
+  const text = view.synced
+    ? `Synced · block ${formatBlock(view.current ?? 0)}`
+    : view.current !== null && view.highest !== null
+      ? `Block ${formatBlock(view.current)} of ${formatBlock(view.highest)}${view.stage ? ` · stage ${view.stage}` : ''}`
+      : 'Waiting for the first block…';
+  return (
+    <div className="sync">
+      <div
+        className="progress"
+        role="progressbar"
+        aria-label="Sync progress"
+        aria-valuemin={0}
+        aria-valuemax={100}
+        aria-valuenow={percent ?? undefined}
+        aria-valuetext={text}
+      >
+        <div className={`progress-fill${percent === null ? ' indeterminate' : ''}`} style={{ width: `${percent ?? 30}%` }} />
+      </div>
+      <p className="sync-text">{text}</p>
+    </div>
+  );
+}
+
+function Snippets({ node }: { node: Node }) {
+  const [kind, setKind] = useState<SnippetKind>('curl');
+  const id = useId();
+  if (!node.url || !node.auth) return null;
+  const text = snippet(kind, node.url, node.auth);
+  return (
+    <div className="snippets">
+      <div role="tablist" aria-label="Code snippets">
+        {SNIPPET_KINDS.map((k) => (
+          <button
+            key={k}
+            type="button"
+            role="tab"
+            id={`${id}-${k}`}
+            aria-selected={k === kind}
+            aria-controls={`${id}-panel`}
+            className={k === kind ? 'tab active' : 'tab'}
+            onClick={() => setKind(k)}
+          >
+            {k}
+          </button>
+        ))}
+      </div>
+      <div role="tabpanel" id={`${id}-panel`} aria-labelledby={`${id}-${kind}`} className="snippet">
+        <pre data-testid={`snippet-${kind}`}>{text}</pre>
+        <CopyButton value={text} label={`${kind} snippet`} />
+      </div>
+    </div>
+  );
+}
+
+export function NodeCard({ node }: { node: Node }) {
+  const [confirming, setConfirming] = useState(false);
+  const stop = useStopNode();
+  const remove = useDeleteNode();
+  const toast = useToast();
+  const live = node.state === 'running' || node.state === 'starting';
+  const canStop = node.state !== 'stopped' && node.state !== 'failed' && node.state !== 'stopping';
+  const canDelete = node.state === 'stopped' || node.state === 'failed';
+  const titleId = useId();
+
+  return (
+    <article className="card node-card" aria-labelledby={titleId} data-node-id={node.id} data-state={node.state}>
+      <header className="card-header">
+        <div>
+          <h3 id={titleId}>{node.name}</h3>
+          <p className="muted">
+            {node.network}
+            {node.engine ? ` · ${node.engine}` : ''} · {node.mode}
+            {node.engine === 'erigon' ? ` · ${node.prune}` : ''}
+          </p>
+        </div>
+        <span className={`badge state-${node.state}`} data-testid="node-state">
+          {STATE_LABEL[node.state]}
+        </span>
+      </header>
+
+      <SyncBar node={node} />
+
+      {node.state === 'failed' && node.reason && (
+        <p className="error-reason" role="note">
+          <strong>Why it failed:</strong> {node.reason}
+        </p>
+      )}
+
+      <dl className="fields">
+        {node.block !== null && (
+          <div className="field">
+            <dt>Block</dt>
+            <dd>
+              <span className="value" data-testid="node-block">
+                {formatBlock(node.block)}
+              </span>
+            </dd>
+          </div>
+        )}
+        {live && node.url && <Field label="URL" value={node.url} />}
+        {live && node.ws_url && <Field label="WebSocket URL" value={node.ws_url} />}
+        {live && node.auth && <Field label="Username" value={node.auth.user} />}
+        {live && node.auth && <Field label="Password" value={node.auth.password} secret />}
+        <div className="field">
+          <dt>Created</dt>
+          <dd>
+            <time dateTime={new Date(node.created_at).toISOString()}>{formatTime(node.created_at)}</time>
+          </dd>
+        </div>
+        {node.stopped_at !== null && (
+          <div className="field">
+            <dt>Stopped</dt>
+            <dd>
+              <time dateTime={new Date(node.stopped_at).toISOString()}>{formatTime(node.stopped_at)}</time>
+            </dd>
+          </div>
+        )}
+      </dl>
+
+      {live && <Snippets node={node} />}
+
+      <footer className="card-actions">
+        {canStop && !confirming && (
+          <button type="button" className="button danger-outline" onClick={() => setConfirming(true)}>
+            Stop
+          </button>
+        )}
+        {canStop && confirming && (
+          <div className="confirm" role="group" aria-label="Confirm stop">
+            <span>Stop {node.name}? Its URL stops working at once.</span>
+            <button
+              type="button"
+              className="button danger"
+              disabled={stop.isPending}
+              onClick={() =>
+                stop.mutate(node.id, {
+                  onError: (e) => toast('error', `Could not stop ${node.name}: ${e.message}`),
+                  onSettled: () => setConfirming(false),
+                })
+              }
+            >
+              Stop node
+            </button>
+            <button type="button" className="button" onClick={() => setConfirming(false)}>
+              Cancel
+            </button>
+          </div>
+        )}
+        {canDelete && (
+          <button
+            type="button"
+            className="button"
+            disabled={remove.isPending}
+            onClick={() => remove.mutate(node.id, { onError: (e) => toast('error', `Could not delete ${node.name}: ${e.message}`) })}
+          >
+            Delete
+          </button>
+        )}
+      </footer>
+    </article>
+  );
+}

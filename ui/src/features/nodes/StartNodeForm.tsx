@@ -1,0 +1,117 @@
+import { useEffect, useState, type FormEvent } from 'react';
+import { PRUNE_MODES, type CreateNodeRequest } from '../../api/types';
+import { useToast } from '../../components/Toasts';
+import { defaultNodeName } from './format';
+import { useCreateNode } from './useCreateNode';
+import { useNetworks } from './useNetworks';
+
+export function StartNodeForm({ onStarted }: { onStarted?: () => void }) {
+  const networks = useNetworks();
+  const create = useCreateNode();
+  const toast = useToast();
+  const offers = networks.data ?? [];
+  const [network, setNetwork] = useState('');
+  const [name, setName] = useState('');
+  const [mode, setMode] = useState('');
+  const [prune, setPrune] = useState<string>(PRUNE_MODES[0]);
+  const [maxPrice, setMaxPrice] = useState('');
+
+  const offer = offers.find((o) => o.network === network) ?? offers[0];
+  useEffect(() => {
+    if (!network && offers[0]) setNetwork(offers[0].network);
+  }, [network, offers]);
+  useEffect(() => {
+    if (offer) {
+      setName(defaultNodeName(offer.network));
+      setMode(offer.modes[0] ?? '');
+    }
+  }, [offer?.network]); // eslint-disable-line react-hooks/exhaustive-deps
+
+  const submit = (e: FormEvent) => {
+    e.preventDefault();
+    if (!offer) return;
+    const request: CreateNodeRequest = { network: offer.network, name: name.trim() || undefined, mode: mode || undefined };
+    if (offer.engine === 'erigon') request.prune = prune;
+    if (offer.price && maxPrice) request.max_price_per_hour = Number(maxPrice);
+    create.mutate(request, {
+      onSuccess: (node) => {
+        toast('info', `Starting ${node.name}…`);
+        setName(defaultNodeName(offer.network));
+        onStarted?.();
+      },
+      onError: (err) => toast('error', `Could not start the node: ${err.message}`),
+    });
+  };
+
+  if (networks.isError) {
+    return <p className="error-reason">Could not load the networks: {networks.error.message}</p>;
+  }
+  if (networks.isLoading) {
+    return <div className="card skeleton" aria-busy="true" aria-label="Loading networks" />;
+  }
+  if (offers.length === 0) {
+    return <p className="muted">This server offers no networks right now.</p>;
+  }
+
+  return (
+    <form className="card start-form" onSubmit={submit} aria-label="Start node">
+      <h2>Start a node</h2>
+      <div className="form-row">
+        <label>
+          Name
+          <input value={name} onChange={(e) => setName(e.target.value)} maxLength={64} required />
+        </label>
+        <label>
+          Network
+          <select value={offer?.network ?? ''} onChange={(e) => setNetwork(e.target.value)}>
+            {offers.map((o) => (
+              <option key={o.network} value={o.network}>
+                {o.network} ({o.engine})
+              </option>
+            ))}
+          </select>
+        </label>
+        {offer && offer.modes.length > 1 && (
+          <label>
+            Mode
+            <select value={mode} onChange={(e) => setMode(e.target.value)}>
+              {offer.modes.map((m) => (
+                <option key={m} value={m}>
+                  {m}
+                </option>
+              ))}
+            </select>
+          </label>
+        )}
+        {offer?.engine === 'erigon' && (
+          <label>
+            Prune
+            <select value={prune} onChange={(e) => setPrune(e.target.value)}>
+              {PRUNE_MODES.map((p) => (
+                <option key={p} value={p}>
+                  {p}
+                </option>
+              ))}
+            </select>
+          </label>
+        )}
+        {offer?.price && (
+          <label>
+            Max price per hour ({offer.price.currency})
+            <input
+              type="number"
+              min={0}
+              step="any"
+              value={maxPrice}
+              placeholder={`${offer.price.min_per_hour}–${offer.price.max_per_hour}`}
+              onChange={(e) => setMaxPrice(e.target.value)}
+            />
+          </label>
+        )}
+      </div>
+      <button type="submit" className="button primary" disabled={create.isPending}>
+        {create.isPending ? 'Starting…' : 'Start node'}
+      </button>
+    </form>
+  );
+}

@@ -1,0 +1,57 @@
+import type { Node, NodeState } from '../../api/types';
+
+/** Shown next to the state badge; the colour comes from the CSS class `state-<state>`. */
+export const STATE_LABEL: Record<NodeState, string> = {
+  pending: 'Pending',
+  starting: 'Starting',
+  running: 'Running',
+  stopping: 'Stopping',
+  stopped: 'Stopped',
+  failed: 'Failed',
+};
+
+export function formatTime(ms: number, locale?: string): string {
+  return new Intl.DateTimeFormat(locale, { dateStyle: 'medium', timeStyle: 'short' }).format(new Date(ms));
+}
+
+export function formatBlock(block: number, locale?: string): string {
+  return new Intl.NumberFormat(locale).format(block);
+}
+
+export interface SyncView {
+  /** 0..1, or null when unknown. */
+  fraction: number | null;
+  current: number | null;
+  highest: number | null;
+  stage: string | null;
+  synced: boolean;
+}
+
+/** What the progress bar shows: Erigon's sync (current/highest, stage) or, once synced, the head. */
+export function syncView(node: Pick<Node, 'block' | 'sync' | 'state'>): SyncView {
+  const sync = node.sync;
+  if (sync && sync.highest_block > 0) {
+    const span = sync.highest_block - sync.starting_block;
+    const fraction = span > 0 ? (sync.current_block - sync.starting_block) / span : sync.current_block >= sync.highest_block ? 1 : 0;
+    const stage = sync.stages?.find((s) => s.block < sync.highest_block)?.name ?? null;
+    return {
+      fraction: Math.max(0, Math.min(1, fraction)),
+      current: sync.current_block,
+      highest: sync.highest_block,
+      stage,
+      synced: false,
+    };
+  }
+  if (node.state === 'running' && node.block !== null) {
+    return { fraction: 1, current: node.block, highest: node.block, stage: null, synced: true };
+  }
+  return { fraction: null, current: node.block, highest: null, stage: null, synced: false };
+}
+
+/** A name like `dev-amber-fox-42`: readable, unlikely to repeat. */
+const WORDS = ['amber', 'brisk', 'cedar', 'delta', 'ember', 'frost', 'gale', 'harbor', 'iris', 'jade', 'kite', 'lumen', 'maple', 'nova', 'onyx', 'pine'];
+export function defaultNodeName(network: string, random: () => number = Math.random): string {
+  const word = WORDS[Math.floor(random() * WORDS.length)];
+  const n = Math.floor(random() * 90) + 10;
+  return `${network}-${word}-${n}`;
+}

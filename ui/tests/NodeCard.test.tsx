@@ -1,0 +1,115 @@
+import { QueryClient, QueryClientProvider } from '@tanstack/react-query';
+import { render, screen, waitFor, within } from '@testing-library/react';
+import userEvent from '@testing-library/user-event';
+import type { ReactNode } from 'react';
+import { describe, expect, it } from 'vitest';
+import { ApiClient } from '../src/api/client';
+import { ApiProvider } from '../src/api/ApiContext';
+import type { Node } from '../src/api/types';
+import { ToastProvider } from '../src/components/Toasts';
+import { NodeCard } from '../src/features/nodes/NodeCard';
+import { syncView } from '../src/features/nodes/format';
+import { shellQuote, snippet } from '../src/features/nodes/snippets';
+import { applyProgress } from '../src/features/nodes/useNodeEvents';
+
+const running: Node = {
+  id: 'n1',
+  name: 'mainnet-amber-42',
+  network: 'mainnet',
+  engine: 'erigon',
+  mode: 'shared',
+  prune: 'full',
+  state: 'running',
+  reason: null,
+  url: 'http://127.0.0.1:8081/n1/',
+  ws_url: 'ws://127.0.0.1:8081/n1/',
+  auth: { user: 'n1', password: 's3cr3t-Pass' },
+  block: 150,
+  sync: { starting_block: 0, current_block: 150, highest_block: 600, stages: [{ name: 'Headers', block: 600 }, { name: 'Execution', block: 150 }] },
+  created_at: Date.UTC(2026, 10, 23, 9, 30),
+  updated_at: Date.UTC(2026, 10, 23, 9, 31),
+  stopped_at: null,
+};
+
+function renderCard(node: Node, calls: { method: string; path: string }[] = []) {
+  const client = new ApiClient('/api/v1', async (input, init) => {
+    calls.push({ method: init?.method ?? 'GET', path: new URL(String(input), 'http://x').pathname });
+    return Response.json({ ...node, state: 'stopping' }, { status: 202 });
+  });
+  const queryClient = new QueryClient();
+  const wrap = ({ children }: { children: ReactNode }) => (
+    <QueryClientProvider client={queryClient}>
+      <ApiProvider client={client}>
+        <ToastProvider>{children}</ToastProvider>
+      </ApiProvider>
+    </QueryClientProvider>
+  );
+  return render(<NodeCard node={node} />, { wrapper: wrap });
+}
+
+describe('NodeCard', () => {
+  it('shows a running node: state, engine, sync progress with stage, endpoints and masked password', async () => {
+    renderCard(running);
+    expect(screen.getByTestId('node-state').textContent).toBe('Running');
+    expect(screen.getByText(/mainnet · erigon · shared · full/)).toBeTruthy();
+    const bar = screen.getByRole('progressbar');
+    expect(bar.getAttribute('aria-valuenow')).toBe('25');
+    expect(bar.getAttribute('aria-valuetext')).toBe('Block 150 of 600 · stage Execution');
+    expect(screen.getByTestId('field-url').textContent).toBe(running.url);
+    expect(screen.getByTestId('field-websocket-url').textContent).toBe(running.ws_url);
+    expect(screen.getByTestId('field-username').textContent).toBe('n1');
+    const password = screen.getByTestId('field-password');
+    expect(password.textContent).not.toContain('s3cr3t');
+    await userEvent.click(screen.getByRole('button', { name: 'Reveal' }));
+    expect(password.textContent).toBe('s3cr3t-Pass');
+    expect(screen.getByText('Created').nextElementSibling?.querySelector('time')?.getAttribute('dateTime')).toBe('2026-11-23T09:30:00.000Z');
+  });
+
+  it('fills the snippets with the credentials', async () => {
+    renderCard(running);
+    expect(screen.getByTestId('snippet-curl').textContent).toContain(`-u 'n1:s3cr3t-Pass'`);
+    await userEvent.click(screen.getByRole('tab', { name: 'web3.py' }));
+    expect(screen.getByTestId('snippet-web3.py').textContent).toContain('"auth": ("n1", "s3cr3t-Pass")');
+  });
+
+  it('stops only after confirmation', async () => {
+    const calls: { method: string; path: string }[] = [];
+    renderCard(running, calls);
+    await userEvent.click(screen.getByRole('button', { name: 'Stop' }));
+    expect(calls).toEqual([]);
+    const confirm = screen.getByRole('group', { name: 'Confirm stop' });
+    await userEvent.click(within(confirm).getByRole('button', { name: 'Cancel' }));
+    expect(calls).toEqual([]);
+    await userEvent.click(screen.getByRole('button', { name: 'Stop' }));
+    await userEvent.click(screen.getByRole('button', { name: 'Stop node' }));
+    await waitFor(() => expect(calls).toEqual([{ method: 'POST', path: '/api/v1/nodes/n1/stop' }]));
+  });
+
+  it('shows why a node failed, no credentials, and offers Delete instead of Stop', async () => {
+    const calls: { method: string; path: string }[] = [];
+    renderCard({ ...running, state: 'failed', reason: 'erigon exited: bad flag', url: null, ws_url: null, auth: null, stopped_at: Date.UTC(2026, 10, 23, 10) }, calls);
+    expect(screen.getByRole('note').textContent).toContain('erigon exited: bad flag');
+    expect(screen.queryByTestId('field-password')).toBeNull();
+    expect(screen.queryByRole('button', { name: 'Stop' })).toBeNull();
+    expect(screen.getByText('Stopped')).toBeTruthy();
+    await userEvent.click(screen.getByRole('button', { name: 'Delete' }));
+    await waitFor(() => expect(calls).toEqual([{ method: 'DELETE', path: '/api/v1/nodes/n1' }]));
+  });
+});
+
+describe('node helpers', () => {
+  it('shows a synced dev chain as a full bar at its head', () => {
+    expect(syncView({ state: 'running', block: 7, sync: null })).toMatchObject({ fraction: 1, synced: true, current: 7 });
+    expect(syncView({ state: 'starting', block: null, sync: null })).toMatchObject({ fraction: null });
+  });
+  it('applies progress events to the right node only', () => {
+    const other = { ...running, id: 'n2' };
+    const next = applyProgress([running, other], { node_id: 'n1', block: 200, sync: null, at: 0 })!;
+    expect(next[0]!.block).toBe(200);
+    expect(next[1]).toBe(other);
+  });
+  it('quotes shell values safely', () => {
+    expect(shellQuote(`a'b`)).toBe(`'a'\\''b'`);
+    expect(snippet('curl', 'http://h/x/', { user: 'u', password: `p'q` })).toContain(`-u 'u:p'\\''q'`);
+  });
+});
