@@ -71,6 +71,9 @@ describe('web UI end to end', () => {
 
       await page.screenshot({ path: join(ARTIFACTS, 'dashboard.png'), fullPage: true });
       await card.screenshot({ path: join(ARTIFACTS, 'node-card.png') });
+      await page.emulateMedia({ colorScheme: 'dark' });
+      await page.screenshot({ path: join(ARTIFACTS, 'dashboard-dark.png'), fullPage: true });
+      await page.emulateMedia({ colorScheme: 'light' });
 
       // Copy the curl snippet and run exactly what was copied.
       await card.getByRole('button', { name: 'Copy curl snippet' }).click();
@@ -120,6 +123,23 @@ describe('web UI end to end', () => {
     } finally {
       await alice.close();
       await bob.close();
+    }
+  });
+
+  it('says the session expired when it was revoked behind the page\'s back', async () => {
+    const browser = await openBrowser(KEYS.bob, 'sign');
+    try {
+      await signIn(browser.page);
+      await browser.page.getByText('No active nodes').waitFor();
+      // The session ends on the server (as after its 24 h); the page still shows the dashboard.
+      expect(await browser.page.evaluate(async () => (await fetch('/api/v1/auth/logout', { method: 'POST' })).status)).toBe(204);
+      await browser.page.getByRole('form', { name: 'Start node' }).getByRole('button', { name: 'Start node' }).click();
+      const notice = browser.page.getByTestId('signin-state');
+      await waitFor('the expired state', async () => ((await notice.getAttribute('data-state')) === 'expired' ? true : undefined));
+      expect(await notice.textContent()).toContain('Your session expired');
+      expect(await browser.page.evaluate(async () => (await fetch('/api/v1/nodes')).status)).toBe(401);
+    } finally {
+      await browser.close();
     }
   });
 

@@ -80,8 +80,8 @@ function Snippets({ node }: { node: Node }) {
         ))}
       </div>
       <div role="tabpanel" id={`${id}-panel`} aria-labelledby={`${id}-${kind}`} className="snippet">
-        <pre data-testid={`snippet-${kind}`}>{text}</pre>
         <CopyButton value={text} label={`${kind} snippet`} />
+        <pre data-testid={`snippet-${kind}`}>{text}</pre>
       </div>
     </div>
   );
