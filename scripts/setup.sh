@@ -55,3 +55,34 @@ if [ ! -f ui/node_modules/.package-lock.json ] || ! cmp -s ui/package-lock.json 
 else
   log "npm: web UI packages present"
 fi
+
+# ---------------------------------------------------------------------------------------------------
+# A local Golem network for tests (crates/test-utils/src/golem.rs, docs/golem-local.md):
+# `yagna` from PyPI (the golem-node wheel ships the binary) into a venv in the clone, and the
+# central-net router `ya-sb-router` from crates.io into .tools/bin (building it needs protoc, above).
+YAGNA_PKG="golem-node"
+YAGNA_VERSION="0.17.6"
+SB_ROUTER_VERSION="0.6.4"
+
+venv="$tools/venv"
+if [ ! -x "$venv/bin/python3" ]; then
+  log "python: creating venv .tools/venv"
+  python3 -m venv "$venv"
+fi
+if [ "$("$venv/bin/python3" -m pip show "$YAGNA_PKG" 2>/dev/null | sed -n 's/^Version: //p')" != "$YAGNA_VERSION" ] \
+  || [ ! -x "$venv/bin/yagna" ]; then
+  log "pip: installing $YAGNA_PKG==$YAGNA_VERSION into .tools/venv"
+  "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check "$YAGNA_PKG==$YAGNA_VERSION"
+else
+  log "pip: $YAGNA_PKG==$YAGNA_VERSION present"
+fi
+ln -sf "$venv/bin/yagna" "$tools/bin/yagna"
+"$tools/bin/yagna" --version | head -n1 | sed 's/^/[setup] /'
+
+if ! "$tools/bin/ya-sb-router" --help >/dev/null 2>&1 \
+  || ! grep -qs "ya-sb-router $SB_ROUTER_VERSION" "$tools/.crates.toml"; then
+  log "cargo: installing ya-sb-router $SB_ROUTER_VERSION into .tools/bin"
+  cargo install --quiet --locked --root "$tools" ya-sb-router --version "$SB_ROUTER_VERSION" --features bin
+else
+  log "cargo: ya-sb-router $SB_ROUTER_VERSION present"
+fi

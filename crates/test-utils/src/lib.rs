@@ -13,6 +13,7 @@ use nix::unistd::Pid;
 use serde_json::{json, Value};
 
 pub mod bench;
+pub mod golem;
 pub mod postgres;
 pub mod provider;
 pub mod wallet;
@@ -122,9 +123,20 @@ pub struct ChildGuard {
 
 impl ChildGuard {
     pub fn spawn(cmd: &mut std::process::Command) -> Self {
+        Self::try_spawn(cmd).unwrap()
+    }
+
+    /// [`ChildGuard::spawn`] that hands back the error instead of panicking.
+    pub fn try_spawn(cmd: &mut std::process::Command) -> std::io::Result<Self> {
         use std::os::unix::process::CommandExt;
-        let child = cmd.process_group(0).stdin(Stdio::null()).spawn().unwrap();
-        Self { child }
+        let child = cmd.process_group(0).stdin(Stdio::null()).spawn()?;
+        Ok(Self { child })
+    }
+
+    /// Sends SIGTERM to the group without waiting: lets several children stop in parallel
+    /// before their guards are dropped (which waits, then kills).
+    pub fn terminate(&self) {
+        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
     }
 
     pub fn pid(&self) -> u32 {
@@ -228,9 +240,27 @@ pub struct Anvil {
     child: ChildGuard,
 }
 
+/// How to start an [`Anvil`]: `Default` is anvil's own (chain id 31337, mining on demand).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnvilOptions {
+    /// Mine a block every this many seconds (None: on demand).
+    pub block_time: Option<u32>,
+    /// `--chain-id` (None: anvil's 31337).
+    pub chain_id: Option<u64>,
+}
+
 impl Anvil {
     /// Starts anvil on a free port, mining a block every `block_time` seconds (None: on demand).
     pub async fn start(block_time: Option<u32>) -> Self {
+        Self::start_with(AnvilOptions {
+            block_time,
+            ..AnvilOptions::default()
+        })
+        .await
+    }
+
+    /// Starts anvil on a free port with `options`.
+    pub async fn start_with(options: AnvilOptions) -> Self {
         let port = free_port();
         let mut cmd = std::process::Command::new(anvil_bin());
         cmd.args([
@@ -240,8 +270,11 @@ impl Anvil {
             &port.to_string(),
             "--silent",
         ]);
-        if let Some(bt) = block_time {
+        if let Some(bt) = options.block_time {
             cmd.args(["--block-time", &bt.to_string()]);
+        }
+        if let Some(id) = options.chain_id {
+            cmd.args(["--chain-id", &id.to_string()]);
         }
         let child = ChildGuard::spawn(cmd.stdout(Stdio::null()));
         let url = format!("http://127.0.0.1:{port}");

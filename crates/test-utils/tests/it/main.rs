@@ -1,0 +1,4 @@
+//! The test harnesses themselves, against the real components they start.
+#![allow(clippy::unwrap_used)]
+
+mod golem;
