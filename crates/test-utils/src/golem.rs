@@ -836,6 +836,9 @@ fn spawn_yagna(
         // 100 ms makes an offer reach the requestors in ~0.1 s.
         .env("OFFER_BROADCAST_DELAY", "100ms")
         .env("UNSUB_BROADCAST_DELAY", "100ms")
+        // A demand published after an offer's broadcast only learns of it from the next cyclic
+        // broadcast (4 min by default): with two requestors in turn, the second saw no offer.
+        .env("MEAN_CYCLIC_BCAST_INTERVAL", "1s")
         .envs(extra_env.iter().map(|(k, v)| (k, v)))
         .current_dir(datadir)
         .stdout(Stdio::null())

@@ -1,0 +1,176 @@
+//! The requestor's side of a Golem deal, as plain steps on [`Yagna`]: publish a demand for runtime
+//! `erigon` on a network, negotiate with the offers that answer, sign an agreement. Used by the
+//! server's golem backend and by the provider agent's tests.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::model::market::{proposal::State, NewDemand, Proposal, RequestorEvent};
+use crate::{Utc, Yagna, YagnaError};
+
+/// What a requestor asks for.
+#[derive(Debug, Clone)]
+pub struct DemandSpec {
+    pub network: String,
+    pub mode: Option<String>,
+    pub subnet: String,
+    pub payment_platform: String,
+    /// The requestor's node id (the payer's address on the platform).
+    pub payer: String,
+    /// How long agreements made from this demand may last.
+    pub expiration: Duration,
+}
+
+impl DemandSpec {
+    pub fn demand(&self) -> NewDemand {
+        let expiration = Utc::now().timestamp_millis() + self.expiration.as_millis() as i64;
+        let mut properties = json!({
+            "golem.srv.comp.expiration": expiration,
+            "golem.node.debug.subnet": self.subnet,
+            "golem.com.payment.chosen-platform": self.payment_platform,
+            format!("golem.com.payment.platform.{}.address", self.payment_platform): self.payer,
+            "golem.com.payment.debit-notes.accept-timeout?": 240,
+            "erigolem.network": self.network,
+        });
+        if let Some(mode) = &self.mode {
+            properties["erigolem.mode"] = json!(mode);
+        }
+        NewDemand::new(
+            properties,
+            format!(
+                "(&(golem.runtime.name=erigon)(golem.node.debug.subnet={}))",
+                self.subnet
+            ),
+        )
+    }
+}
+
+/// An agreement both sides signed.
+#[derive(Debug, Clone)]
+pub struct Deal {
+    pub agreement_id: String,
+    pub provider_id: String,
+    /// The provider's final proposal (its offer's properties: price, name, networks).
+    pub offer: Proposal,
+    /// Time from publishing the demand to the first offer, and to the approved agreement.
+    pub first_offer_after: Duration,
+    pub approved_after: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DealError {
+    #[error(transparent)]
+    Yagna(#[from] YagnaError),
+    #[error("no provider agreed within {waited:?}{}", reasons(.rejections))]
+    NoDeal {
+        waited: Duration,
+        rejections: Vec<String>,
+    },
+}
+
+fn reasons(rejections: &[String]) -> String {
+    if rejections.is_empty() {
+        " (no offers)".to_owned()
+    } else {
+        format!(": {}", rejections.join("; "))
+    }
+}
+
+/// Publishes `spec`'s demand, answers initial offers with it, and signs an agreement with the first
+/// provider whose counter-proposal `accept` takes (cheapest-first choice is the caller's, through
+/// `accept`). Gives up after `timeout`. The demand is unsubscribed at the end either way.
+pub async fn make_deal(
+    yagna: &Yagna,
+    spec: &DemandSpec,
+    timeout: Duration,
+    mut accept: impl FnMut(&Proposal) -> bool,
+) -> Result<Deal, DealError> {
+    let demand = spec.demand();
+    let started = Instant::now();
+    let subscription = yagna.subscribe_demand(&demand).await?;
+    let result = async {
+        let mut rejections = Vec::new();
+        let mut first_offer_after = None;
+        while started.elapsed() < timeout {
+            let left = timeout
+                .saturating_sub(started.elapsed())
+                .min(Duration::from_secs(2));
+            for event in yagna
+                .demand_events(&subscription, left.max(Duration::from_millis(100)), 16)
+                .await?
+            {
+                match event {
+                    RequestorEvent::ProposalEvent { proposal, .. } => {
+                        first_offer_after.get_or_insert(started.elapsed());
+                        if !accept(&proposal) {
+                            continue;
+                        }
+                        if proposal.state == State::Initial {
+                            // Answer with our demand; the provider counters if it can serve it.
+                            if let Err(e) = yagna
+                                .counter_demand(&subscription, &proposal.proposal_id, &demand)
+                                .await
+                            {
+                                rejections.push(format!("{}: {e}", proposal.issuer_id));
+                            }
+                            continue;
+                        }
+                        match sign(yagna, &proposal.proposal_id, spec.expiration).await {
+                            Ok(agreement_id) => {
+                                return Ok(Deal {
+                                    agreement_id,
+                                    provider_id: proposal.issuer_id.to_string().to_lowercase(),
+                                    offer: proposal,
+                                    first_offer_after: first_offer_after.unwrap_or_default(),
+                                    approved_after: started.elapsed(),
+                                })
+                            }
+                            Err(e) => rejections.push(format!("{}: {e}", proposal.issuer_id)),
+                        }
+                    }
+                    RequestorEvent::ProposalRejectedEvent {
+                        proposal_id,
+                        reason,
+                        ..
+                    } => {
+                        rejections.push(
+                            reason
+                                .map(|r| r.message)
+                                .unwrap_or_else(|| format!("proposal {proposal_id} rejected")),
+                        );
+                    }
+                    RequestorEvent::PropertyQueryEvent { .. } => {}
+                }
+            }
+        }
+        Err(DealError::NoDeal {
+            waited: started.elapsed(),
+            rejections,
+        })
+    }
+    .await;
+    let _ = yagna.unsubscribe_demand(&subscription).await;
+    result
+}
+
+/// How long the provider has to approve.
+const APPROVAL_WAIT: Duration = Duration::from_secs(15);
+
+async fn sign(yagna: &Yagna, proposal_id: &str, validity: Duration) -> Result<String, YagnaError> {
+    let valid_to = Utc::now() + crate::chrono::Duration::milliseconds(validity.as_millis() as i64);
+    let agreement_id = yagna.create_agreement(proposal_id, valid_to).await?;
+    yagna.confirm_agreement(&agreement_id).await?;
+    yagna
+        .wait_for_approval(&agreement_id, APPROVAL_WAIT)
+        .await?;
+    Ok(agreement_id)
+}
+
+/// The linear price's coefficients an offer carries (`[per duration second, per cpu second, start fee]`).
+pub fn linear_coeffs(offer: &Value) -> Option<Vec<f64>> {
+    let coeffs = offer
+        .get("golem.com.pricing.model.linear.coeffs")
+        .or_else(|| offer.pointer("/golem/com/pricing/model/linear/coeffs"))?;
+    coeffs.as_array()?.iter().map(Value::as_f64).collect()
+}
