@@ -565,7 +565,18 @@ pub struct GolemNet {
     chain: PaymentChain,
     dir: PathBuf,
     bring_up: Duration,
+    /// What each node was started with, to start it again ([`GolemNet::restart`]).
+    restart: Restart,
     _tmp: Option<tempfile::TempDir>,
+}
+
+#[derive(Debug)]
+struct Restart {
+    yagna: PathBuf,
+    env_sh: PathBuf,
+    env: Vec<(String, String)>,
+    specs: Vec<(NodeSpec, String)>,
+    timeout: Duration,
 }
 
 impl GolemNet {
@@ -633,6 +644,7 @@ impl GolemNet {
             .chain(std::iter::repeat_n(Role::Provider, config.providers));
         let api_base = free_port_block(total.max(1) as u16);
         let mut pending = Vec::new();
+        let mut specs = Vec::new();
         let (mut r, mut p) = (0, 0);
         for (k, role) in roles.enumerate() {
             let index = match role {
@@ -657,7 +669,8 @@ impl GolemNet {
                 datadir: dir.join(format!("{role}{index}")),
             };
             let node = spawn_yagna(&yagna, &env_sh, &spec, &chain, &router, &config.yagna_env)?;
-            pending.push((node, expected));
+            pending.push((node, expected.clone()));
+            specs.push((spec, expected));
         }
         let mut nodes = Vec::with_capacity(pending.len());
         for (node, expected) in pending {
@@ -670,8 +683,41 @@ impl GolemNet {
             chain,
             dir,
             bring_up: started.elapsed(),
+            restart: Restart {
+                yagna,
+                env_sh,
+                env: config.yagna_env.clone(),
+                specs,
+                timeout: config.start_timeout,
+            },
             _tmp: tmp,
         })
+    }
+
+    /// Stops node `index` (of [`GolemNet::nodes`]) and starts it again with the same data dir, port,
+    /// identity and app key; returns when it answers `GET /me` again.
+    pub async fn restart(&mut self, index: usize) -> Result<()> {
+        let (spec, expected) = self
+            .restart
+            .specs
+            .get(index)
+            .ok_or_else(|| GolemNetError::Io {
+                path: self.dir.clone(),
+                source: std::io::Error::other(format!("no node {index}")),
+            })?;
+        // Dropping the old node ends its daemon (TERM, then KILL) and frees its port and socket.
+        drop(self.nodes.remove(index));
+        let node = spawn_yagna(
+            &self.restart.yagna,
+            &self.restart.env_sh,
+            spec,
+            &self.chain,
+            &self.router,
+            &self.restart.env,
+        )?;
+        let node = wait_ready(node, expected, self.restart.timeout).await?;
+        self.nodes.insert(index, node);
+        Ok(())
     }
 
     /// How long [`GolemNet::spawn`] took.
@@ -765,6 +811,7 @@ impl Drop for GolemNet {
     }
 }
 
+#[derive(Debug)]
 struct NodeSpec {
     role: Role,
     name: String,

@@ -1,0 +1,201 @@
+//! `erigolem-provider run`: the agent (erigolem-provider-agent) with real exe-units
+//! (erigolem-exe-unit) driving `ya-runtime-erigon`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use erigolem_provider_agent::{
+    ActivityRunner, ActivityStart, AgentConfig, Pricing, RunningActivity, ServedOffer,
+};
+use erigolem_runtime_client::RuntimeBinary;
+use erigolem_yagna::Yagna;
+
+#[derive(clap::Args)]
+pub(crate) struct RunArgs {
+    /// The provider's yagna REST API.
+    #[arg(long, env = "YAGNA_API_URL", default_value = "http://127.0.0.1:7465")]
+    yagna_url: url::Url,
+    /// An app key of that yagna (`yagna app-key create erigolem`).
+    #[arg(long, env = "YAGNA_APPKEY", hide_env_values = true)]
+    app_key: String,
+    /// That yagna's service bus, where exe-units bind their activities.
+    #[arg(long, env = "GSB_URL", default_value = "tcp://127.0.0.1:7464")]
+    gsb_url: String,
+    /// The `ya-runtime-erigon` binary (default: next to this one).
+    #[arg(long, env = "ERIGOLEM_RUNTIME")]
+    runtime: Option<PathBuf>,
+    /// Where activities' work dirs and the agent's state live.
+    #[arg(
+        long,
+        env = "ERIGOLEM_PROVIDER_DATA_DIR",
+        default_value = ".erigolem-provider"
+    )]
+    data_dir: PathBuf,
+    /// Market subnet: only requestors in the same subnet see the offer.
+    #[arg(long, env = "ERIGOLEM_SUBNET", default_value = "erigolem")]
+    subnet: String,
+    /// GLM per hour of a running node.
+    #[arg(long, env = "ERIGOLEM_PRICE_PER_HOUR", default_value_t = 0.1)]
+    price_per_hour: f64,
+    /// GLM charged once per started node.
+    #[arg(long, env = "ERIGOLEM_START_FEE", default_value_t = 0.0)]
+    start_fee: f64,
+    /// Most nodes at once; further agreements are refused.
+    #[arg(long, env = "ERIGOLEM_CAPACITY", default_value_t = 4)]
+    capacity: usize,
+    #[arg(
+        long,
+        env = "ERIGOLEM_PAYMENT_PLATFORM",
+        default_value = "erc20-hoodi-tglm"
+    )]
+    payment_platform: String,
+    /// Seconds between debit notes while a node runs.
+    #[arg(long, default_value_t = 60)]
+    debit_note_interval: u64,
+    /// Seconds a requestor has to accept a debit note before the agreement is ended.
+    #[arg(long, default_value_t = 240)]
+    debit_note_accept_timeout: u64,
+    /// Seconds after which the offer is published anew.
+    #[arg(long, default_value_t = 1800)]
+    offer_ttl: u64,
+}
+
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let runtime = match args.runtime {
+        Some(path) => path,
+        None => std::env::current_exe()?
+            .parent()
+            .context("no directory of the current binary")?
+            .join("ya-runtime-erigon"),
+    };
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("{}", args.data_dir.display()))?;
+    let data_dir = args.data_dir.canonicalize()?;
+    let served = served_offer(&runtime, &data_dir).await?;
+    tracing::info!(networks = ?served.networks, modes = ?served.modes, "the runtime serves");
+    let runner = Arc::new(ExeUnitRunner {
+        gsb_url: args.gsb_url.clone(),
+        runtime,
+        activities_dir: data_dir.join("activities"),
+    });
+    let mut config = AgentConfig::new(
+        Yagna::new(args.yagna_url.clone(), args.app_key),
+        served,
+        runner,
+        data_dir.join("agent-state.json"),
+    );
+    config.subnet = args.subnet;
+    config.pricing = Pricing {
+        per_hour: args.price_per_hour,
+        start_fee: args.start_fee,
+    };
+    config.capacity = args.capacity;
+    config.payment_platform = args.payment_platform;
+    config.debit_note_interval = Duration::from_secs(args.debit_note_interval.max(1));
+    config.debit_note_accept_timeout = Duration::from_secs(args.debit_note_accept_timeout.max(1));
+    config.offer_ttl = Duration::from_secs(args.offer_ttl.max(10));
+    let agent = erigolem_provider_agent::spawn(config)
+        .await
+        .with_context(|| format!("connecting to yagna at {}", args.yagna_url))?;
+    println!(
+        "erigolem-provider: node {} selling Erigon nodes (Ctrl-C stops)",
+        agent.node_id()
+    );
+    shutdown_signal().await;
+    tracing::info!("stopping: ending activities and invoicing");
+    agent.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+/// Networks and modes from the runtime's `offer-template` (what its config can serve).
+async fn served_offer(
+    runtime: &std::path::Path,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<ServedOffer> {
+    let template = RuntimeBinary::new(runtime, data_dir.join("offer-template"))
+        .offer_template()
+        .await
+        .with_context(|| format!("asking {} for its offer template", runtime.display()))?;
+    let list = |key: &str| -> Vec<String> {
+        template
+            .pointer(&format!("/properties/{}", key.replace('/', "~1")))
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let networks = list("erigolem.networks");
+    anyhow::ensure!(
+        !networks.is_empty(),
+        "the runtime's config serves no network: {template}"
+    );
+    Ok(ServedOffer {
+        networks,
+        modes: list("erigolem.modes"),
+        runtime_version: env!("CARGO_PKG_VERSION").to_owned(),
+        debit_note_interval_secs: 60,
+    })
+}
+
+/// Runs each activity in an in-process exe-unit on yagna's GSB.
+struct ExeUnitRunner {
+    gsb_url: String,
+    runtime: PathBuf,
+    activities_dir: PathBuf,
+}
+
+struct Running(erigolem_exe_unit::ExeUnit);
+
+#[async_trait::async_trait]
+impl RunningActivity for Running {
+    async fn ended(&self) {
+        self.0.terminated().await;
+    }
+    async fn shutdown(self: Box<Self>, reason: &str) {
+        let id = self.0.activity_id().to_owned();
+        if let Err(e) = self.0.shutdown(reason).await {
+            tracing::warn!(activity = %id, "exe-unit shutdown: {e}");
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ActivityRunner for ExeUnitRunner {
+    async fn start(&self, activity: ActivityStart) -> Result<Box<dyn RunningActivity>, String> {
+        let config = erigolem_exe_unit::ExeUnitConfig::new(
+            &activity.activity_id,
+            &activity.agreement_id,
+            &activity.requestor_id,
+            &self.gsb_url,
+            &self.runtime,
+            self.activities_dir.join(&activity.activity_id),
+        );
+        let config = std::env::vars_os()
+            .filter(|(k, _)| k == "XDG_DATA_HOME" || k == "XDG_CONFIG_HOME" || k == "PATH")
+            .fold(config, |c, (k, v)| c.env(k, v));
+        erigolem_exe_unit::spawn(config)
+            .await
+            .map(|unit| Box::new(Running(unit)) as Box<dyn RunningActivity>)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn report_terminated(&self, activity_id: &str, reason: &str) -> Result<(), String> {
+        erigolem_exe_unit::report_terminated(&self.gsb_url, activity_id, reason)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
