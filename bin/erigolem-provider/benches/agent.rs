@@ -18,7 +18,7 @@ const ACTIVE: usize = 10;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
-    percentile(&v, 50.0)
+    percentile(&v, 0.5)
 }
 
 #[tokio::main]
@@ -56,7 +56,7 @@ async fn main() {
     let row = |name: &str, f: &dyn Fn(&Phases) -> Duration| {
         let v: Vec<Duration> = phases.iter().map(f).collect();
         let max = v.iter().max().copied().unwrap_or_default();
-        println!("| {name} | {} | {} |", ms(median(v)), ms(max));
+        println!("| {name} | {} ms | {} ms |", ms(median(v)), ms(max));
     };
     row("agreement approved", &|p| p.agreement);
     row("activity created (exe-unit Initialized)", &|p| p.activity);
