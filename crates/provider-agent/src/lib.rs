@@ -511,7 +511,10 @@ async fn decide_agreement(shared: &Arc<Shared>, agreement: Agreement) {
     }
     match approved {
         Ok(()) => {
+            let agreed = agreed_pricing(&agreement).unwrap_or(shared.config.pricing);
             let record = AgreementRecord {
+                price_per_hour: agreed.per_hour,
+                start_fee: agreed.start_fee,
                 agreement_id: id.clone(),
                 requestor_id: agreement.demand.requestor_id.to_string().to_lowercase(),
                 network: props::prop_str(&agreement.demand.properties, props::DEMAND_NETWORK)
@@ -617,10 +620,12 @@ async fn create_activity(shared: &Arc<Shared>, activity_id: String, agreement_id
                 l.record.activity_started_at = Some(now_ms());
                 l.started = Some(Instant::now());
                 l.activity = Some(running);
+                let pricing = l.record.pricing();
                 l.billing = Some(tokio::spawn(billing_loop(
                     shared.clone(),
                     agreement_id.clone(),
                     activity_id.clone(),
+                    pricing,
                 )));
             }
             shared.persist().await;
@@ -667,7 +672,12 @@ fn watch_activity_end(shared: Arc<Shared>, agreement_id: String) {
 
 /// Debit notes while the node runs: the amount due so far, priced from the agreement's terms. A note
 /// that is not accepted in time ends the agreement.
-async fn billing_loop(shared: Arc<Shared>, agreement_id: String, activity_id: String) {
+async fn billing_loop(
+    shared: Arc<Shared>,
+    agreement_id: String,
+    activity_id: String,
+    pricing: Pricing,
+) {
     let started = Instant::now();
     let mut unaccepted: Option<(String, Instant)> = None;
     loop {
@@ -715,7 +725,7 @@ async fn billing_loop(shared: Arc<Shared>, agreement_id: String, activity_id: St
         let elapsed = started.elapsed();
         let note = NewDebitNote {
             activity_id: activity_id.clone(),
-            total_amount_due: glm(shared.config.pricing.amount(elapsed)),
+            total_amount_due: glm(pricing.amount(elapsed)),
             usage_counter_vector: Some(serde_json::json!([elapsed.as_secs_f64(), 0.0])),
             payment_due_date: None,
         };
@@ -730,6 +740,34 @@ async fn billing_loop(shared: Arc<Shared>, agreement_id: String, activity_id: St
                 Err(e) => tracing::warn!(%activity_id, "sending a debit note: {e}"),
             },
             Err(e) => tracing::warn!(%activity_id, "issuing a debit note: {e}"),
+        }
+    }
+}
+
+/// The linear price an agreement's offer carries: `[per second, per cpu second, start fee]`.
+fn agreed_pricing(agreement: &Agreement) -> Option<Pricing> {
+    let coeffs = props::prop(
+        &agreement.offer.properties,
+        "golem.com.pricing.model.linear.coeffs",
+    )?
+    .as_array()?
+    .iter()
+    .map(serde_json::Value::as_f64)
+    .collect::<Option<Vec<f64>>>()?;
+    match coeffs[..] {
+        [per_sec, _, start_fee] => Some(Pricing {
+            per_hour: per_sec * 3600.0,
+            start_fee,
+        }),
+        _ => None,
+    }
+}
+
+impl AgreementRecord {
+    fn pricing(&self) -> Pricing {
+        Pricing {
+            per_hour: self.price_per_hour,
+            start_fee: self.start_fee,
         }
     }
 }
@@ -778,7 +816,7 @@ async fn finish_billing(shared: &Arc<Shared>, record: &AgreementRecord, ran: Dur
     let invoice = NewInvoice {
         agreement_id: record.agreement_id.clone(),
         activity_ids: Some(vec![activity_id.clone()]),
-        amount: glm(shared.config.pricing.amount(ran)),
+        amount: glm(record.pricing().amount(ran)),
         payment_due_date: Utc::now() + chrono_secs(3600),
     };
     let issued = match yagna.issue_invoice(&invoice).await {

@@ -29,6 +29,10 @@ pub struct AgreementRecord {
     pub approved_at: i64,
     pub activity_id: Option<String>,
     pub activity_started_at: Option<i64>,
+    /// The price agreed (from the agreement's offer), which bills this agreement even if the
+    /// agent's configured price changes before it ends.
+    pub price_per_hour: f64,
+    pub start_fee: f64,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
@@ -90,6 +94,8 @@ mod tests {
                 approved_at: 1,
                 activity_id: Some("x".into()),
                 activity_started_at: Some(2),
+                price_per_hour: 0.1,
+                start_fee: 0.0,
             },
         );
         state.save(&path).unwrap();
