@@ -9,7 +9,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod cli;
+use erigolem_server::backend::golem::GolemConfig;
 use erigolem_server::backend::local::LocalConfig;
+use erigolem_server::BackendConfig;
 use erigolem_server::ServerConfig;
 
 #[derive(Debug, Parser)]
@@ -52,7 +54,8 @@ struct ServeArgs {
     /// `sqlite://…` or `postgres://…` [default: SQLite in the data dir].
     #[arg(long, env = "ERIGOLEM_DATABASE_URL")]
     database_url: Option<String>,
-    /// Where nodes run [default: local]. (The Golem backend arrives with the Golem issue.)
+    /// Where nodes run [default: local]: `local` (this machine is the provider) or `golem`
+    /// (providers on the Golem market, through the requestor's yagna).
     #[arg(long, env = "ERIGOLEM_BACKEND", value_enum)]
     backend: Option<BackendKind>,
     /// The URL users reach the server at (SIWE domain and URI must match it), when behind a proxy.
@@ -86,6 +89,41 @@ struct ServeArgs {
     /// API requests per second per client IP, bursts of twice that [default: 50].
     #[arg(long, env = "ERIGOLEM_RATE_LIMIT")]
     rate_limit: Option<std::num::NonZeroU32>,
+    /// golem: the requestor's yagna REST API [default: http://127.0.0.1:7465].
+    #[arg(long, env = "YAGNA_API_URL")]
+    yagna_url: Option<url::Url>,
+    /// golem: an app key of that yagna.
+    #[arg(long, env = "YAGNA_APPKEY", hide_env_values = true)]
+    yagna_appkey: Option<String>,
+    /// golem: the market subnet [default: erigolem].
+    #[arg(long, env = "ERIGOLEM_SUBNET")]
+    subnet: Option<String>,
+    /// golem: the payment platform [default: erc20-hoodi-tglm].
+    #[arg(long, env = "ERIGOLEM_PAYMENT_PLATFORM")]
+    payment_platform: Option<String>,
+    /// golem: GLM set aside per node; payments beyond it are refused [default: 5].
+    #[arg(long, env = "ERIGOLEM_BUDGET")]
+    budget: Option<f64>,
+    /// golem: offers above this many GLM per hour are not taken [default: no cap].
+    #[arg(long, env = "ERIGOLEM_MAX_PRICE_PER_HOUR")]
+    max_price_per_hour: Option<f64>,
+    /// golem: only these providers (node ids or names) [default: any].
+    #[arg(
+        long = "allow-provider",
+        env = "ERIGOLEM_ALLOW_PROVIDERS",
+        value_delimiter = ','
+    )]
+    allow_providers: Option<Vec<String>>,
+    /// golem: never these providers.
+    #[arg(
+        long = "deny-provider",
+        env = "ERIGOLEM_DENY_PROVIDERS",
+        value_delimiter = ','
+    )]
+    deny_providers: Option<Vec<String>>,
+    /// golem: seconds to look for a provider before a node fails with "no offers" [default: 20].
+    #[arg(long, env = "ERIGOLEM_DEAL_TIMEOUT")]
+    deal_timeout: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum, serde::Deserialize)]
@@ -93,6 +131,8 @@ struct ServeArgs {
 enum BackendKind {
     /// This machine is the provider.
     Local,
+    /// Providers on the Golem market.
+    Golem,
 }
 
 impl ServeArgs {
@@ -114,6 +154,15 @@ impl ServeArgs {
             node_ports: self.node_ports.or(file.node_ports),
             max_nodes_per_user: self.max_nodes_per_user.or(file.max_nodes_per_user),
             rate_limit: self.rate_limit.or(file.rate_limit),
+            yagna_url: self.yagna_url.or(file.yagna_url),
+            yagna_appkey: self.yagna_appkey.or(file.yagna_appkey),
+            subnet: self.subnet.or(file.subnet),
+            payment_platform: self.payment_platform.or(file.payment_platform),
+            budget: self.budget.or(file.budget),
+            max_price_per_hour: self.max_price_per_hour.or(file.max_price_per_hour),
+            allow_providers: self.allow_providers.or(file.allow_providers),
+            deny_providers: self.deny_providers.or(file.deny_providers),
+            deal_timeout: self.deal_timeout.or(file.deal_timeout),
         }
     }
 }
@@ -163,13 +212,40 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => std::env::current_exe()?.with_file_name("ya-runtime-erigon"),
     };
     let anvil_bin = args.anvil.or_else(|| find_tool("anvil"));
-    if anvil_bin.is_none() && args.erigon.is_none() {
+    let kind = args.backend.unwrap_or(BackendKind::Local);
+    if matches!(kind, BackendKind::Local) && anvil_bin.is_none() && args.erigon.is_none() {
         anyhow::bail!(
             "no engine: give --anvil or --erigon (scripts/setup.sh installs anvil into .tools/bin)"
         );
     }
-    let backend = match args.backend.unwrap_or(BackendKind::Local) {
-        BackendKind::Local => LocalConfig {
+    let backend = match kind {
+        BackendKind::Golem => {
+            let url = args
+                .yagna_url
+                .unwrap_or_else(|| url::Url::parse("http://127.0.0.1:7465").expect("a valid URL"));
+            let key = args.yagna_appkey.ok_or_else(|| {
+                anyhow::anyhow!("--backend golem needs --yagna-appkey (or YAGNA_APPKEY): `yagna app-key create erigolem`")
+            })?;
+            let mut golem = GolemConfig::new(url, key);
+            if let Some(subnet) = args.subnet {
+                golem.subnet = subnet;
+            }
+            if let Some(platform) = args.payment_platform {
+                golem.payment_platform = platform;
+            }
+            if let Some(budget) = args.budget {
+                anyhow::ensure!(budget > 0.0, "--budget must be positive");
+                golem.budget = budget;
+            }
+            golem.max_price_per_hour = args.max_price_per_hour;
+            golem.allow_providers = args.allow_providers.unwrap_or_default();
+            golem.deny_providers = args.deny_providers.unwrap_or_default();
+            if let Some(secs) = args.deal_timeout {
+                golem.deal_timeout = std::time::Duration::from_secs(secs.max(1));
+            }
+            BackendConfig::Golem(golem)
+        }
+        BackendKind::Local => BackendConfig::Local(LocalConfig {
             runtime_bin,
             anvil_bin,
             erigon_bin: args.erigon,
@@ -178,7 +254,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8081))),
             max_nodes: args.max_nodes.unwrap_or(8),
             port_base: args.node_ports.unwrap_or(40_000),
-        },
+        }),
     };
     let defaults = ServerConfig::new(args.data_dir.unwrap_or_else(|| PathBuf::from(".erigolem")));
     let config = ServerConfig {

@@ -33,11 +33,20 @@ pub struct ServerConfig {
     pub session_ttl: Duration,
     pub nonce_ttl: Duration,
     /// Where nodes run; `None` serves sign-in only (nodes cannot be created).
-    pub backend: Option<backend::local::LocalConfig>,
+    pub backend: Option<BackendConfig>,
     /// Active (not stopped) nodes one user may have.
     pub max_active_nodes: u32,
     /// API requests per second one client IP may make (bursts of twice that).
     pub rate_limit: std::num::NonZeroU32,
+}
+
+/// Where nodes run.
+#[derive(Debug, Clone)]
+pub enum BackendConfig {
+    /// This machine is the provider.
+    Local(backend::local::LocalConfig),
+    /// Providers on the Golem market, through the requestor's yagna.
+    Golem(backend::golem::GolemConfig),
 }
 
 impl ServerConfig {
@@ -84,6 +93,8 @@ pub enum ServerError {
     PublicUrl(url::Url),
     #[error("local backend: {0}")]
     Local(#[from] backend::local::LocalError),
+    #[error("golem backend: {0}")]
+    Golem(#[from] backend::golem::GolemError),
 }
 
 /// Shared state of all routes.
@@ -218,10 +229,16 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
     let metrics = prometheus_handle();
     let config_rate = config.rate_limit;
     let backend: Option<Arc<dyn backend::Backend>> = match &config.backend {
-        Some(local) => {
+        Some(BackendConfig::Local(local)) => {
             let dir = config.data_dir.join("local");
             Some(Arc::new(
                 backend::local::LocalBackend::start(&dir, local.clone()).await?,
+            ))
+        }
+        Some(BackendConfig::Golem(golem)) => {
+            let dir = config.data_dir.join("golem");
+            Some(Arc::new(
+                backend::golem::GolemBackend::start(&dir, golem.clone()).await?,
             ))
         }
         None => None,

@@ -13,6 +13,9 @@ use crate::AppState;
 /// How long a recovering node waits for its previous runtime to let go of its endpoint.
 const RECOVERY_WAIT: Duration = Duration::from_secs(60);
 
+/// Consecutive failed STATUS polls after which a running node is failed.
+const UNHEALTHY_LIMIT: u32 = 3;
+
 /// How often running nodes' STATUS is polled for block height and sync progress.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -162,13 +165,20 @@ pub(crate) fn spawn_poller(state: Arc<AppState>) -> tokio::task::JoinHandle<()> 
             return;
         };
         let mut tick = tokio::time::interval(POLL_INTERVAL);
+        // Consecutive STATUS failures per node: a provider that stops answering fails the node.
+        let mut misses: std::collections::HashMap<String, u32> = Default::default();
         loop {
             tick.tick().await;
             let Ok(nodes) = state.store.nodes_in_states(&[NodeState::Running]).await else {
                 continue;
             };
+            misses.retain(|id, _| nodes.iter().any(|n| &n.id == id));
             for node in nodes {
-                match backend.status(&node.id).await {
+                let status = backend.status(&node.id).await;
+                if status.is_ok() {
+                    misses.remove(&node.id);
+                }
+                match status {
                     Ok(status) if status.state == RuntimeState::Failed => {
                         let reason = status.error.unwrap_or_else(|| "the node failed".into());
                         let _ = state
@@ -178,7 +188,23 @@ pub(crate) fn spawn_poller(state: Arc<AppState>) -> tokio::task::JoinHandle<()> 
                     Ok(status) => {
                         let _ = record_progress(&state, &node, &status).await;
                     }
-                    Err(e) => tracing::debug!(node = %node.id, "status: {e}"),
+                    Err(e) => {
+                        let n = misses.entry(node.id.clone()).or_default();
+                        *n += 1;
+                        tracing::warn!(node = %node.id, misses = *n, "unhealthy: {e}");
+                        if *n >= UNHEALTHY_LIMIT {
+                            misses.remove(&node.id);
+                            let reason = format!("the node stopped answering: {e}");
+                            let _ = state
+                                .transition(&node.id, NodeState::Failed, Some(&reason))
+                                .await;
+                            // End what is left of it (on Golem: the agreement, so paying stops).
+                            let (backend, id) = (backend.clone(), node.id.clone());
+                            tokio::spawn(async move {
+                                let _ = backend.stop(&id).await;
+                            });
+                        }
+                    }
                 }
             }
         }

@@ -1016,3 +1016,37 @@ fn tail(path: &Path, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// Starts `erigolem-provider run` (built in this workspace) for provider `node`, selling what the
+/// runtime config of `machine` serves; its log goes to `<data_dir>.log`. Ended by PID on drop.
+pub fn start_provider_agent(
+    node: &YagnaNode,
+    machine: &crate::Provider,
+    data_dir: &Path,
+    subnet: &str,
+    args: &[&str],
+) -> ChildGuard {
+    let log = std::fs::File::create(data_dir.with_extension("log"))
+        .unwrap_or_else(|e| panic!("{}: {e}", data_dir.with_extension("log").display()));
+    let mut cmd = Command::new(crate::workspace_bin("erigolem-provider"));
+    cmd.arg("run")
+        .args([
+            "--yagna-url",
+            &node.api_url,
+            "--gsb-url",
+            &node.gsb_url,
+            "--subnet",
+            subnet,
+        ])
+        .arg("--runtime")
+        .arg(crate::workspace_bin("ya-runtime-erigon"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env("YAGNA_APPKEY", &node.app_key)
+        .env("XDG_DATA_HOME", machine.root.join("xdg"))
+        .env("RUST_LOG", "info,erigolem_exe_unit=debug")
+        .stdout(Stdio::null())
+        .stderr(log);
+    ChildGuard::spawn(&mut cmd)
+}

@@ -23,7 +23,7 @@ use model::market::{
 };
 use model::payment::{
     Acceptance, Allocation, DebitNote, DebitNoteEvent, Invoice, InvoiceEvent, NewAllocation,
-    NewDebitNote, NewInvoice,
+    NewDebitNote, NewInvoice, Rejection,
 };
 
 /// Slack added to the HTTP timeout of long-polling calls, on top of the server-side timeout.
@@ -647,6 +647,32 @@ impl Yagna {
             Method::POST,
             &format!("/payment-api/v1/invoices/{invoice_id}/accept"),
             Some(acceptance),
+        )
+        .await
+    }
+
+    pub async fn reject_debit_note(
+        &self,
+        debit_note_id: &str,
+        rejection: &Rejection,
+    ) -> Result<(), YagnaError> {
+        self.send(
+            Method::POST,
+            &format!("/payment-api/v1/debitNotes/{debit_note_id}/reject"),
+            Some(rejection),
+        )
+        .await
+    }
+
+    pub async fn reject_invoice(
+        &self,
+        invoice_id: &str,
+        rejection: &Rejection,
+    ) -> Result<(), YagnaError> {
+        self.send(
+            Method::POST,
+            &format!("/payment-api/v1/invoices/{invoice_id}/reject"),
+            Some(rejection),
         )
         .await
     }

@@ -77,14 +77,57 @@ fn reasons(rejections: &[String]) -> String {
     }
 }
 
+/// How a requestor picks among the providers that answer.
+pub struct DealOptions<'a> {
+    /// Give up (with [`DealError::NoDeal`] and every reason heard) after this long.
+    pub timeout: Duration,
+    /// After the first provider's answer, wait this long for others, then sign with the cheapest.
+    pub window: Duration,
+    /// Whether an offer is acceptable, or why not (price cap, allow/deny lists, …).
+    pub accept: &'a (dyn Fn(&Proposal) -> Result<(), String> + Send + Sync),
+    /// What an offer costs, for choosing the cheapest.
+    pub price: &'a (dyn Fn(&Proposal) -> f64 + Send + Sync),
+}
+
+impl std::fmt::Debug for DealOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DealOptions")
+            .field("timeout", &self.timeout)
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Publishes `spec`'s demand, answers initial offers with it, and signs an agreement with the first
-/// provider whose counter-proposal `accept` takes (cheapest-first choice is the caller's, through
-/// `accept`). Gives up after `timeout`. The demand is unsubscribed at the end either way.
+/// provider whose counter-proposal `accept` takes. Gives up after `timeout`.
 pub async fn make_deal(
     yagna: &Yagna,
     spec: &DemandSpec,
     timeout: Duration,
-    mut accept: impl FnMut(&Proposal) -> bool,
+    accept: impl Fn(&Proposal) -> bool + Send + Sync,
+) -> Result<Deal, DealError> {
+    let accept = move |p: &Proposal| {
+        if accept(p) {
+            Ok(())
+        } else {
+            Err("not accepted".to_owned())
+        }
+    };
+    let options = DealOptions {
+        timeout,
+        window: Duration::ZERO,
+        accept: &accept,
+        price: &|_| 0.0,
+    };
+    make_deal_with(yagna, spec, &options).await
+}
+
+/// [`make_deal`] choosing among the answers that arrive within `options.window`, cheapest first
+/// (the next one if an agreement fails). The demand is unsubscribed at the end either way.
+pub async fn make_deal_with(
+    yagna: &Yagna,
+    spec: &DemandSpec,
+    options: &DealOptions<'_>,
 ) -> Result<Deal, DealError> {
     let demand = spec.demand();
     let started = Instant::now();
@@ -92,18 +135,23 @@ pub async fn make_deal(
     let result = async {
         let mut rejections = Vec::new();
         let mut first_offer_after = None;
-        while started.elapsed() < timeout {
-            let left = timeout
-                .saturating_sub(started.elapsed())
-                .min(Duration::from_secs(2));
-            for event in yagna
-                .demand_events(&subscription, left.max(Duration::from_millis(100)), 16)
-                .await?
-            {
+        // Providers' answers to our counter-proposals, and when the first came.
+        let mut answers: Vec<Proposal> = Vec::new();
+        let mut first_answer: Option<Instant> = None;
+        while started.elapsed() < options.timeout {
+            let left = options.timeout.saturating_sub(started.elapsed());
+            let poll = match first_answer {
+                Some(at) => options.window.saturating_sub(at.elapsed()),
+                None => Duration::from_secs(2),
+            }
+            .min(left)
+            .max(Duration::from_millis(50));
+            for event in yagna.demand_events(&subscription, poll, 16).await? {
                 match event {
                     RequestorEvent::ProposalEvent { proposal, .. } => {
                         first_offer_after.get_or_insert(started.elapsed());
-                        if !accept(&proposal) {
+                        if let Err(why) = (options.accept)(&proposal) {
+                            rejections.push(format!("{}: {why}", proposal.issuer_id));
                             continue;
                         }
                         if proposal.state == State::Initial {
@@ -116,18 +164,8 @@ pub async fn make_deal(
                             }
                             continue;
                         }
-                        match sign(yagna, &proposal.proposal_id, spec.expiration).await {
-                            Ok(agreement_id) => {
-                                return Ok(Deal {
-                                    agreement_id,
-                                    provider_id: proposal.issuer_id.to_string().to_lowercase(),
-                                    offer: proposal,
-                                    first_offer_after: first_offer_after.unwrap_or_default(),
-                                    approved_after: started.elapsed(),
-                                })
-                            }
-                            Err(e) => rejections.push(format!("{}: {e}", proposal.issuer_id)),
-                        }
+                        first_answer.get_or_insert_with(Instant::now);
+                        answers.push(proposal);
                     }
                     RequestorEvent::ProposalRejectedEvent {
                         proposal_id,
@@ -142,6 +180,25 @@ pub async fn make_deal(
                     }
                     RequestorEvent::PropertyQueryEvent { .. } => {}
                 }
+            }
+            if first_answer.is_some_and(|at| at.elapsed() >= options.window) && !answers.is_empty()
+            {
+                answers.sort_by(|a, b| (options.price)(a).total_cmp(&(options.price)(b)));
+                for proposal in answers.drain(..) {
+                    match sign(yagna, &proposal.proposal_id, spec.expiration).await {
+                        Ok(agreement_id) => {
+                            return Ok(Deal {
+                                agreement_id,
+                                provider_id: proposal.issuer_id.to_string().to_lowercase(),
+                                offer: proposal,
+                                first_offer_after: first_offer_after.unwrap_or_default(),
+                                approved_after: started.elapsed(),
+                            });
+                        }
+                        Err(e) => rejections.push(format!("{}: {e}", proposal.issuer_id)),
+                    }
+                }
+                first_answer = None;
             }
         }
         Err(DealError::NoDeal {

@@ -2,12 +2,11 @@
 #![allow(clippy::unwrap_used, dead_code)]
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use erigolem_test_utils::golem::{GolemNet, YagnaNode, PAYMENT_PLATFORM};
 use erigolem_test_utils::provider::Provider;
-use erigolem_test_utils::{workspace_bin, ChildGuard};
+use erigolem_test_utils::ChildGuard;
 use erigolem_yagna::model::activity::ExeScriptCommandResult;
 use erigolem_yagna::requestor::DemandSpec;
 use erigolem_yagna::Yagna;
@@ -18,44 +17,30 @@ pub(crate) fn yagna(node: &YagnaNode) -> Yagna {
     Yagna::new(node.api_url.parse().unwrap(), node.app_key.clone())
 }
 
-/// Starts `erigolem-provider run` for the provider node, with the provider machine's runtime config.
+/// Starts `erigolem-provider run` for the provider node at 36 GLM/h + 0.5 GLM start fee, with
+/// debit notes every 2 s.
 pub(crate) fn start_agent(
     net: &GolemNet,
     machine: &Provider,
     data_dir: &Path,
     extra: &[&str],
 ) -> ChildGuard {
-    let p = net.provider(0);
-    let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
-    let mut cmd = Command::new(workspace_bin("erigolem-provider"));
-    cmd.arg("run")
-        .args([
-            "--yagna-url",
-            &p.api_url,
-            "--gsb-url",
-            &p.gsb_url,
-            "--subnet",
-            SUBNET,
-        ])
-        .args([
-            "--price-per-hour",
-            "36",
-            "--start-fee",
-            "0.5",
-            "--debit-note-interval",
-            "2",
-        ])
-        .arg("--runtime")
-        .arg(workspace_bin("ya-runtime-erigon"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(extra)
-        .env("YAGNA_APPKEY", &p.app_key)
-        .env("XDG_DATA_HOME", machine.root.join("xdg"))
-        .env("RUST_LOG", "info,erigolem_exe_unit=debug")
-        .stdout(Stdio::null())
-        .stderr(log);
-    ChildGuard::spawn(&mut cmd)
+    let mut args = vec![
+        "--price-per-hour",
+        "36",
+        "--start-fee",
+        "0.5",
+        "--debit-note-interval",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    erigolem_test_utils::golem::start_provider_agent(
+        net.provider(0),
+        machine,
+        data_dir,
+        SUBNET,
+        &args,
+    )
 }
 
 pub(crate) fn spec(node: &YagnaNode) -> DemandSpec {

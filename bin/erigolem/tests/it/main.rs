@@ -7,21 +7,21 @@ use std::path::Path;
 use std::process::Output;
 
 use erigolem_server::backend::local::LocalConfig;
-use erigolem_server::{spawn, Handle, ServerConfig};
+use erigolem_server::{spawn, BackendConfig, Handle, ServerConfig};
 use erigolem_test_utils::wallet::DEV_KEY_0;
 use erigolem_test_utils::{anvil_bin, free_port, free_port_block, rpc, stable_port, workspace_bin};
 use serde_json::{json, Value};
 
 async fn server(dir: &Path) -> Handle {
     let mut config = ServerConfig::test(dir);
-    config.backend = Some(LocalConfig {
+    config.backend = Some(BackendConfig::Local(LocalConfig {
         runtime_bin: workspace_bin("ya-runtime-erigon"),
         anvil_bin: Some(anvil_bin()),
         erigon_bin: None,
         gateway_listen: ([127, 0, 0, 1], free_port()).into(),
         max_nodes: 2,
         port_base: free_port_block(24),
-    });
+    }));
     spawn(config).await.unwrap()
 }
 

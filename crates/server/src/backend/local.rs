@@ -216,6 +216,7 @@ impl Backend for LocalBackend {
                 network,
                 modes,
                 engine: erigolem_engine::engine_for(network),
+                price: None,
             })
             .collect()
     }

@@ -1,10 +1,11 @@
 //! Where nodes run. `local`: this machine is the provider (the server spawns `ya-runtime-erigon`
-//! per node, speaking the runtime API as an exe-unit does). The `golem` backend will implement the
-//! same trait over the Golem market.
+//! per node, speaking the runtime API as an exe-unit does). `golem`: providers on the Golem market
+//! run them, through the requestor's yagna.
 
 use erigolem_primitives::{EngineKind, Mode, Network, NodeStatus, StartArgs};
 use serde::Serialize;
 
+pub mod golem;
 pub mod local;
 
 /// A network this backend can serve, and how.
@@ -16,6 +17,37 @@ pub struct NetworkOffer {
     pub modes: Vec<Mode>,
     #[schema(value_type = String)]
     pub engine: EngineKind,
+    /// What providers ask (golem backend only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price: Option<PriceRange>,
+}
+
+/// The price range of the offers for a network on the market.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PriceRange {
+    pub min_per_hour: f64,
+    pub max_per_hour: f64,
+    pub currency: String,
+    pub providers: usize,
+}
+
+/// What a node on Golem costs: the agreed price, what was paid, and how long the budget lasts.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Billing {
+    pub provider_id: String,
+    pub provider_name: Option<String>,
+    pub agreement_id: String,
+    pub price_per_hour: f64,
+    pub start_fee: f64,
+    /// GLM accepted so far.
+    pub spent: f64,
+    pub budget: f64,
+    /// Seconds the rest of the budget pays for, while the node runs.
+    pub runway_secs: Option<u64>,
+    /// The final invoice was accepted.
+    pub settled: bool,
+    /// The last payment request above the agreed terms, refused (not paid), and why.
+    pub refused: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,4 +77,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Replaces the node's password; the old one stops working at once.
     async fn rotate(&self, node_id: &str)
         -> Result<erigolem_primitives::Credentials, BackendError>;
+    /// Price and spend of a node, where the backend pays for nodes.
+    fn billing(&self, _node_id: &str) -> Option<Billing> {
+        None
+    }
+    /// Whether a node may be asked for on a network `networks()` does not list now (the market
+    /// changes: the backend looks for providers when the node starts).
+    fn accepts_any_network(&self) -> bool {
+        false
+    }
 }

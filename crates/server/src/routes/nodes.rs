@@ -62,6 +62,8 @@ pub(crate) struct NodeView {
     url: Option<String>,
     ws_url: Option<String>,
     auth: Option<Credentials>,
+    /// Price, spend and budget of a node on Golem.
+    billing: Option<crate::backend::Billing>,
     block: Option<i64>,
     #[schema(value_type = Option<Object>)]
     sync: Option<serde_json::Value>,
@@ -90,6 +92,7 @@ async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeVie
             .find(|o| o.network.to_string() == node.network)
             .map(|o| o.engine.to_string())
     });
+    let billing = state.backend.as_ref().and_then(|b| b.billing(&node.id));
     Ok(NodeView {
         id: node.id,
         name: node.name,
@@ -102,6 +105,7 @@ async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeVie
         url: node.url.filter(|_| live),
         ws_url: node.ws_url.filter(|_| live),
         auth,
+        billing,
         block: node.block,
         sync: node.sync,
         created_at: node.created_at,
@@ -152,7 +156,27 @@ pub(crate) async fn create(
         .as_ref()
         .map(|b| b.networks())
         .unwrap_or_default();
-    let Some(offer) = offers.iter().find(|o| o.network == body.network) else {
+    let any = state
+        .backend
+        .as_ref()
+        .is_some_and(|b| b.accepts_any_network());
+    let fallback;
+    let offer = match offers.iter().find(|o| o.network == body.network) {
+        Some(offer) => Some(offer),
+        // The market may have no offer for it right now: the node looks for one when it starts.
+        None if any => {
+            fallback = crate::backend::NetworkOffer {
+                network: body.network,
+                // A node of its own unless asked otherwise: every provider can start one.
+                modes: vec![Mode::Dedicated, Mode::Shared],
+                engine: erigolem_engine::engine_for(body.network),
+                price: None,
+            };
+            Some(&fallback)
+        }
+        None => None,
+    };
+    let Some(offer) = offer else {
         let served: Vec<String> = offers.iter().map(|o| o.network.to_string()).collect();
         return Err(ApiError::bad_request(
             "unsupported_network",

@@ -2,6 +2,7 @@
 //! the error envelope, limits, health, metrics and the OpenAPI document.
 #![allow(clippy::unwrap_used)]
 
+mod golem;
 mod nodes;
 
 use erigolem_server::{spawn, Handle, ServerConfig};

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use erigolem_server::backend::local::LocalConfig;
-use erigolem_server::{spawn, Handle, ServerConfig};
+use erigolem_server::{spawn, BackendConfig, Handle, ServerConfig};
 use erigolem_test_utils::wallet::{DEV_KEY_0, DEV_KEY_1};
 use erigolem_test_utils::{
     anvil_bin, free_port, free_port_block, rpc, stable_port, wait_for, workspace_bin, RpcError,
@@ -17,39 +17,50 @@ use crate::sign_in;
 async fn server_with_nodes(dir: &std::path::Path, tweak: impl FnOnce(&mut ServerConfig)) -> Handle {
     let mut config = ServerConfig::test(dir);
     config.chain_ids = vec![1];
-    config.backend = Some(LocalConfig {
+    config.backend = Some(BackendConfig::Local(LocalConfig {
         runtime_bin: workspace_bin("ya-runtime-erigon"),
         anvil_bin: Some(anvil_bin()),
         erigon_bin: Some(workspace_bin("fake-erigon")),
         gateway_listen: ([127, 0, 0, 1], free_port()).into(),
         max_nodes: 4,
         port_base: free_port_block(erigolem_engine_block() * 4),
-    });
+    }));
     tweak(&mut config);
     spawn(config).await.unwrap()
+}
+
+fn local(c: &mut ServerConfig) -> &mut LocalConfig {
+    match c.backend.as_mut() {
+        Some(BackendConfig::Local(local)) => local,
+        other => panic!("not the local backend: {other:?}"),
+    }
 }
 
 fn erigolem_engine_block() -> u16 {
     12
 }
 
-struct Api<'a> {
+pub(crate) struct Api<'a> {
     h: &'a Handle,
-    token: String,
+    pub(crate) token: String,
 }
 
 impl<'a> Api<'a> {
-    async fn signed_in(h: &'a Handle, key: &str) -> Self {
+    pub(crate) async fn signed_in(h: &'a Handle, key: &str) -> Self {
         Self {
             h,
             token: sign_in(h, key).await,
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn with_token(h: &'a Handle, token: String) -> Self {
+        Self { h, token }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.h.url())
     }
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, Value) {
         let r = reqwest::Client::new()
             .get(self.url(path))
             .bearer_auth(&self.token)
@@ -58,7 +69,7 @@ impl<'a> Api<'a> {
             .unwrap();
         (r.status(), r.json().await.unwrap_or(Value::Null))
     }
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         let r = reqwest::Client::new()
             .post(self.url(path))
             .bearer_auth(&self.token)
@@ -68,7 +79,7 @@ impl<'a> Api<'a> {
             .unwrap();
         (r.status(), r.json().await.unwrap_or(Value::Null))
     }
-    async fn delete(&self, path: &str) -> StatusCode {
+    pub(crate) async fn delete(&self, path: &str) -> StatusCode {
         reqwest::Client::new()
             .delete(self.url(path))
             .bearer_auth(&self.token)
@@ -77,7 +88,7 @@ impl<'a> Api<'a> {
             .unwrap()
             .status()
     }
-    async fn wait_state(&self, id: &str, want: &str) -> Value {
+    pub(crate) async fn wait_state(&self, id: &str, want: &str) -> Value {
         wait_for(
             &format!("node {id} to be {want}"),
             Duration::from_secs(30),
@@ -216,10 +227,7 @@ async fn bad_requests_and_limits_store_nothing() {
 async fn a_node_that_cannot_start_is_failed_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     // anvil posing as erigon rejects Erigon's flags and exits at once.
-    let h = server_with_nodes(dir.path(), |c| {
-        c.backend.as_mut().unwrap().erigon_bin = Some(anvil_bin())
-    })
-    .await;
+    let h = server_with_nodes(dir.path(), |c| local(c).erigon_bin = Some(anvil_bin())).await;
     let alice = Api::signed_in(&h, DEV_KEY_0).await;
     let (_, created) = alice.post("/nodes", json!({"network": "sepolia"})).await;
     let failed = alice
@@ -234,7 +242,7 @@ async fn after_a_restart_running_nodes_come_back_with_the_same_url_and_credentia
     let dir = tempfile::tempdir().unwrap();
     let (gateway, ports) = (stable_port(), free_port_block(erigolem_engine_block() * 4));
     let same_ports = |c: &mut ServerConfig| {
-        let local = c.backend.as_mut().unwrap();
+        let local = local(c);
         local.gateway_listen = ([127, 0, 0, 1], gateway).into();
         local.port_base = ports;
     };
