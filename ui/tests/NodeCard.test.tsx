@@ -97,6 +97,30 @@ describe('NodeCard', () => {
   });
 });
 
+describe('NodeCard on Golem', () => {
+  it('shows the agreed price, the spend against the budget, its runway and the provider', () => {
+    renderCard({
+      ...running,
+      billing: {
+        provider_id: '0xabc',
+        provider_name: 'erigolem-provider-0xabc',
+        agreement_id: 'ag1',
+        price_per_hour: 0.36,
+        start_fee: 0.5,
+        spent: 0.62,
+        budget: 5,
+        runway_secs: 7500,
+        settled: false,
+        refused: 'debit note d1: 9 GLM is more than the agreed price allows',
+      },
+    });
+    expect(screen.getByTestId('node-price').textContent).toBe('0.36 GLM/h + 0.5 GLM start');
+    expect(screen.getByTestId('node-spent').textContent).toBe('0.62 of 5 GLM · budget lasts 2 h 5 min');
+    expect(screen.getByText('erigolem-provider-0xabc')).toBeTruthy();
+    expect(screen.getByTestId('node-refused').textContent).toContain('more than the agreed price');
+  });
+});
+
 describe('node helpers', () => {
   it('shows a synced dev chain as a full bar at its head', () => {
     expect(syncView({ state: 'running', block: 7, sync: null })).toMatchObject({ fraction: 1, synced: true, current: 7 });

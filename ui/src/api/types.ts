@@ -19,6 +19,24 @@ export interface Credentials {
   password: string;
 }
 
+/** Price and spend of a node on Golem (golem backend only). */
+export interface Billing {
+  provider_id: string;
+  provider_name: string | null;
+  agreement_id: string;
+  /** GLM per hour. */
+  price_per_hour: number;
+  start_fee: number;
+  /** GLM paid so far. */
+  spent: number;
+  budget: number;
+  /** Seconds the rest of the budget pays for, while the node runs. */
+  runway_secs: number | null;
+  settled: boolean;
+  /** The last payment request above the agreed price, refused, and why. */
+  refused: string | null;
+}
+
 export interface Node {
   id: string;
   name: string;
@@ -31,6 +49,7 @@ export interface Node {
   url: string | null;
   ws_url: string | null;
   auth: Credentials | null;
+  billing?: Billing | null;
   block: number | null;
   sync: SyncProgress | null;
   /** Unix milliseconds. */
@@ -44,7 +63,7 @@ export interface NetworkOffer {
   network: string;
   modes: string[];
   engine: string;
-  price?: { min_per_hour: number; max_per_hour: number; currency: string };
+  price?: { min_per_hour: number; max_per_hour: number; currency: string; providers: number };
 }
 
 export interface CreateNodeRequest {
@@ -52,7 +71,6 @@ export interface CreateNodeRequest {
   network: string;
   mode?: string;
   prune?: string;
-  max_price_per_hour?: number;
 }
 
 export interface NonceResponse {

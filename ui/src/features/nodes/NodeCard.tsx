@@ -2,7 +2,7 @@ import { useId, useState } from 'react';
 import type { Node } from '../../api/types';
 import { CopyButton } from '../../components/CopyButton';
 import { useToast } from '../../components/Toasts';
-import { formatBlock, formatTime, STATE_LABEL, syncView } from './format';
+import { formatBlock, formatDuration, formatGlm, formatTime, STATE_LABEL, syncView } from './format';
 import { SNIPPET_KINDS, snippet, type SnippetKind } from './snippets';
 import { useDeleteNode } from './useDeleteNode';
 import { useStopNode } from './useStopNode';
@@ -121,6 +121,12 @@ export function NodeCard({ node }: { node: Node }) {
         </p>
       )}
 
+      {node.billing?.refused && (
+        <p className="error-reason" data-testid="node-refused">
+          <strong>Refused to pay:</strong> {node.billing.refused}
+        </p>
+      )}
+
       <dl className="fields">
         {node.block !== null && (
           <div className="field">
@@ -129,6 +135,39 @@ export function NodeCard({ node }: { node: Node }) {
               <span className="value" data-testid="node-block">
                 {formatBlock(node.block)}
               </span>
+            </dd>
+          </div>
+        )}
+        {node.billing && (
+          <div className="field">
+            <dt>Price</dt>
+            <dd>
+              <span className="value" data-testid="node-price">
+                {formatGlm(node.billing.price_per_hour)} GLM/h
+                {node.billing.start_fee > 0 ? ` + ${formatGlm(node.billing.start_fee)} GLM start` : ''}
+              </span>
+            </dd>
+          </div>
+        )}
+        {node.billing && (
+          <div className="field">
+            <dt>Spent</dt>
+            <dd>
+              <span className="value" data-testid="node-spent">
+                {formatGlm(node.billing.spent)} of {formatGlm(node.billing.budget)} GLM
+                {node.billing.runway_secs !== null ? ` · budget lasts ${formatDuration(node.billing.runway_secs)}` : ''}
+                {node.billing.settled ? ' · paid' : ''}
+              </span>
+            </dd>
+          </div>
+        )}
+        {node.billing && (
+          <div className="field">
+            <dt>Provider</dt>
+            <dd>
+              <code className="value" title={node.billing.provider_id}>
+                {node.billing.provider_name ?? node.billing.provider_id}
+              </code>
             </dd>
           </div>
         )}

@@ -1,7 +1,7 @@
 import { useEffect, useState, type FormEvent } from 'react';
 import { PRUNE_MODES, type CreateNodeRequest } from '../../api/types';
 import { useToast } from '../../components/Toasts';
-import { defaultNodeName } from './format';
+import { defaultNodeName, formatGlm } from './format';
 import { useCreateNode } from './useCreateNode';
 import { useNetworks } from './useNetworks';
 
@@ -14,7 +14,6 @@ export function StartNodeForm({ onStarted }: { onStarted?: () => void }) {
   const [name, setName] = useState('');
   const [mode, setMode] = useState('');
   const [prune, setPrune] = useState<string>(PRUNE_MODES[0]);
-  const [maxPrice, setMaxPrice] = useState('');
 
   const offer = offers.find((o) => o.network === network) ?? offers[0];
   useEffect(() => {
@@ -32,7 +31,6 @@ export function StartNodeForm({ onStarted }: { onStarted?: () => void }) {
     if (!offer) return;
     const request: CreateNodeRequest = { network: offer.network, name: name.trim() || undefined, mode: mode || undefined };
     if (offer.engine === 'erigon') request.prune = prune;
-    if (offer.price && maxPrice) request.max_price_per_hour = Number(maxPrice);
     create.mutate(request, {
       onSuccess: (node) => {
         toast('info', `Starting ${node.name}…`);
@@ -96,17 +94,12 @@ export function StartNodeForm({ onStarted }: { onStarted?: () => void }) {
           </label>
         )}
         {offer?.price && (
-          <label>
-            Max price per hour ({offer.price.currency})
-            <input
-              type="number"
-              min={0}
-              step="any"
-              value={maxPrice}
-              placeholder={`${offer.price.min_per_hour}–${offer.price.max_per_hour}`}
-              onChange={(e) => setMaxPrice(e.target.value)}
-            />
-          </label>
+          <p className="price-info" data-testid="price-range">
+            {offer.price.providers} provider{offer.price.providers === 1 ? '' : 's'} ·{' '}
+            {formatGlm(offer.price.min_per_hour)}
+            {offer.price.max_per_hour !== offer.price.min_per_hour ? `–${formatGlm(offer.price.max_per_hour)}` : ''} {offer.price.currency}/h
+            (the cheapest is chosen)
+          </p>
         )}
       </div>
       <button type="submit" className="button primary" disabled={create.isPending}>

@@ -55,3 +55,14 @@ export function defaultNodeName(network: string, random: () => number = Math.ran
   const n = Math.floor(random() * 90) + 10;
   return `${network}-${word}-${n}`;
 }
+
+export function formatGlm(amount: number, locale?: string): string {
+  return new Intl.NumberFormat(locale, { maximumSignificantDigits: 4 }).format(amount);
+}
+
+/** `2 h 5 min`, `45 min`, `30 s`. */
+export function formatDuration(secs: number): string {
+  if (secs >= 3600) return `${Math.floor(secs / 3600)} h ${Math.floor((secs % 3600) / 60)} min`;
+  if (secs >= 60) return `${Math.floor(secs / 60)} min`;
+  return `${Math.floor(secs)} s`;
+}
