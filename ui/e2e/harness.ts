@@ -140,6 +140,50 @@ export async function startServer(): Promise<Server> {
   return { url, process: child, log, stop };
 }
 
+/**
+ * Starts the whole Golem path (`cargo build --examples` builds it): a local Golem network, a
+ * provider running `erigolem-provider run`, and `erigolem serve --backend golem`. Resolves with the
+ * server's URL once it prints it.
+ */
+export async function startGolemStack(): Promise<Server> {
+  const log: string[] = [];
+  const child = spawn(join(REPO, 'target', 'debug', 'examples', 'golem-stack'), [], {
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: 'info' },
+  });
+  const exited = new Promise<void>((ok) => child.once('exit', () => ok()));
+  const url = await new Promise<string>((ok, fail) => {
+    const timer = setTimeout(() => fail(new Error(`golem-stack did not start:\n${log.join('')}`)), 60_000);
+    child.stderr?.on('data', (d: Buffer) => log.push(d.toString()));
+    child.stdout?.on('data', (d: Buffer) => {
+      log.push(d.toString());
+      const found = /ERIGOLEM_URL=(\S+)/.exec(log.join(''));
+      if (found?.[1]) {
+        clearTimeout(timer);
+        ok(found[1]);
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      fail(new Error(`golem-stack exited with ${code}:\n${log.join('')}`));
+    });
+  });
+  const stop = async () => {
+    if (child.exitCode === null && child.pid) {
+      process.kill(child.pid, 'SIGTERM');
+      const timeout = new Promise<'timeout'>((ok) => setTimeout(() => ok('timeout'), 20_000));
+      if ((await Promise.race([exited, timeout])) === 'timeout') process.kill(-child.pid, 'SIGKILL');
+    }
+    try {
+      if (child.pid) process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      // The group is gone already.
+    }
+  };
+  return { url, process: child, log, stop };
+}
+
 export type WalletBehaviour = 'sign' | 'reject' | 'none';
 
 /** A fresh Chromium profile; with a wallet (announced by EIP-6963 and as window.ethereum) unless 'none'. */
