@@ -26,7 +26,14 @@ async fn main() -> anyhow::Result<()> {
         &machine,
         &dir.path().join("agent"),
         SUBNET,
-        &["--price-per-hour", "0.36", "--start-fee", "0.01", "--debit-note-interval", "5"],
+        &[
+            "--price-per-hour",
+            "0.36",
+            "--start-fee",
+            "0.01",
+            "--debit-note-interval",
+            "5",
+        ],
     );
     let requestor = net.requestor(0);
     let mut golem = GolemConfig::new(requestor.api_url.parse()?, requestor.app_key.clone());

@@ -96,6 +96,19 @@ struct NodeDeal {
     /// Why the last payment request above the terms was refused.
     #[serde(default)]
     refused: Option<String>,
+    /// How the start went, in ms from the demand being published.
+    #[serde(default)]
+    start_ms: Option<StartTimes>,
+}
+
+/// Milliseconds from the demand to: the first offer, the agreement approved, the activity created,
+/// the runtime answering (`deploy`, `start`, `STATUS` done).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct StartTimes {
+    pub first_offer: u64,
+    pub agreement: u64,
+    pub activity: u64,
+    pub runtime: u64,
 }
 
 impl NodeDeal {
@@ -641,6 +654,7 @@ impl Backend for GolemBackend {
             payer: shared.payer.clone(),
             expiration: shared.config.agreement_duration,
         };
+        let demanded = Instant::now();
         let mut failed_providers: Vec<String> = Vec::new();
         let mut last_error = String::new();
         for _ in 0..ATTEMPTS {
@@ -691,7 +705,14 @@ impl Backend for GolemBackend {
                 }
             };
             match self
-                .run_node(node_id, &args, &deal, budget, &allocation.allocation_id)
+                .run_node(
+                    node_id,
+                    &args,
+                    &deal,
+                    budget,
+                    &allocation.allocation_id,
+                    demanded,
+                )
                 .await
             {
                 Ok(status) => return Ok(status),
@@ -803,12 +824,15 @@ impl GolemBackend {
         deal: &erigolem_yagna::requestor::Deal,
         budget: f64,
         allocation_id: &str,
+        demanded: Instant,
     ) -> Result<NodeStatus, String> {
         let yagna = &self.shared.yagna;
+        let agreement_at = demanded.elapsed();
         let activity = yagna
             .create_activity(&deal.agreement_id, Duration::from_secs(15))
             .await
             .map_err(|e| e.to_string())?;
+        let activity_at = demanded.elapsed();
         let record = NodeDeal {
             agreement_id: deal.agreement_id.clone(),
             activity_id: activity.clone(),
@@ -824,6 +848,7 @@ impl GolemBackend {
             stopped_at: None,
             settled: false,
             refused: None,
+            start_ms: None,
         };
         // Recorded before the node starts: a debit note may come at once, and a crash must not
         // forget an agreement that costs money.
@@ -839,6 +864,16 @@ impl GolemBackend {
         )
         .await
         .and_then(|out| parse_status(out.get(2).map(String::as_str).unwrap_or_default()));
+        if result.is_ok() {
+            let ms = |d: Duration| d.as_millis() as u64;
+            let times = StartTimes {
+                first_offer: ms(deal.first_offer_after),
+                agreement: ms(agreement_at),
+                activity: ms(activity_at),
+                runtime: ms(demanded.elapsed()),
+            };
+            self.shared.update(node_id, |d| d.start_ms = Some(times));
+        }
         if let Err(e) = &result {
             self.shared.update(node_id, |d| {
                 d.stopped_at = Some(Utc::now().timestamp_millis())
