@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use erigolem_primitives::{InstanceName, NodeState as RuntimeState, StartArgs};
 use erigolem_store::{NodeRecord, NodeState, StoreError};
 
-use crate::backend::BackendError;
+use crate::backend::{BackendError, NodeTerms};
 use crate::AppState;
 
 /// How long a recovering node waits for its previous runtime to let go of its endpoint.
@@ -36,8 +36,9 @@ async fn run_start(state: &AppState, node: &NodeRecord) -> Result<(), StoreError
         .transition(&node.id, NodeState::Starting, None)
         .await?;
     let args = start_args(node, None);
+    let terms = NodeTerms::from_backend_ref(node.backend_ref.as_ref());
     let started = Instant::now();
-    match backend.start(&node.id, args).await {
+    match backend.start(&node.id, args, &terms).await {
         Ok(status) => {
             metrics::histogram!("erigolem_node_start_seconds")
                 .record(started.elapsed().as_secs_f64());
@@ -50,7 +51,7 @@ async fn run_start(state: &AppState, node: &NodeRecord) -> Result<(), StoreError
                     &status.auth.user,
                     status.auth.password.expose(),
                     Some(status.instance.as_str()),
-                    None,
+                    node.backend_ref.as_ref(),
                 )
                 .await?;
             record_progress(state, node, &status).await?;
@@ -88,6 +89,35 @@ fn start_args(node: &NodeRecord, password: Option<String>) -> StartArgs {
 }
 
 /// Stops a node: a running one through the backend, one still starting when its start returns.
+/// Stops a running node for a reason of the server's (not the user's), recorded on its transitions.
+pub(crate) async fn stop_because(
+    state: Arc<AppState>,
+    id: &str,
+    reason: &str,
+) -> Result<(), StoreError> {
+    state
+        .transition(id, NodeState::Stopping, Some(reason))
+        .await?;
+    let result = match &state.backend {
+        Some(backend) => backend.stop(id).await.err().map(|e| e.to_string()),
+        None => None,
+    };
+    match result {
+        Some(e) if !e.contains("is not running on this backend") => {
+            let reason = format!("{reason}; the stop failed: {e}");
+            state
+                .transition(id, NodeState::Failed, Some(&reason))
+                .await?;
+        }
+        _ => {
+            state
+                .transition(id, NodeState::Stopped, Some(reason))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 pub(crate) async fn stop(state: Arc<AppState>, node: NodeRecord) -> Result<(), StoreError> {
     match node.state {
         NodeState::Pending | NodeState::Starting => {
@@ -132,6 +162,32 @@ async fn finish_stop(state: &AppState, id: &str, error: Option<String>) -> Resul
     Ok(())
 }
 
+/// A new node with the failed one's owner, name, network, mode and terms; started at once (on
+/// Golem: on another provider, as the failed one's is not answering). Returns its id.
+async fn replace(state: &Arc<AppState>, failed: &NodeRecord) -> Result<String, StoreError> {
+    let node = state
+        .store
+        .insert_node(&erigolem_store::NewNode {
+            owner: failed.owner.clone(),
+            name: failed.name.clone(),
+            network: failed.network.clone(),
+            mode: failed.mode.clone(),
+            prune: failed.prune.clone(),
+        })
+        .await?;
+    if let Some(r) = &failed.backend_ref {
+        state.store.set_backend_ref(&node.id, r).await?;
+    }
+    let node = erigolem_store::NodeRecord {
+        backend_ref: failed.backend_ref.clone(),
+        ..node
+    };
+    state.notify();
+    let id = node.id.clone();
+    start(state.clone(), node);
+    Ok(id)
+}
+
 /// Stores the node's block height and sync progress and tells its owner's event streams.
 async fn record_progress(
     state: &AppState,
@@ -173,6 +229,17 @@ pub(crate) fn spawn_poller(state: Arc<AppState>) -> tokio::task::JoinHandle<()> 
                 continue;
             };
             misses.retain(|id, _| nodes.iter().any(|n| &n.id == id));
+            for (id, reason) in backend.ending() {
+                if nodes.iter().any(|n| n.id == id) {
+                    tracing::info!(node = %id, %reason, "stopping");
+                    let (state, reason) = (state.clone(), format!("stopped: {reason}"));
+                    tokio::spawn(async move {
+                        if let Err(e) = stop_because(state, &id, &reason).await {
+                            tracing::error!(node = %id, "stop bookkeeping failed: {e}");
+                        }
+                    });
+                }
+            }
             for node in nodes {
                 let status = backend.status(&node.id).await;
                 if status.is_ok() {
@@ -194,7 +261,17 @@ pub(crate) fn spawn_poller(state: Arc<AppState>) -> tokio::task::JoinHandle<()> 
                         tracing::warn!(node = %node.id, misses = *n, "unhealthy: {e}");
                         if *n >= UNHEALTHY_LIMIT {
                             misses.remove(&node.id);
-                            let reason = format!("the node stopped answering: {e}");
+                            let mut reason = format!("the node stopped answering: {e}");
+                            if NodeTerms::from_backend_ref(node.backend_ref.as_ref()).auto_replace {
+                                match replace(&state, &node).await {
+                                    Ok(new) => {
+                                        reason.push_str(&format!("; replaced by node {new}"))
+                                    }
+                                    Err(e) => {
+                                        reason.push_str(&format!("; replacing it failed: {e}"))
+                                    }
+                                }
+                            }
                             let _ = state
                                 .transition(&node.id, NodeState::Failed, Some(&reason))
                                 .await;
@@ -260,7 +337,11 @@ async fn restore(state: &AppState, node: &NodeRecord) -> Result<(), StoreError> 
     let deadline = Instant::now() + RECOVERY_WAIT;
     let result = loop {
         match backend
-            .start(&node.id, start_args(node, password.clone()))
+            .start(
+                &node.id,
+                start_args(node, password.clone()),
+                &NodeTerms::from_backend_ref(node.backend_ref.as_ref()),
+            )
             .await
         {
             Err(BackendError::InstanceBusy) if Instant::now() < deadline => {

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
-use super::{Backend, BackendError, Billing, NetworkOffer, PriceRange};
+use super::{Backend, BackendError, Billing, NetworkOffer, NodeTerms, PriceRange};
 
 /// Settings of the golem backend (`erigolem serve --backend golem`).
 #[derive(Debug, Clone)]
@@ -552,6 +552,9 @@ fn parse_status(text: &str) -> Result<NodeStatus, String> {
         .map_err(|e| format!("the provider's STATUS did not parse ({e}): {text}"))
 }
 
+/// A node is stopped this long before its agreement ends.
+const AGREEMENT_END_MARGIN_MS: i64 = 5 * 60 * 1000;
+
 /// Attempts at different providers before a node fails.
 const ATTEMPTS: usize = 3;
 
@@ -607,7 +610,48 @@ impl Backend for GolemBackend {
         true
     }
 
-    async fn start(&self, node_id: &str, args: StartArgs) -> Result<NodeStatus, BackendError> {
+    fn pays(&self) -> bool {
+        true
+    }
+
+    /// Nodes whose budget will not pay for the next minute, or whose agreement ends within five
+    /// minutes: stopped (with the reason) before they run unpaid or vanish with the agreement.
+    fn ending(&self) -> Vec<(String, String)> {
+        let now = Utc::now().timestamp_millis();
+        let Ok(deals) = self.shared.deals.lock() else {
+            return Vec::new();
+        };
+        let agreement_ms = self.shared.config.agreement_duration.as_millis() as i64;
+        deals
+            .iter()
+            .filter(|(_, d)| d.stopped_at.is_none())
+            .filter_map(|(id, d)| {
+                if d.due_at_most(now) >= d.budget {
+                    Some((
+                        id.clone(),
+                        format!(
+                            "its budget of {} GLM is used up (at {} GLM/h)",
+                            d.budget, d.price_per_hour
+                        ),
+                    ))
+                } else if now >= d.started_at + agreement_ms - AGREEMENT_END_MARGIN_MS {
+                    Some((
+                        id.clone(),
+                        "its agreement with the provider ends".to_owned(),
+                    ))
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    async fn start(
+        &self,
+        node_id: &str,
+        args: StartArgs,
+        terms: &NodeTerms,
+    ) -> Result<NodeStatus, BackendError> {
         let shared = &self.shared;
         // A deal this server made before a restart: the node still runs there, pick it up.
         if let Some(deal) = shared.deal(node_id).filter(|d| d.stopped_at.is_none()) {
@@ -629,7 +673,14 @@ impl Backend for GolemBackend {
             .network
             .map(|n| n.to_string())
             .unwrap_or_else(|| "dev".into());
-        let budget = shared.config.budget;
+        // The user may ask for less than the server's budget and a lower price cap, never more.
+        let budget = terms
+            .budget
+            .map_or(shared.config.budget, |b| b.min(shared.config.budget));
+        let cap = match (terms.max_price_per_hour, shared.config.max_price_per_hour) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let allocation = shared
             .yagna
             .create_allocation(&NewAllocation {
@@ -658,7 +709,6 @@ impl Backend for GolemBackend {
         let mut failed_providers: Vec<String> = Vec::new();
         let mut last_error = String::new();
         for _ in 0..ATTEMPTS {
-            let cap = shared.config.max_price_per_hour;
             let accept = |p: &Proposal| {
                 if failed_providers
                     .iter()

@@ -221,7 +221,12 @@ impl Backend for LocalBackend {
             .collect()
     }
 
-    async fn start(&self, node_id: &str, args: StartArgs) -> Result<NodeStatus, BackendError> {
+    async fn start(
+        &self,
+        node_id: &str,
+        args: StartArgs,
+        _terms: &super::NodeTerms,
+    ) -> Result<NodeStatus, BackendError> {
         let runtime = self.runtime(node_id);
         let args = serde_json::to_string(&args).map_err(|e| BackendError::Other(e.to_string()))?;
         let (started_tx, started_rx) = oneshot::channel();

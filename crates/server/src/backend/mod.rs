@@ -65,12 +65,45 @@ pub enum BackendError {
     Other(String),
 }
 
+/// What the user asked for a node beyond its network: on backends that pay for nodes, its budget
+/// and price cap; and whether a failed node is replaced. Kept in the node's `backend_ref`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, Serialize, utoipa::ToSchema)]
+pub struct NodeTerms {
+    /// GLM set aside for this node (at most the server's budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<f64>,
+    /// Providers asking more GLM per hour are not taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_price_per_hour: Option<f64>,
+    /// A node that fails while running is replaced by a new one (same name and network).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_replace: bool,
+}
+
+impl NodeTerms {
+    pub fn from_backend_ref(value: Option<&serde_json::Value>) -> Self {
+        value
+            .and_then(|v| v.get("terms"))
+            .and_then(|t| serde_json::from_value(t.clone()).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn to_backend_ref(&self) -> serde_json::Value {
+        serde_json::json!({ "terms": self })
+    }
+}
+
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// The networks (and modes) nodes can be started for.
     fn networks(&self) -> Vec<NetworkOffer>;
     /// Starts the node with id `node_id`; returns its STATUS once it answers.
-    async fn start(&self, node_id: &str, args: StartArgs) -> Result<NodeStatus, BackendError>;
+    async fn start(
+        &self,
+        node_id: &str,
+        args: StartArgs,
+        terms: &NodeTerms,
+    ) -> Result<NodeStatus, BackendError>;
     async fn status(&self, node_id: &str) -> Result<NodeStatus, BackendError>;
     /// Stops the node: credentials revoked, endpoint removed, node process gone.
     async fn stop(&self, node_id: &str) -> Result<(), BackendError>;
@@ -85,5 +118,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// changes: the backend looks for providers when the node starts).
     fn accepts_any_network(&self) -> bool {
         false
+    }
+    /// Whether nodes cost money here (budgets and price caps apply).
+    fn pays(&self) -> bool {
+        false
+    }
+    /// Running nodes that must end now, and why (e.g. their budget is used up).
+    fn ending(&self) -> Vec<(String, String)> {
+        Vec::new()
     }
 }

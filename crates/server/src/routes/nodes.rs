@@ -124,6 +124,13 @@ pub(crate) struct CreateNode {
     mode: Option<Mode>,
     #[schema(value_type = Option<String>)]
     prune: Option<Prune>,
+    /// Where nodes are paid for (golem): GLM to set aside for it (capped at the server's budget).
+    budget: Option<f64>,
+    /// Where nodes are paid for: the highest price per hour (GLM) to accept.
+    max_price_per_hour: Option<f64>,
+    /// Replace the node with a new one (same name and network) if it fails while running.
+    #[serde(default)]
+    auto_replace: bool,
 }
 
 /// Starts a node; it is `pending` at once and moves on in the background (watch `GET /nodes/{id}`).
@@ -197,6 +204,29 @@ pub(crate) async fn create(
         }
         None => offer.modes[0],
     };
+    let terms = crate::backend::NodeTerms {
+        budget: body.budget,
+        max_price_per_hour: body.max_price_per_hour,
+        auto_replace: body.auto_replace,
+    };
+    let pays = state.backend.as_ref().is_some_and(|b| b.pays());
+    if !pays && (terms.budget.is_some() || terms.max_price_per_hour.is_some()) {
+        return Err(ApiError::bad_request(
+            "not_supported",
+            "budget and max_price_per_hour apply only where nodes are paid for (the golem backend)",
+        ));
+    }
+    for (name, value) in [
+        ("budget", terms.budget),
+        ("max_price_per_hour", terms.max_price_per_hour),
+    ] {
+        if value.is_some_and(|v| !v.is_finite() || v <= 0.0) {
+            return Err(ApiError::bad_request(
+                "invalid_terms",
+                format!("{name} must be a positive number of GLM"),
+            ));
+        }
+    }
     let active = state.store.count_active(&user.address).await?;
     if active >= i64::from(state.config.max_active_nodes) {
         return Err(ApiError::new(
@@ -218,6 +248,16 @@ pub(crate) async fn create(
             prune: body.prune.unwrap_or_default().to_string(),
         })
         .await?;
+    let node = if terms == crate::backend::NodeTerms::default() {
+        node
+    } else {
+        let backend_ref = terms.to_backend_ref();
+        state.store.set_backend_ref(&node.id, &backend_ref).await?;
+        NodeRecord {
+            backend_ref: Some(backend_ref),
+            ..node
+        }
+    };
     state.notify();
     reconciler::start(state.clone(), node.clone());
     Ok((

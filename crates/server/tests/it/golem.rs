@@ -200,13 +200,22 @@ async fn of_two_providers_the_cheaper_one_is_chosen() {
     let _cheap = agent(net.provider(1), &m2, dir.path(), "18");
     let h = golem_server(&dir.path().join("server"), golem_config(&net)).await;
     let alice = Api::signed_in(&h, DEV_KEY_0).await;
-    let (_, created) = alice.post("/nodes", json!({"network": "dev"})).await;
+    let (_, created) = alice
+        .post(
+            "/nodes",
+            json!({"network": "dev", "budget": 2, "max_price_per_hour": 50}),
+        )
+        .await;
     let id = created["id"].as_str().unwrap().to_owned();
     let node = wait_node(&alice, &id, "running", Duration::from_secs(60)).await;
     assert_eq!(
         node["billing"]["provider_id"],
         net.provider(1).node_id.to_lowercase().as_str(),
         "{node}"
+    );
+    assert_eq!(
+        node["billing"]["budget"], 2.0,
+        "the user's lower budget: {node}"
     );
     alice.post(&format!("/nodes/{id}/stop"), json!({})).await;
     alice.wait_state(&id, "stopped").await;
@@ -338,4 +347,110 @@ async fn a_debit_note_above_the_agreed_price_is_not_paid() {
 
     alice.post(&format!("/nodes/{id}/stop"), json!({})).await;
     alice.wait_state(&id, "stopped").await;
+}
+
+#[tokio::test]
+async fn a_failed_node_is_replaced_on_another_provider_when_asked() {
+    let net = GolemNet::spawn(GolemNetConfig::test().with_nodes(1, 2))
+        .await
+        .unwrap();
+    let (m1, m2) = (
+        Provider::start(1, |_| {}).await,
+        Provider::start(1, |_| {}).await,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cheap = agent(net.provider(0), &m1, dir.path(), "18");
+    let _dear = agent(net.provider(1), &m2, dir.path(), "72");
+    let h = golem_server(&dir.path().join("server"), golem_config(&net)).await;
+    let alice = Api::signed_in(&h, DEV_KEY_0).await;
+    let (_, created) = alice
+        .post(
+            "/nodes",
+            json!({"network": "dev", "name": "keeper", "auto_replace": true}),
+        )
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let first = wait_node(&alice, &id, "running", Duration::from_secs(60)).await;
+    assert_eq!(
+        first["billing"]["provider_id"],
+        net.provider(0).node_id.to_lowercase().as_str()
+    );
+    drop(cheap);
+    let failed = wait_node(&alice, &id, "failed", Duration::from_secs(60)).await;
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(reason.contains("replaced by node"), "{reason}");
+    let new_id = reason
+        .rsplit("replaced by node ")
+        .next()
+        .unwrap()
+        .to_owned();
+    let replacement = wait_node(&alice, &new_id, "running", Duration::from_secs(60)).await;
+    assert_eq!(replacement["name"], "keeper");
+    assert_eq!(replacement["network"], "dev");
+    assert_eq!(
+        replacement["billing"]["provider_id"],
+        net.provider(1).node_id.to_lowercase().as_str()
+    );
+    let (user, password) = creds(&replacement);
+    rpc(
+        replacement["url"].as_str().unwrap(),
+        Some((&user, &password)),
+        "eth_blockNumber",
+        json!([]),
+    )
+    .await
+    .unwrap();
+    alice
+        .post(&format!("/nodes/{new_id}/stop"), json!({}))
+        .await;
+    alice.wait_state(&new_id, "stopped").await;
+}
+
+#[tokio::test]
+async fn a_node_whose_budget_runs_out_is_stopped_with_the_reason() {
+    let net = GolemNet::spawn(GolemNetConfig::test()).await.unwrap();
+    let machine = Provider::start(1, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let _agent = agent(net.provider(0), &machine, dir.path(), "36");
+    let h = golem_server(&dir.path().join("server"), golem_config(&net)).await;
+    let alice = Api::signed_in(&h, DEV_KEY_0).await;
+    // 0.5 GLM start fee + 36 GLM/h: 1.2 GLM pays for the start and the first ~10 s (the backend
+    // stops a node a minute before its budget would be exceeded).
+    let (_, created) = alice
+        .post("/nodes", json!({"network": "dev", "budget": 1.2}))
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let running = wait_node(&alice, &id, "running", Duration::from_secs(60)).await;
+    assert_eq!(running["state"], "running", "{running}");
+    let stopped = wait_node(&alice, &id, "stopped", Duration::from_secs(60)).await;
+    let reason = stopped["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("budget of 1.2 GLM is used up"), "{stopped}");
+    assert!(
+        stopped["billing"]["spent"].as_f64().unwrap() <= 1.2,
+        "{stopped}"
+    );
+}
+
+#[tokio::test]
+async fn a_node_whose_agreement_is_about_to_end_is_stopped_with_the_reason() {
+    let net = GolemNet::spawn(GolemNetConfig::test()).await.unwrap();
+    let machine = Provider::start(1, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let _agent = agent(net.provider(0), &machine, dir.path(), "36");
+    let mut config = golem_config(&net);
+    // Nodes stop five minutes before their agreement ends: this one a few seconds after it starts.
+    config.agreement_duration = Duration::from_secs(5 * 60 + 4);
+    let h = golem_server(&dir.path().join("server"), config).await;
+    let alice = Api::signed_in(&h, DEV_KEY_0).await;
+    let (_, created) = alice.post("/nodes", json!({"network": "dev"})).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    wait_node(&alice, &id, "running", Duration::from_secs(60)).await;
+    let stopped = wait_node(&alice, &id, "stopped", Duration::from_secs(30)).await;
+    assert!(
+        stopped["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("agreement with the provider ends"),
+        "{stopped}"
+    );
 }

@@ -560,3 +560,16 @@ async fn rotating_credentials_refuses_the_old_password() {
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(err["error"]["code"], "not_running");
 }
+
+#[tokio::test]
+async fn budgets_and_price_caps_are_refused_where_nodes_are_not_paid_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = server_with_nodes(dir.path(), |_| {}).await;
+    let alice = Api::signed_in(&h, DEV_KEY_0).await;
+    let (status, body) = alice
+        .post("/nodes", json!({"network": "dev", "budget": 1}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "not_supported");
+    assert_eq!(alice.get("/nodes").await.1, json!([]));
+}
