@@ -28,11 +28,12 @@ describe('web UI on the golem backend', () => {
       }, 20_000);
       expect(await page.getByTestId('price-range').textContent()).toContain('0.36 GLM/h');
 
+      await page.getByLabel('Budget (GLM)').fill('2');
       await page.getByRole('form', { name: 'Start node' }).getByRole('button', { name: 'Start node' }).click();
       const card = page.locator('article.node-card').first();
       await waitFor('the node to run on Golem', async () => ((await card.getAttribute('data-state')) === 'running' ? true : undefined), 60_000);
       expect(await card.getByTestId('node-price').textContent()).toBe('0.36 GLM/h + 0.01 GLM start');
-      expect(await card.getByTestId('node-spent').textContent()).toMatch(/of 5 GLM · budget lasts/);
+      expect(await card.getByTestId('node-spent').textContent()).toMatch(/of 2 GLM · budget lasts/);
 
       await card.getByRole('button', { name: 'Stop' }).click();
       await card.getByRole('button', { name: 'Stop node' }).click();

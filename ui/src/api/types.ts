@@ -71,6 +71,12 @@ export interface CreateNodeRequest {
   network: string;
   mode?: string;
   prune?: string;
+  /** Golem: GLM to set aside for the node (capped at the server's budget). */
+  budget?: number;
+  /** Golem: the highest price per hour to accept. */
+  max_price_per_hour?: number;
+  /** Replace the node with a new one (same name and network) if it fails while running. */
+  auto_replace?: boolean;
 }
 
 export interface NonceResponse {

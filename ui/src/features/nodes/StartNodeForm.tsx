@@ -14,6 +14,9 @@ export function StartNodeForm({ onStarted }: { onStarted?: () => void }) {
   const [name, setName] = useState('');
   const [mode, setMode] = useState('');
   const [prune, setPrune] = useState<string>(PRUNE_MODES[0]);
+  const [budget, setBudget] = useState('');
+  const [maxPrice, setMaxPrice] = useState('');
+  const [autoReplace, setAutoReplace] = useState(false);
 
   const offer = offers.find((o) => o.network === network) ?? offers[0];
   useEffect(() => {
@@ -31,6 +34,11 @@ export function StartNodeForm({ onStarted }: { onStarted?: () => void }) {
     if (!offer) return;
     const request: CreateNodeRequest = { network: offer.network, name: name.trim() || undefined, mode: mode || undefined };
     if (offer.engine === 'erigon') request.prune = prune;
+    if (offer.price) {
+      if (budget) request.budget = Number(budget);
+      if (maxPrice) request.max_price_per_hour = Number(maxPrice);
+      if (autoReplace) request.auto_replace = true;
+    }
     create.mutate(request, {
       onSuccess: (node) => {
         toast('info', `Starting ${node.name}…`);
@@ -91,6 +99,24 @@ export function StartNodeForm({ onStarted }: { onStarted?: () => void }) {
                 </option>
               ))}
             </select>
+          </label>
+        )}
+        {offer?.price && (
+          <label>
+            Budget (GLM)
+            <input type="number" min={0} step="any" value={budget} placeholder="server default" onChange={(e) => setBudget(e.target.value)} />
+          </label>
+        )}
+        {offer?.price && (
+          <label>
+            Max price per hour (GLM)
+            <input type="number" min={0} step="any" value={maxPrice} placeholder="any" onChange={(e) => setMaxPrice(e.target.value)} />
+          </label>
+        )}
+        {offer?.price && (
+          <label className="checkbox">
+            <input type="checkbox" checked={autoReplace} onChange={(e) => setAutoReplace(e.target.checked)} />
+            Replace it if its provider fails
           </label>
         )}
         {offer?.price && (
