@@ -182,6 +182,19 @@ impl Shared {
         live + self.approving.lock().map(|a| a.len()).unwrap_or(0)
     }
 
+    /// Our offer, with the nonce of the subscription it is published (or countered) under.
+    fn offer(&self, nonce: &str) -> erigolem_yagna::model::market::NewOffer {
+        props::offer(
+            &self.config.served,
+            &self.config.pricing,
+            &self.node_id,
+            &self.config.payment_platform,
+            &self.config.subnet,
+            nonce,
+            self.config.debit_note_accept_timeout.as_secs(),
+        )
+    }
+
     async fn persist(&self) {
         let live = self.live.lock().await;
         let state = AgentState {
@@ -329,15 +342,7 @@ async fn market_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         if subscription.is_none() {
             let nonce = uuid::Uuid::new_v4().to_string();
-            let offer = props::offer(
-                &shared.config.served,
-                &shared.config.pricing,
-                &shared.node_id,
-                &shared.config.payment_platform,
-                &shared.config.subnet,
-                &nonce,
-                shared.config.debit_note_accept_timeout.as_secs(),
-            );
+            let offer = shared.offer(&nonce);
             match yagna.subscribe_offer(&offer).await {
                 Ok(id) => {
                     tracing::info!(subscription = %id, "offer published");
@@ -354,7 +359,7 @@ async fn market_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 }
             }
         }
-        let Some((sub, _, _)) = subscription.clone() else {
+        let Some((sub, nonce, _)) = subscription.clone() else {
             continue;
         };
         let events = tokio::select! {
@@ -364,7 +369,7 @@ async fn market_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         match events {
             Ok(events) => {
                 for event in events {
-                    handle_market_event(&shared, &sub, event).await;
+                    handle_market_event(&shared, &sub, &nonce, event).await;
                 }
             }
             // yagna lost the subscription (expired, or yagna restarted with another store): publish again.
@@ -390,7 +395,12 @@ async fn pause(stop: &mut watch::Receiver<bool>, d: Duration) {
     }
 }
 
-async fn handle_market_event(shared: &Arc<Shared>, subscription: &str, event: ProviderEvent) {
+async fn handle_market_event(
+    shared: &Arc<Shared>,
+    subscription: &str,
+    nonce: &str,
+    event: ProviderEvent,
+) {
     let yagna = &shared.config.yagna;
     match event {
         ProviderEvent::ProposalEvent { proposal, .. } => {
@@ -420,21 +430,7 @@ async fn handle_market_event(shared: &Arc<Shared>, subscription: &str, event: Pr
                     }
                 }
                 None => {
-                    let nonce = shared
-                        .nonces
-                        .lock()
-                        .ok()
-                        .and_then(|n| n.iter().last().cloned())
-                        .unwrap_or_default();
-                    let offer = props::offer(
-                        &shared.config.served,
-                        &shared.config.pricing,
-                        &shared.node_id,
-                        &shared.config.payment_platform,
-                        &shared.config.subnet,
-                        &nonce,
-                        shared.config.debit_note_accept_timeout.as_secs(),
-                    );
+                    let offer = shared.offer(nonce);
                     match yagna
                         .counter_offer(subscription, &proposal.proposal_id, &offer)
                         .await

@@ -430,11 +430,10 @@ impl Yagna {
         timeout: Duration,
         max: u32,
     ) -> Result<Vec<ActivityEvent>, YagnaError> {
-        let after = after.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         self.events(
             &format!(
                 "/activity-api/v1/events?afterTimestamp={}&timeout={}&maxEvents={max}",
-                url::form_urlencoded::byte_serialize(after.as_bytes()).collect::<String>(),
+                after_param(after),
                 secs(timeout)
             ),
             timeout,
@@ -609,11 +608,10 @@ impl Yagna {
         after: DateTime<Utc>,
         timeout: Duration,
     ) -> Result<Vec<InvoiceEvent>, YagnaError> {
-        let after = after.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         self.events(
             &format!(
                 "/payment-api/v1/invoiceEvents?afterTimestamp={}&timeout={}",
-                url::form_urlencoded::byte_serialize(after.as_bytes()).collect::<String>(),
+                after_param(after),
                 secs(timeout)
             ),
             timeout,
@@ -626,11 +624,10 @@ impl Yagna {
         after: DateTime<Utc>,
         timeout: Duration,
     ) -> Result<Vec<DebitNoteEvent>, YagnaError> {
-        let after = after.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         self.events(
             &format!(
                 "/payment-api/v1/debitNoteEvents?afterTimestamp={}&timeout={}",
-                url::form_urlencoded::byte_serialize(after.as_bytes()).collect::<String>(),
+                after_param(after),
                 secs(timeout)
             ),
             timeout,
@@ -689,6 +686,12 @@ impl Yagna {
         )
         .await
     }
+}
+
+/// An event poll's `afterTimestamp`, RFC 3339 with microseconds, URL-encoded.
+fn after_param(after: DateTime<Utc>) -> String {
+    let text = after.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 /// Timeout of short calls.

@@ -12,7 +12,10 @@ use erigolem_primitives::{Credentials, Mode, Network, NodeStatus, StartArgs};
 use erigolem_yagna::model::activity::exe_script_command_result::{CommandOutput, CommandResult};
 use erigolem_yagna::model::market::Proposal;
 use erigolem_yagna::model::payment::allocation::PaymentPlatformEnum;
-use erigolem_yagna::model::payment::{Acceptance, NewAllocation, Rejection, RejectionReason};
+use erigolem_yagna::model::payment::InvoiceEventType;
+use erigolem_yagna::model::payment::{
+    Acceptance, DebitNoteEventType, NewAllocation, Rejection, RejectionReason,
+};
 use erigolem_yagna::requestor::{
     linear_coeffs, make_deal_with, DealError, DealOptions, DemandSpec,
 };
@@ -370,7 +373,7 @@ async fn payments(shared: Arc<Shared>) {
             Ok(events) => {
                 for e in events {
                     after = after.max(e.event_date);
-                    if format!("{:?}", e.event_type).starts_with("DebitNoteReceived") {
+                    if matches!(e.event_type, DebitNoteEventType::DebitNoteReceivedEvent) {
                         handle_debit_note(&shared, &e.debit_note_id).await;
                     }
                 }
@@ -385,7 +388,7 @@ async fn payments(shared: Arc<Shared>) {
             Ok(events) => {
                 for e in events {
                     after_invoices = after_invoices.max(e.event_date);
-                    if format!("{:?}", e.event_type).starts_with("InvoiceReceived") {
+                    if e.event_type == InvoiceEventType::InvoiceReceivedEvent {
                         handle_invoice(&shared, &e.invoice_id).await;
                     }
                 }
