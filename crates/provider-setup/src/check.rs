@@ -41,7 +41,11 @@ fn pass(check: impl Into<String>, detail: impl Into<String>) -> CheckResult {
     }
 }
 
-fn fail(check: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> CheckResult {
+fn fail(
+    check: impl Into<String>,
+    detail: impl Into<String>,
+    fix: impl Into<String>,
+) -> CheckResult {
     CheckResult {
         check: check.into(),
         status: Status::Fail,
@@ -97,12 +101,36 @@ pub async fn check(plan: &Plan, options: &CheckOptions) -> Vec<CheckResult> {
     // Binaries.
     out.push(binary("binary erigon", &r(&s.erigon), "--version", "install Erigon 3 (https://github.com/erigontech/erigon/releases) or pass --erigon PATH").await);
     if let Some(anvil) = &s.anvil {
-        out.push(binary("binary anvil", &r(anvil), "--version", "install foundry's anvil or fix --anvil").await);
+        out.push(
+            binary(
+                "binary anvil",
+                &r(anvil),
+                "--version",
+                "install foundry's anvil or fix --anvil",
+            )
+            .await,
+        );
     }
-    out.push(binary("binary nginx", &r(&s.nginx_bin), "-v", "apt install nginx-light (or pass --nginx-bin)").await);
+    out.push(
+        binary(
+            "binary nginx",
+            &r(&s.nginx_bin),
+            "-v",
+            "apt install nginx-light (or pass --nginx-bin)",
+        )
+        .await,
+    );
     out.push(binary("binary runtime", &r(&s.runtime), "--version", "build and install ya-runtime-erigon (cargo build --release --bin ya-runtime-erigon) at --runtime").await);
     match &s.yagna_bin {
-        Some(y) => out.push(binary("binary yagna", &r(y), "--version", "pip install golem-node (yagna) or fix --yagna-bin").await),
+        Some(y) => out.push(
+            binary(
+                "binary yagna",
+                &r(y),
+                "--version",
+                "pip install golem-node (yagna) or fix --yagna-bin",
+            )
+            .await,
+        ),
         None => out.push(skip("binary yagna", "not configured (--yagna-bin)")),
     }
 
@@ -120,7 +148,10 @@ pub async fn check(plan: &Plan, options: &CheckOptions) -> Vec<CheckResult> {
     // Shared nodes.
     let nodes = plan.shared_nodes();
     if nodes.is_empty() {
-        out.push(skip("shared nodes", "none configured (--shared, --shared-url)"));
+        out.push(skip(
+            "shared nodes",
+            "none configured (--shared, --shared-url)",
+        ));
     }
     for (network, url) in nodes {
         out.push(shared_node(plan, network, &url).await);
@@ -158,7 +189,12 @@ pub fn all_ok(results: &[CheckResult]) -> bool {
 
 /// The table: status, check, detail, and a `fix:` line under each failure.
 pub fn table(results: &[CheckResult]) -> String {
-    let width = results.iter().map(|r| r.check.len()).max().unwrap_or(5).max(5);
+    let width = results
+        .iter()
+        .map(|r| r.check.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     let mut out = format!("{:<6}  {:<width$}  DETAIL\n", "STATUS", "CHECK");
     for r in results {
         let status = match r.status {
@@ -181,7 +217,11 @@ pub fn table(results: &[CheckResult]) -> String {
     out
 }
 
-async fn run_quiet(program: &Path, args: &[&str], timeout: Duration) -> Option<std::process::Output> {
+async fn run_quiet(
+    program: &Path,
+    args: &[&str],
+    timeout: Duration,
+) -> Option<std::process::Output> {
     let fut = tokio::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
@@ -194,14 +234,24 @@ async fn binary(check: &str, path: &Path, version_flag: &str, fix: &str) -> Chec
     use std::os::unix::fs::PermissionsExt;
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
-        Ok(_) => return fail(check, format!("{} is not an executable file", path.display()), fix),
+        Ok(_) => {
+            return fail(
+                check,
+                format!("{} is not an executable file", path.display()),
+                fix,
+            )
+        }
         Err(_) => return fail(check, format!("{} is missing", path.display()), fix),
     }
     let version = run_quiet(path, &[version_flag], Duration::from_secs(5))
         .await
         .filter(|o| o.status.success())
         .and_then(|o| {
-            let text = if o.stdout.is_empty() { o.stderr } else { o.stdout };
+            let text = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
             String::from_utf8_lossy(&text)
                 .lines()
                 .next()
@@ -217,7 +267,11 @@ fn setup_files(plan: &Plan) -> CheckResult {
     let manifest = match Manifest::load(&plan.prefix) {
         Ok(Some(m)) => m,
         Ok(None) => {
-            return fail(CHECK, "no manifest: setup has not run", "run `erigolem-provider setup`")
+            return fail(
+                CHECK,
+                "no manifest: setup has not run",
+                "run `erigolem-provider setup`",
+            )
         }
         Err(e) => return fail(CHECK, e.to_string(), "run `erigolem-provider setup` again"),
     };
@@ -225,19 +279,22 @@ fn setup_files(plan: &Plan) -> CheckResult {
     for entry in &manifest.entries {
         let real = plan.rooted(entry.path());
         let ok = match entry {
-            ManifestEntry::File { sha256: want, .. } => {
-                std::fs::read(&real).map(|d| sha256(&d) == *want).unwrap_or(false)
-            }
-            ManifestEntry::Symlink { target, .. } => {
-                std::fs::read_link(&real).map(|t| t == *target).unwrap_or(false)
-            }
+            ManifestEntry::File { sha256: want, .. } => std::fs::read(&real)
+                .map(|d| sha256(&d) == *want)
+                .unwrap_or(false),
+            ManifestEntry::Symlink { target, .. } => std::fs::read_link(&real)
+                .map(|t| t == *target)
+                .unwrap_or(false),
         };
         if !ok {
             bad.push(real.display().to_string());
         }
     }
     if bad.is_empty() {
-        pass(CHECK, format!("{} entries as written", manifest.entries.len()))
+        pass(
+            CHECK,
+            format!("{} entries as written", manifest.entries.len()),
+        )
     } else {
         fail(
             CHECK,
@@ -260,14 +317,22 @@ fn plugin(plan: &Plan) -> CheckResult {
         .as_array()
         .and_then(|a| a.iter().find(|d| d["name"] == "erigon"))
     else {
-        return fail(CHECK, format!("{}: no runtime `erigon`", path.display()), fix);
+        return fail(
+            CHECK,
+            format!("{}: no runtime `erigon`", path.display()),
+            fix,
+        );
     };
     let runtime = PathBuf::from(desc["runtime-path"].as_str().unwrap_or_default());
     let runtime = path.parent().map(|d| d.join(&runtime)).unwrap_or(runtime);
     if !runtime.exists() {
         return fail(
             CHECK,
-            format!("{}: runtime-path {} is missing", path.display(), runtime.display()),
+            format!(
+                "{}: runtime-path {} is missing",
+                path.display(),
+                runtime.display()
+            ),
             "install the runtime at --runtime",
         );
     }
@@ -281,16 +346,27 @@ async fn nginx_config(plan: &Plan) -> CheckResult {
     let conf = plan.rooted(&s.nginx_conf);
     let site = plan.rooted(&plan::site_path(s));
     let conf_arg = conf.display().to_string();
-    let Some(out) = run_quiet(&bin, &["-T", "-q", "-e", "stderr", "-c", &conf_arg], Duration::from_secs(20)).await
+    let Some(out) = run_quiet(
+        &bin,
+        &["-T", "-q", "-e", "stderr", "-c", &conf_arg],
+        Duration::from_secs(20),
+    )
+    .await
     else {
-        return fail(CHECK, format!("cannot run {}", bin.display()), "install nginx");
+        return fail(
+            CHECK,
+            format!("cannot run {}", bin.display()),
+            "install nginx",
+        );
     };
     if !out.status.success() {
         return fail(
             CHECK,
             format!(
                 "nginx -t -c {conf_arg}: {}",
-                String::from_utf8_lossy(&out.stderr).trim().replace('\n', " ")
+                String::from_utf8_lossy(&out.stderr)
+                    .trim()
+                    .replace('\n', " ")
             ),
             "fix the file nginx names, then `nginx -t`",
         );
@@ -300,8 +376,14 @@ async fn nginx_config(plan: &Plan) -> CheckResult {
         let enabled = plan.rooted(&s.nginx_dir.join("sites-enabled"));
         return fail(
             CHECK,
-            format!("{conf_arg} is valid but does not include {}", site.display()),
-            format!("add `include {}/*;` inside http {{}} of {conf_arg}", enabled.display()),
+            format!(
+                "{conf_arg} is valid but does not include {}",
+                site.display()
+            ),
+            format!(
+                "add `include {}/*;` inside http {{}} of {conf_arg}",
+                enabled.display()
+            ),
         );
     }
     pass(CHECK, format!("nginx -t ok, {conf_arg} includes the site"))
@@ -316,14 +398,18 @@ async fn site_reachable(plan: &Plan) -> CheckResult {
         plan.rooted(&s.nginx_bin).display(),
         s.listen_port
     );
-    let connect =
-        tokio::task::spawn_blocking(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)))
-            .await;
+    let connect = tokio::task::spawn_blocking(move || {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+    })
+    .await;
     if !matches!(connect, Ok(Ok(_))) {
         return fail(CHECK, format!("nothing listens on {addr}"), fix);
     }
     if s.tls.is_some() {
-        return pass(CHECK, format!("TCP {addr} accepts (TLS not verified locally)"));
+        return pass(
+            CHECK,
+            format!("TCP {addr} accepts (TLS not verified locally)"),
+        );
     }
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -343,9 +429,19 @@ async fn site_reachable(plan: &Plan) -> CheckResult {
                 .unwrap_or("")
                 .to_owned();
             if server.starts_with("nginx") {
-                pass(CHECK, format!("GET http://{addr}/ → {} from {server}", resp.status().as_u16()))
+                pass(
+                    CHECK,
+                    format!(
+                        "GET http://{addr}/ → {} from {server}",
+                        resp.status().as_u16()
+                    ),
+                )
             } else {
-                fail(CHECK, format!("{addr} answers, but not as nginx (Server: {server:?})"), fix)
+                fail(
+                    CHECK,
+                    format!("{addr} answers, but not as nginx (Server: {server:?})"),
+                    fix,
+                )
             }
         }
         Err(e) => fail(CHECK, format!("GET http://{addr}/: {e}"), fix),
@@ -357,7 +453,11 @@ async fn runtime_test(plan: &Plan) -> CheckResult {
     let s = &plan.settings;
     let bin = plan.rooted(&s.runtime);
     if !bin.exists() {
-        return fail(CHECK, format!("{} is missing", bin.display()), "install ya-runtime-erigon at --runtime");
+        return fail(
+            CHECK,
+            format!("{} is missing", bin.display()),
+            "install ya-runtime-erigon at --runtime",
+        );
     }
     let workdir = std::env::temp_dir().join(format!("erigolem-check-{}", std::process::id()));
     let runtime = RuntimeBinary::new(&bin, &workdir)
@@ -375,7 +475,11 @@ async fn runtime_test(plan: &Plan) -> CheckResult {
                 plan.rooted(&plan::runtime_config_path(s)).display()
             ),
         ),
-        Err(_) => fail(CHECK, "ya-runtime-erigon test: no answer in 60 s", "run it by hand to see why"),
+        Err(_) => fail(
+            CHECK,
+            "ya-runtime-erigon test: no answer in 60 s",
+            "run it by hand to see why",
+        ),
     }
 }
 
@@ -408,7 +512,10 @@ async fn shared_node(plan: &Plan, network: Network, url: &str) -> CheckResult {
     if chain != network.chain_id() {
         return fail(
             check,
-            format!("{url} is chain {chain}, not {network} ({})", network.chain_id()),
+            format!(
+                "{url} is chain {chain}, not {network} ({})",
+                network.chain_id()
+            ),
             fix,
         );
     }
@@ -438,7 +545,13 @@ fn disk(plan: &Plan) -> CheckResult {
     };
     let stat = match rustix::fs::statvfs(existing) {
         Ok(st) => st,
-        Err(e) => return fail(CHECK, format!("statvfs {}: {e}", existing.display()), "check the data dir"),
+        Err(e) => {
+            return fail(
+                CHECK,
+                format!("statvfs {}: {e}", existing.display()),
+                "check the data dir",
+            )
+        }
     };
     let free_gb = stat.f_bavail.saturating_mul(stat.f_frsize) / 1_000_000_000;
     let need: u64 = s.shared.iter().map(|n| disk_need_gb(*n, s.prune)).sum();
@@ -458,7 +571,11 @@ fn disk(plan: &Plan) -> CheckResult {
     if free_gb >= need {
         pass(CHECK, detail)
     } else {
-        fail(CHECK, detail, "put --data-dir on a larger disk, or choose fewer networks or --prune minimal")
+        fail(
+            CHECK,
+            detail,
+            "put --data-dir on a larger disk, or choose fewer networks or --prune minimal",
+        )
     }
 }
 
@@ -526,7 +643,11 @@ fn port(check: &str, port: u16, expected: &str, fix: &str) -> CheckResult {
     }
     let owners = socket_owners(&inodes);
     if owners.is_empty() {
-        return fail(check, format!("{port} is in use by a process not visible here"), fix);
+        return fail(
+            check,
+            format!("{port} is in use by a process not visible here"),
+            fix,
+        );
     }
     let foreign: Vec<String> = owners
         .iter()
@@ -538,7 +659,10 @@ fn port(check: &str, port: u16, expected: &str, fix: &str) -> CheckResult {
     } else {
         fail(
             check,
-            format!("{port} is held by {}, expected {expected}", foreign.join(", ")),
+            format!(
+                "{port} is held by {}, expected {expected}",
+                foreign.join(", ")
+            ),
             fix,
         )
     }
@@ -560,12 +684,21 @@ async fn yagna(plan: &Plan, options: &CheckOptions) -> CheckResult {
         req = req.bearer_auth(key);
     }
     match req.send().await {
-        Ok(resp) if resp.status().is_success() => pass(CHECK, format!("GET {me} → {}", resp.status().as_u16())),
+        Ok(resp) if resp.status().is_success() => {
+            pass(CHECK, format!("GET {me} → {}", resp.status().as_u16()))
+        }
         Ok(resp) if options.app_key.is_none() => pass(
             CHECK,
-            format!("{url} answers ({}); pass --app-key to check identity", resp.status().as_u16()),
+            format!(
+                "{url} answers ({}); pass --app-key to check identity",
+                resp.status().as_u16()
+            ),
         ),
-        Ok(resp) => fail(CHECK, format!("GET {me} → {}: app key refused?", resp.status().as_u16()), fix),
+        Ok(resp) => fail(
+            CHECK,
+            format!("GET {me} → {}: app key refused?", resp.status().as_u16()),
+            fix,
+        ),
         Err(e) => fail(CHECK, format!("GET {me}: {e}"), fix),
     }
 }

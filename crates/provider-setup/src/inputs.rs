@@ -216,18 +216,17 @@ fn invalid(flag: &'static str, reason: impl Into<String>) -> SetupError {
     }
 }
 
-fn path(
-    flag: &'static str,
-    value: Option<PathBuf>,
-    default: &str,
-) -> Result<PathBuf, SetupError> {
+fn path(flag: &'static str, value: Option<PathBuf>, default: &str) -> Result<PathBuf, SetupError> {
     let p = value.unwrap_or_else(|| PathBuf::from(default));
     absolute(flag, p)
 }
 
 fn absolute(flag: &'static str, p: PathBuf) -> Result<PathBuf, SetupError> {
     if !p.is_absolute() {
-        return Err(invalid(flag, format!("{} is not an absolute path", p.display())));
+        return Err(invalid(
+            flag,
+            format!("{} is not an absolute path", p.display()),
+        ));
     }
     let text = p.to_string_lossy();
     if text.contains(['\n', ';', '{', '}', '"', '\'', ' ', '#', '$']) {
@@ -245,7 +244,10 @@ fn word(flag: &'static str, s: &str) -> Result<(), SetupError> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
     {
-        return Err(invalid(flag, format!("{s:?}: use letters, digits, '-', '.', '_'")));
+        return Err(invalid(
+            flag,
+            format!("{s:?}: use letters, digits, '-', '.', '_'"),
+        ));
     }
     Ok(())
 }
@@ -299,7 +301,10 @@ impl Inputs {
             self.port_range_end.unwrap_or(41_200),
         );
         if end <= start {
-            return Err(invalid("--port-range-end", "must be above --port-range-start"));
+            return Err(invalid(
+                "--port-range-end",
+                "must be above --port-range-start",
+            ));
         }
         let password_group = match self.password_group {
             None => Some("www-data".to_owned()),
@@ -339,7 +344,11 @@ impl Inputs {
             data_dir: path("--data-dir", self.data_dir, "/var/lib/erigolem")?,
             erigon: path("--erigon", self.erigon, "/usr/local/bin/erigon")?,
             anvil: self.anvil.map(|p| absolute("--anvil", p)).transpose()?,
-            runtime: path("--runtime", self.runtime, "/usr/local/bin/ya-runtime-erigon")?,
+            runtime: path(
+                "--runtime",
+                self.runtime,
+                "/usr/local/bin/ya-runtime-erigon",
+            )?,
             provider_bin: path(
                 "--provider-bin",
                 self.provider_bin,
@@ -365,7 +374,10 @@ impl Inputs {
             subnet,
             capacity: self.capacity.unwrap_or(4),
             yagna_url: self.yagna_url,
-            yagna_bin: self.yagna_bin.map(|p| absolute("--yagna-bin", p)).transpose()?,
+            yagna_bin: self
+                .yagna_bin
+                .map(|p| absolute("--yagna-bin", p))
+                .transpose()?,
             preset_file,
             rate_limit: self.rate_limit.unwrap_or(50).max(1),
         })

@@ -183,7 +183,11 @@ pub fn setup(plan: &Plan, options: SetupOptions) -> Result<Outcome, SetupError> 
     for dir in plan.dirs.iter().chain(&plan.data_dirs) {
         missing_dirs(prefix, dir, &mut created);
     }
-    missing_dirs(prefix, Path::new(MANIFEST).parent().unwrap_or(Path::new("/")), &mut created);
+    missing_dirs(
+        prefix,
+        Path::new(MANIFEST).parent().unwrap_or(Path::new("/")),
+        &mut created,
+    );
 
     let mut manifest = Manifest {
         version: 1,
@@ -288,7 +292,12 @@ pub fn setup(plan: &Plan, options: SetupOptions) -> Result<Outcome, SetupError> 
         write_atomic(&manifest_real, text.as_bytes())?;
         "written"
     };
-    line(&mut out, verb, &manifest_real, "manifest of what setup wrote");
+    line(
+        &mut out,
+        verb,
+        &manifest_real,
+        "manifest of what setup wrote",
+    );
     if options.dry_run && verb != "unchanged" {
         let _ = write!(
             out,

@@ -263,7 +263,10 @@ fn descriptor(runtime: &Path) -> String {
         "description": "Ethereum JSON-RPC endpoints (Erigon; anvil for the dev chain) behind Nginx, one per activity",
         "extra-args": ["--runtime-managed-image"],
     }]);
-    format!("{}\n", serde_json::to_string_pretty(&value).unwrap_or_default())
+    format!(
+        "{}\n",
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    )
 }
 
 fn indent(text: &str, by: &str) -> String {
@@ -317,10 +320,11 @@ server {{
 {server}}}
 "#,
         http = site::http_snippet(&gateway),
+        server = indent(&site::server_snippet(&gateway), "    "),
         rate = s.rate_limit,
         server_name = s.server_name,
+        gateway = gateway.display(),
         tls = indent(&tls, "    "),
-        server = indent(&site::server_snippet(&gateway), "    "),
     )
 }
 
@@ -445,5 +449,8 @@ fn preset_file(s: &Settings) -> String {
             },
         }],
     });
-    format!("{}\n", serde_json::to_string_pretty(&value).unwrap_or_default())
+    format!(
+        "{}\n",
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    )
 }

@@ -359,7 +359,7 @@ async fn a_failed_node_is_replaced_on_another_provider_when_asked() {
         Provider::start(1, |_| {}).await,
     );
     let dir = tempfile::tempdir().unwrap();
-    let mut agents = vec![
+    let mut agents = [
         Some(agent(net.provider(0), &m1, dir.path(), "18")),
         Some(agent(net.provider(1), &m2, dir.path(), "72")),
     ];
