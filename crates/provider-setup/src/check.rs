@@ -345,6 +345,7 @@ async fn nginx_config(plan: &Plan) -> CheckResult {
     let bin = plan.rooted(&s.nginx_bin);
     let conf = plan.rooted(&s.nginx_conf);
     let site = plan.rooted(&plan::site_path(s));
+    let enabled_site = plan.rooted(&s.nginx_dir.join("sites-enabled").join(plan::SITE_FILE));
     let conf_arg = conf.display().to_string();
     let Some(out) = run_quiet(
         &bin,
@@ -372,7 +373,10 @@ async fn nginx_config(plan: &Plan) -> CheckResult {
         );
     }
     let dump = String::from_utf8_lossy(&out.stdout);
-    if !dump.contains(&format!("# configuration file {}:", site.display())) {
+    let included = [&site, &enabled_site]
+        .iter()
+        .any(|p| dump.contains(&format!("# configuration file {}:", p.display())));
+    if !included {
         let enabled = plan.rooted(&s.nginx_dir.join("sites-enabled"));
         return fail(
             CHECK,
@@ -444,7 +448,11 @@ async fn site_reachable(plan: &Plan) -> CheckResult {
                 )
             }
         }
-        Err(e) => fail(CHECK, format!("GET http://{addr}/: {e}"), fix),
+        Err(e) => fail(
+            CHECK,
+            format!("{addr} accepts, but not as nginx: no HTTP answer ({e})"),
+            fix,
+        ),
     }
 }
 

@@ -22,6 +22,8 @@ pub struct Manifest {
     pub created_dirs: BTreeSet<PathBuf>,
     /// Chain data dirs (removed only with `--purge-data`).
     pub data_dirs: Vec<PathBuf>,
+    /// Files the runtime creates in that layout (the gateway lock): removed by uninstall.
+    pub runtime_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,6 +196,7 @@ pub fn setup(plan: &Plan, options: SetupOptions) -> Result<Outcome, SetupError> 
         entries: Vec::new(),
         created_dirs: created,
         data_dirs: plan.data_dirs.clone(),
+        runtime_files: plan.runtime_files.clone(),
     };
     for dir in plan.dirs.iter().chain(&plan.data_dirs) {
         let real = plan.rooted(dir);
@@ -384,6 +387,13 @@ pub fn uninstall(prefix: &Path, options: UninstallOptions) -> Result<String, Set
         };
         let _ = writeln!(out, "{verb:<12} {}  {note}", real.display());
     }
+    for file in &manifest.runtime_files {
+        let real = rooted(prefix, file);
+        if real.is_file() {
+            let verb = remove(&real)?;
+            let _ = writeln!(out, "{verb:<12} {}  (runtime lock file)", real.display());
+        }
+    }
     for dir in &manifest.data_dirs {
         let real = rooted(prefix, dir);
         if !real.exists() {
@@ -407,10 +417,45 @@ pub fn uninstall(prefix: &Path, options: UninstallOptions) -> Result<String, Set
         }
     }
     let manifest_real = rooted(prefix, Path::new(MANIFEST));
-    let verb = remove(&manifest_real)?;
-    let _ = writeln!(out, "{verb:<12} {}  (manifest)", manifest_real.display());
-    // Deepest first, only when empty.
+    let kept_data: Vec<PathBuf> = manifest
+        .data_dirs
+        .iter()
+        .filter(|d| !options.purge_data && rooted(prefix, d).exists())
+        .cloned()
+        .collect();
     let mut dirs: Vec<&PathBuf> = manifest.created_dirs.iter().collect();
+    if kept_data.is_empty() {
+        let verb = remove(&manifest_real)?;
+        let _ = writeln!(out, "{verb:<12} {}  (manifest)", manifest_real.display());
+    } else {
+        // Keep a manifest of the kept data (and the directories setup created for it), so that
+        // `uninstall --purge-data` can still delete it later.
+        let rest = Manifest {
+            version: manifest.version,
+            entries: Vec::new(),
+            created_dirs: manifest
+                .created_dirs
+                .iter()
+                .filter(|d| {
+                    kept_data.iter().any(|k| k.starts_with(d)) || Path::new(MANIFEST).starts_with(d)
+                })
+                .cloned()
+                .collect(),
+            data_dirs: kept_data,
+            runtime_files: Vec::new(),
+        };
+        dirs.retain(|d| !rest.created_dirs.contains(*d));
+        if !options.dry_run {
+            write_atomic(&manifest_real, rest.to_text().as_bytes())?;
+        }
+        let _ = writeln!(
+            out,
+            "{:<12} {}  (manifest, now listing only the kept chain data)",
+            "kept",
+            manifest_real.display()
+        );
+    }
+    // Deepest first, only when empty.
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     for dir in dirs {
         let real = rooted(prefix, dir);

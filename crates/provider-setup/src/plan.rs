@@ -59,6 +59,8 @@ pub struct Plan {
     pub dirs: Vec<PathBuf>,
     /// Chain data dirs: created, kept by `uninstall` unless `--purge-data`.
     pub data_dirs: Vec<PathBuf>,
+    /// Files the runtime creates in setup's layout (the gateway's lock file): uninstall removes them.
+    pub runtime_files: Vec<PathBuf>,
     /// The runtime config, as written.
     pub runtime_config: RuntimeConfig,
 }
@@ -159,12 +161,14 @@ impl Plan {
         ];
         let mut data_dirs = vec![s.data_dir.join("instances")];
         data_dirs.extend(s.shared.iter().map(|n| chain_dir(s, *n)));
+        let runtime_files = vec![s.gateway_dir.join(".lock")];
         Plan {
             prefix: prefix.to_owned(),
             settings,
             entries,
             dirs,
             data_dirs,
+            runtime_files,
             runtime_config,
         }
     }

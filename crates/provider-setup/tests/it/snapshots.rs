@@ -1,0 +1,124 @@
+//! Snapshots of `--dry-run` and of every generated file, for a plain HTTP dev machine and a TLS
+//! machine with mainnet and sepolia shared nodes. A fixed, non-existent prefix keeps them stable.
+
+use std::path::Path;
+
+use erigolem_provider_setup::{setup, Entry, Inputs, Plan, SetupOptions};
+
+const PREFIX: &str = "/nonexistent/erigolem-prefix";
+
+fn plan(inputs: Inputs) -> Plan {
+    Plan::new(inputs.resolve().unwrap(), Path::new(PREFIX))
+}
+
+fn dev() -> Inputs {
+    Inputs {
+        server_name: Some("localhost".into()),
+        listen_port: Some(8080),
+        anvil: Some("/usr/local/bin/anvil".into()),
+        shared_url: Some(vec!["dev=http://127.0.0.1:8545".into()]),
+        ..Inputs::default()
+    }
+}
+
+fn tls_mainnet_sepolia() -> Inputs {
+    Inputs {
+        server_name: Some("node.example.org".into()),
+        tls_cert: Some("/etc/letsencrypt/live/node.example.org/fullchain.pem".into()),
+        tls_key: Some("/etc/letsencrypt/live/node.example.org/privkey.pem".into()),
+        shared: Some(vec![
+            erigolem_primitives::Network::Sepolia,
+            erigolem_primitives::Network::Mainnet,
+        ]),
+        prune: Some(erigolem_primitives::Prune::Full),
+        service_user: Some("erigolem".into()),
+        yagna_url: Some("http://127.0.0.1:7465".into()),
+        preset: Some(true),
+        price_per_hour: Some(0.25),
+        ..Inputs::default()
+    }
+}
+
+fn placeholder(text: &str) -> String {
+    text.replace(PREFIX, "<PREFIX>")
+}
+
+fn snapshot_all(name: &str, inputs: Inputs) {
+    let plan = plan(inputs);
+    let outcome = setup(
+        &plan,
+        SetupOptions {
+            dry_run: true,
+            force: false,
+        },
+    )
+    .unwrap();
+    assert!(!Path::new(PREFIX).exists(), "a dry run wrote something");
+    insta::assert_snapshot!(format!("{name}__dry_run"), placeholder(&outcome.report));
+    for entry in &plan.entries {
+        // The whole logical path: two files share a name (`ya-runtime-erigon.json`).
+        let file = entry
+            .path()
+            .display()
+            .to_string()
+            .trim_start_matches('/')
+            .replace(['/', '.'], "_");
+        let text = match entry {
+            Entry::File { content, .. } => content.clone(),
+            Entry::Symlink { target, .. } => format!("symlink -> {}\n", target.display()),
+        };
+        let dir = entry.path().parent().unwrap().display().to_string();
+        let labelled = format!("# {dir}/\n{}", placeholder(&text));
+        insta::assert_snapshot!(format!("{name}__{file}"), labelled);
+    }
+}
+
+#[test]
+fn plain_http_dev_files() {
+    snapshot_all("dev", dev());
+}
+
+#[test]
+fn tls_mainnet_sepolia_files() {
+    snapshot_all("tls", tls_mainnet_sepolia());
+}
+
+#[test]
+fn config_file_and_flags_merge_and_missing_values_name_their_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("setup.toml");
+    std::fs::write(
+        &file,
+        "server-name = \"from-file\"\nlisten-port = 9000\nshared = [\"mainnet\"]\n",
+    )
+    .unwrap();
+    let flags = Inputs {
+        server_name: Some("from-flag".into()),
+        ..Inputs::default()
+    };
+    let s = flags.with_file(Some(&file)).unwrap().resolve().unwrap();
+    assert_eq!(s.server_name, "from-flag");
+    assert_eq!(s.listen_port, 9000);
+    assert_eq!(s.shared, vec![erigolem_primitives::Network::Mainnet]);
+
+    let err = Inputs::default().resolve().unwrap_err().to_string();
+    assert!(err.contains("--server-name"), "{err}");
+    let err = Inputs {
+        server_name: Some("x".into()),
+        tls_cert: Some("/c.pem".into()),
+        ..Inputs::default()
+    }
+    .resolve()
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--tls-key"), "{err}");
+    std::fs::write(&file, "sever-name = \"typo\"\n").unwrap();
+    let err = Inputs::default()
+        .with_file(Some(&file))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sever-name") && err.contains("setup.toml"),
+        "{err}"
+    );
+}
