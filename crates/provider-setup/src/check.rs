@@ -513,9 +513,17 @@ async fn shared_node(plan: &Plan, network: Network, url: &str) -> CheckResult {
         format!("start the node at {url}, or fix --shared-url {network}=URL")
     };
     let rpc = RpcClient::new(url);
+    let said = |e: erigolem_engine::RpcError| {
+        let e = e.to_string();
+        if e.contains(url) {
+            e
+        } else {
+            format!("{url}: {e}")
+        }
+    };
     let chain = match rpc.chain_id().await {
         Ok(c) => c,
-        Err(e) => return fail(check, format!("{url}: {e}"), fix),
+        Err(e) => return fail(check, said(e), fix),
     };
     if chain != network.chain_id() {
         return fail(
@@ -529,7 +537,7 @@ async fn shared_node(plan: &Plan, network: Network, url: &str) -> CheckResult {
     }
     let block = match rpc.block_number().await {
         Ok(b) => b,
-        Err(e) => return fail(check, format!("{url}: {e}"), fix),
+        Err(e) => return fail(check, said(e), fix),
     };
     match rpc.syncing().await {
         Ok(None) => pass(check, format!("{url}: block {block}, in sync")),
@@ -540,7 +548,7 @@ async fn shared_node(plan: &Plan, network: Network, url: &str) -> CheckResult {
                 p.current_block, p.highest_block
             ),
         ),
-        Err(e) => fail(check, format!("{url}: {e}"), fix),
+        Err(e) => fail(check, said(e), fix),
     }
 }
 
