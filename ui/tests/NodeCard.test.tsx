@@ -126,6 +126,14 @@ describe('node helpers', () => {
     expect(syncView({ state: 'running', block: 7, sync: null })).toMatchObject({ fraction: 1, synced: true, current: 7 });
     expect(syncView({ state: 'starting', block: null, sync: null })).toMatchObject({ fraction: null });
   });
+  it('shows a running node whose checks fail as unhealthy, and clears it when it answers', () => {
+    const next = applyProgress([running], { node_id: 'n1', block: 150, sync: null, health: 'not answering (1 of 3 checks failed)', at: 0 })!;
+    expect(next[0]!.health).toContain('not answering');
+    renderCard(next[0]!);
+    expect(screen.getByTestId('node-health').textContent).toContain('not answering (1 of 3');
+    const healed = applyProgress(next, { node_id: 'n1', block: 151, sync: null, at: 0 })!;
+    expect(healed[0]!.health).toBeNull();
+  });
   it('applies progress events to the right node only', () => {
     const other = { ...running, id: 'n2' };
     const next = applyProgress([running, other], { node_id: 'n1', block: 200, sync: null, at: 0 })!;

@@ -111,6 +111,8 @@ pub(crate) struct AppState {
     pub(crate) changes: tokio::sync::watch::Sender<u64>,
     /// Block height and sync progress of running nodes as they are polled; not stored as events.
     pub(crate) progress: tokio::sync::broadcast::Sender<routes::events::Progress>,
+    /// Running nodes whose last STATUS polls failed, and why (cleared when one answers again).
+    pub(crate) unhealthy: std::sync::Mutex<std::collections::HashMap<String, String>>,
     pub(crate) limiter: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
 }
 
@@ -125,6 +127,11 @@ impl AppState {
         let node = self.store.transition(id, to, reason).await?;
         self.notify();
         Ok(node)
+    }
+
+    /// Why the node is unhealthy (its STATUS polls fail), if it is.
+    pub(crate) fn health(&self, id: &str) -> Option<String> {
+        self.unhealthy.lock().ok()?.get(id).cloned()
     }
 
     pub(crate) fn notify(&self) {
@@ -252,6 +259,7 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         backend,
         changes: tokio::sync::watch::channel(0).0,
         progress: tokio::sync::broadcast::channel(PROGRESS_BUFFER).0,
+        unhealthy: Default::default(),
         limiter: governor::RateLimiter::keyed(
             governor::Quota::per_second(config_rate).allow_burst(
                 std::num::NonZeroU32::new(config_rate.get().saturating_mul(2))

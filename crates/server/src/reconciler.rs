@@ -209,6 +209,7 @@ async fn record_progress(
         node_id: node.id.clone(),
         block,
         sync,
+        health: state.health(&node.id),
         at: erigolem_store::now_ms(),
     });
     Ok(())
@@ -244,6 +245,9 @@ pub(crate) fn spawn_poller(state: Arc<AppState>) -> tokio::task::JoinHandle<()> 
                 let status = backend.status(&node.id).await;
                 if status.is_ok() {
                     misses.remove(&node.id);
+                    if let Ok(mut unhealthy) = state.unhealthy.lock() {
+                        unhealthy.remove(&node.id);
+                    }
                 }
                 match status {
                     Ok(status) if status.state == RuntimeState::Failed => {
@@ -259,8 +263,26 @@ pub(crate) fn spawn_poller(state: Arc<AppState>) -> tokio::task::JoinHandle<()> 
                         let n = misses.entry(node.id.clone()).or_default();
                         *n += 1;
                         tracing::warn!(node = %node.id, misses = *n, "unhealthy: {e}");
+                        let health = format!(
+                            "not answering ({} of {UNHEALTHY_LIMIT} checks failed): {e}",
+                            *n
+                        );
+                        if let Ok(mut unhealthy) = state.unhealthy.lock() {
+                            unhealthy.insert(node.id.clone(), health.clone());
+                        }
+                        let _ = state.progress.send(crate::routes::events::Progress {
+                            owner: node.owner.clone(),
+                            node_id: node.id.clone(),
+                            block: node.block,
+                            sync: node.sync.clone(),
+                            health: Some(health),
+                            at: erigolem_store::now_ms(),
+                        });
                         if *n >= UNHEALTHY_LIMIT {
                             misses.remove(&node.id);
+                            if let Ok(mut unhealthy) = state.unhealthy.lock() {
+                                unhealthy.remove(&node.id);
+                            }
                             let mut reason = format!("the node stopped answering: {e}");
                             if NodeTerms::from_backend_ref(node.backend_ref.as_ref()).auto_replace {
                                 match replace(&state, &node).await {

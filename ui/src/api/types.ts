@@ -50,6 +50,8 @@ export interface Node {
   ws_url: string | null;
   auth: Credentials | null;
   billing?: Billing | null;
+  /** Set while a running node's status checks fail (it is failed after three), with why. */
+  health?: string | null;
   block: number | null;
   sync: SyncProgress | null;
   /** Unix milliseconds. */
@@ -108,6 +110,7 @@ export interface ProgressEvent {
   node_id: string;
   block: number | null;
   sync: SyncProgress | null;
+  health?: string | null;
   at: number;
 }
 

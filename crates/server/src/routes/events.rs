@@ -32,12 +32,14 @@ pub(crate) struct Progress {
     pub(crate) node_id: String,
     pub(crate) block: Option<i64>,
     pub(crate) sync: Option<serde_json::Value>,
+    /// Why the node is unhealthy (its STATUS polls fail), or null when it answers.
+    pub(crate) health: Option<String>,
     /// Unix milliseconds.
     pub(crate) at: i64,
 }
 
 /// Server-sent events: `event: transition`, `data: {"id","node_id","state","reason","at"}`, and
-/// `event: progress`, `data: {"node_id","block","sync","at"}`.
+/// `event: progress`, `data: {"node_id","block","sync","health","at"}`.
 #[utoipa::path(get, path = "/api/v1/events", tag = "nodes",
     responses((status = 200, description = "text/event-stream of the caller's node transitions"), (status = 401, body = super::ErrorBody)))]
 pub(crate) async fn events(

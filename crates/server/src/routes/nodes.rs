@@ -64,6 +64,8 @@ pub(crate) struct NodeView {
     auth: Option<Credentials>,
     /// Price, spend and budget of a node on Golem.
     billing: Option<crate::backend::Billing>,
+    /// Set while a running node's STATUS polls fail (it is failed after 3), with why.
+    health: Option<String>,
     block: Option<i64>,
     #[schema(value_type = Option<Object>)]
     sync: Option<serde_json::Value>,
@@ -93,6 +95,7 @@ async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeVie
             .map(|o| o.engine.to_string())
     });
     let billing = state.backend.as_ref().and_then(|b| b.billing(&node.id));
+    let health = state.health(&node.id).filter(|_| live);
     Ok(NodeView {
         id: node.id,
         name: node.name,
@@ -106,6 +109,7 @@ async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeVie
         ws_url: node.ws_url.filter(|_| live),
         auth,
         billing,
+        health,
         block: node.block,
         sync: node.sync,
         created_at: node.created_at,

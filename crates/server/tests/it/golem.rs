@@ -233,7 +233,22 @@ async fn a_node_whose_provider_dies_fails() {
     let id = created["id"].as_str().unwrap().to_owned();
     wait_node(&alice, &id, "running", Duration::from_secs(60)).await;
     drop(agent); // the provider agent and the node it ran are gone
+                 // First marked unhealthy (still running), then failed.
+    let unhealthy = wait_for(
+        "the node to be unhealthy",
+        Duration::from_secs(30),
+        || async {
+            let (_, node) = alice.get(&format!("/nodes/{id}")).await;
+            node["health"]
+                .as_str()
+                .map(str::to_owned)
+                .filter(|_| node["state"] == "running")
+        },
+    )
+    .await;
+    assert!(unhealthy.contains("not answering (1 of 3"), "{unhealthy}");
     let node = wait_node(&alice, &id, "failed", Duration::from_secs(60)).await;
+    assert!(node["health"].is_null(), "{node}");
     assert!(
         node["reason"]
             .as_str()

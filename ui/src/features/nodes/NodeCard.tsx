@@ -115,6 +115,12 @@ export function NodeCard({ node }: { node: Node }) {
 
       <SyncBar node={node} />
 
+      {node.health && node.state === 'running' && (
+        <p className="warning" role="status" data-testid="node-health">
+          <strong>Unhealthy:</strong> {node.health}
+        </p>
+      )}
+
       {node.state === 'failed' && node.reason && (
         <p className="error-reason" role="note">
           <strong>Why it failed:</strong> {node.reason}
