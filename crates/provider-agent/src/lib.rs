@@ -307,14 +307,7 @@ async fn recover(shared: &Arc<Shared>, previous: AgentState) {
             .map(|t| Duration::from_millis((now_ms() - t).max(0) as u64))
             .unwrap_or_default();
         finish_billing(shared, &record, ran).await;
-        if let Err(e) = shared
-            .config
-            .yagna
-            .terminate_agreement(&record.agreement_id, reason)
-            .await
-        {
-            tracing::debug!(agreement = %record.agreement_id, "terminate: {e}");
-        }
+        terminate(shared, &record.agreement_id, reason).await;
     }
     shared.persist().await;
 }
@@ -790,6 +783,11 @@ async fn end_agreement(shared: &Arc<Shared>, agreement_id: &str, reason: &str) {
     shared.stat(|s| s.active_agreements = s.active_agreements.saturating_sub(1));
     tracing::info!(%agreement_id, %reason, "agreement ending");
     finish_billing(shared, &live.record, ran).await;
+    terminate(shared, agreement_id, reason).await;
+}
+
+/// Terminates an agreement; one already ended by the requestor is fine.
+async fn terminate(shared: &Shared, agreement_id: &str, reason: &str) {
     if let Err(e) = shared
         .config
         .yagna

@@ -790,19 +790,8 @@ impl Backend for GolemBackend {
     }
 
     async fn status(&self, node_id: &str) -> Result<NodeStatus, BackendError> {
-        let deal = self
-            .shared
-            .deal(node_id)
-            .ok_or_else(|| BackendError::Unknown(node_id.to_owned()))?;
-        let out = run_script(
-            &self.shared.yagna,
-            &deal.activity_id,
-            json!([{"run": {"entry_point": "STATUS", "args": []}}]),
-        )
-        .await
-        .map_err(BackendError::Other)?;
-        parse_status(out.first().map(String::as_str).unwrap_or_default())
-            .map_err(BackendError::Other)
+        let out = self.run_entry(node_id, "STATUS").await?;
+        parse_status(&out).map_err(BackendError::Other)
     }
 
     async fn stop(&self, node_id: &str) -> Result<(), BackendError> {
@@ -826,18 +815,8 @@ impl Backend for GolemBackend {
     }
 
     async fn rotate(&self, node_id: &str) -> Result<Credentials, BackendError> {
-        let deal = self
-            .shared
-            .deal(node_id)
-            .ok_or_else(|| BackendError::Unknown(node_id.to_owned()))?;
-        let out = run_script(
-            &self.shared.yagna,
-            &deal.activity_id,
-            json!([{"run": {"entry_point": "ROTATE", "args": []}}]),
-        )
-        .await
-        .map_err(BackendError::Other)?;
-        serde_json::from_str(out.first().map(String::as_str).unwrap_or_default().trim())
+        let out = self.run_entry(node_id, "ROTATE").await?;
+        serde_json::from_str(out.trim())
             .map_err(|e| BackendError::Other(format!("ROTATE did not parse: {e}")))
     }
 
@@ -869,6 +848,19 @@ impl Backend for GolemBackend {
 }
 
 impl GolemBackend {
+    /// `run <entry>` in the node's activity; its stdout.
+    async fn run_entry(&self, node_id: &str, entry: &str) -> Result<String, BackendError> {
+        let deal = self
+            .shared
+            .deal(node_id)
+            .ok_or_else(|| BackendError::Unknown(node_id.to_owned()))?;
+        let script = json!([{"run": {"entry_point": entry, "args": []}}]);
+        let out = run_script(&self.shared.yagna, &deal.activity_id, script)
+            .await
+            .map_err(BackendError::Other)?;
+        Ok(out.into_iter().next().unwrap_or_default())
+    }
+
     /// Activity + deploy/start/STATUS on the provider of `deal`; records the deal.
     async fn run_node(
         &self,

@@ -55,6 +55,33 @@ fn agent(node: &YagnaNode, machine: &Provider, dir: &Path, price: &str) -> Child
     )
 }
 
+/// One provider machine selling at 36 GLM/h (+0.5 GLM start) and a golem server in front of it.
+/// Fields drop in order: the server, then the agent, the machine, the Golem network.
+struct OneProvider {
+    h: Handle,
+    agent: Option<ChildGuard>,
+    _machine: Provider,
+    net: GolemNet,
+    dir: tempfile::TempDir,
+}
+
+async fn one_provider(tweak: impl FnOnce(&mut GolemConfig)) -> OneProvider {
+    let net = GolemNet::spawn(GolemNetConfig::test()).await.unwrap();
+    let machine = Provider::start(1, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent(net.provider(0), &machine, dir.path(), "36");
+    let mut config = golem_config(&net);
+    tweak(&mut config);
+    let h = golem_server(&dir.path().join("server"), config).await;
+    OneProvider {
+        h,
+        agent: Some(agent),
+        _machine: machine,
+        net,
+        dir,
+    }
+}
+
 async fn wait_node(api: &Api<'_>, id: &str, want: &str, within: Duration) -> Value {
     wait_for(&format!("node {id} to be {want}"), within, || async {
         let (_, node) = api.get(&format!("/nodes/{id}")).await;
@@ -223,17 +250,14 @@ async fn of_two_providers_the_cheaper_one_is_chosen() {
 
 #[tokio::test]
 async fn a_node_whose_provider_dies_fails() {
-    let net = GolemNet::spawn(GolemNetConfig::test()).await.unwrap();
-    let machine = Provider::start(1, |_| {}).await;
-    let dir = tempfile::tempdir().unwrap();
-    let agent = agent(net.provider(0), &machine, dir.path(), "36");
-    let h = golem_server(&dir.path().join("server"), golem_config(&net)).await;
-    let alice = Api::signed_in(&h, DEV_KEY_0).await;
+    let mut stack = one_provider(|_| {}).await;
+    let h = &stack.h;
+    let alice = Api::signed_in(h, DEV_KEY_0).await;
     let (_, created) = alice.post("/nodes", json!({"network": "dev"})).await;
     let id = created["id"].as_str().unwrap().to_owned();
     wait_node(&alice, &id, "running", Duration::from_secs(60)).await;
-    drop(agent); // the provider agent and the node it ran are gone
-                 // First marked unhealthy (still running), then failed.
+    drop(stack.agent.take()); // the provider agent and the node it ran are gone
+                              // First marked unhealthy (still running), then failed.
     let unhealthy = wait_for(
         "the node to be unhealthy",
         Duration::from_secs(30),
@@ -306,12 +330,9 @@ async fn after_a_server_restart_a_golem_node_is_still_running_with_the_same_url_
 
 #[tokio::test]
 async fn a_debit_note_above_the_agreed_price_is_not_paid() {
-    let net = GolemNet::spawn(GolemNetConfig::test()).await.unwrap();
-    let machine = Provider::start(1, |_| {}).await;
-    let dir = tempfile::tempdir().unwrap();
-    let _agent = agent(net.provider(0), &machine, dir.path(), "36");
-    let h = golem_server(&dir.path().join("server"), golem_config(&net)).await;
-    let alice = Api::signed_in(&h, DEV_KEY_0).await;
+    let stack = one_provider(|_| {}).await;
+    let (net, h, dir) = (&stack.net, &stack.h, stack.dir.path());
+    let alice = Api::signed_in(h, DEV_KEY_0).await;
     let (_, created) = alice.post("/nodes", json!({"network": "dev"})).await;
     let id = created["id"].as_str().unwrap().to_owned();
     wait_node(&alice, &id, "running", Duration::from_secs(60)).await;
@@ -320,7 +341,7 @@ async fn a_debit_note_above_the_agreed_price_is_not_paid() {
         net.provider(0).api_url.parse().unwrap(),
         net.provider(0).app_key.clone(),
     );
-    let activity = std::fs::read_to_string(dir.path().join("server/golem/deals.json")).unwrap();
+    let activity = std::fs::read_to_string(dir.join("server/golem/deals.json")).unwrap();
     let deals: Value = serde_json::from_str(&activity).unwrap();
     let activity_id = deals[&id]["activity_id"].as_str().unwrap().to_owned();
     let greedy = p
@@ -428,12 +449,9 @@ async fn a_failed_node_is_replaced_on_another_provider_when_asked() {
 
 #[tokio::test]
 async fn a_node_whose_budget_runs_out_is_stopped_with_the_reason() {
-    let net = GolemNet::spawn(GolemNetConfig::test()).await.unwrap();
-    let machine = Provider::start(1, |_| {}).await;
-    let dir = tempfile::tempdir().unwrap();
-    let _agent = agent(net.provider(0), &machine, dir.path(), "36");
-    let h = golem_server(&dir.path().join("server"), golem_config(&net)).await;
-    let alice = Api::signed_in(&h, DEV_KEY_0).await;
+    let stack = one_provider(|_| {}).await;
+    let h = &stack.h;
+    let alice = Api::signed_in(h, DEV_KEY_0).await;
     // 0.5 GLM start fee + 36 GLM/h: 1.2 GLM pays for the start and the first ~10 s (the backend
     // stops a node a minute before its budget would be exceeded).
     let (_, created) = alice
@@ -453,15 +471,10 @@ async fn a_node_whose_budget_runs_out_is_stopped_with_the_reason() {
 
 #[tokio::test]
 async fn a_node_whose_agreement_is_about_to_end_is_stopped_with_the_reason() {
-    let net = GolemNet::spawn(GolemNetConfig::test()).await.unwrap();
-    let machine = Provider::start(1, |_| {}).await;
-    let dir = tempfile::tempdir().unwrap();
-    let _agent = agent(net.provider(0), &machine, dir.path(), "36");
-    let mut config = golem_config(&net);
     // Nodes stop five minutes before their agreement ends: this one a few seconds after it starts.
-    config.agreement_duration = Duration::from_secs(5 * 60 + 4);
-    let h = golem_server(&dir.path().join("server"), config).await;
-    let alice = Api::signed_in(&h, DEV_KEY_0).await;
+    let stack = one_provider(|c| c.agreement_duration = Duration::from_secs(5 * 60 + 4)).await;
+    let h = &stack.h;
+    let alice = Api::signed_in(h, DEV_KEY_0).await;
     let (_, created) = alice.post("/nodes", json!({"network": "dev"})).await;
     let id = created["id"].as_str().unwrap().to_owned();
     wait_node(&alice, &id, "running", Duration::from_secs(60)).await;
