@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use erigolem_yagna::model::activity::provider_event::ProviderEventType;
 use erigolem_yagna::model::market::{Agreement, ProviderEvent};
 use erigolem_yagna::model::payment::{DocumentStatus, NewDebitNote, NewInvoice};
-use erigolem_yagna::{BigDecimal, DateTime, Utc, Yagna, YagnaError};
+use erigolem_yagna::props::glm;
+use erigolem_yagna::{DateTime, Utc, Yagna, YagnaError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -735,14 +736,7 @@ async fn billing_loop(
 
 /// The linear price an agreement's offer carries: `[per second, per cpu second, start fee]`.
 fn agreed_pricing(agreement: &Agreement) -> Option<Pricing> {
-    let coeffs = props::prop(
-        &agreement.offer.properties,
-        "golem.com.pricing.model.linear.coeffs",
-    )?
-    .as_array()?
-    .iter()
-    .map(serde_json::Value::as_f64)
-    .collect::<Option<Vec<f64>>>()?;
+    let coeffs = erigolem_yagna::props::linear_coeffs(&agreement.offer.properties)?;
     match coeffs[..] {
         [per_sec, _, start_fee] => Some(Pricing {
             per_hour: per_sec * 3600.0,
@@ -759,11 +753,6 @@ impl AgreementRecord {
             start_fee: self.start_fee,
         }
     }
-}
-
-/// GLM amounts with 18 decimals at most (the token's precision).
-fn glm(amount: f64) -> BigDecimal {
-    format!("{amount:.18}").parse().unwrap_or_default()
 }
 
 /// Ends an agreement once: shuts its activity down, invoices the time it ran, terminates it.

@@ -1,5 +1,4 @@
-//! Golem market properties: building our offer, and reading a demand's properties (yagna hands them
-//! out flat, `{"a.b.c": v}`, but accepts nested objects too, so both are read).
+//! Golem market properties: building our offer, and what in a demand we cannot serve.
 
 use erigolem_yagna::model::market::NewOffer;
 use serde_json::{json, Map, Value};
@@ -17,21 +16,7 @@ pub const NONCE: &str = "erigolem.offer.nonce";
 pub const DEMAND_NETWORK: &str = "erigolem.network";
 pub const DEMAND_MODE: &str = "erigolem.mode";
 
-/// Reads `key` from properties given flat or nested.
-pub fn prop<'a>(properties: &'a Value, key: &str) -> Option<&'a Value> {
-    if let Some(v) = properties.get(key) {
-        return Some(v);
-    }
-    let mut node = properties;
-    for part in key.split('.') {
-        node = node.get(part)?;
-    }
-    Some(node)
-}
-
-pub fn prop_str<'a>(properties: &'a Value, key: &str) -> Option<&'a str> {
-    prop(properties, key).and_then(Value::as_str)
-}
+pub use erigolem_yagna::props::{prop, prop_str};
 
 /// GLM per second of duration, per CPU second, and the start fee.
 pub fn linear_coeffs(pricing: &Pricing) -> [f64; 3] {
@@ -136,15 +121,6 @@ mod tests {
             runtime_version: "0.1.0".into(),
             debit_note_interval_secs: 60,
         }
-    }
-
-    #[test]
-    fn reads_flat_and_nested_properties() {
-        let flat = json!({"erigolem.network": "dev"});
-        let nested = json!({"erigolem": {"network": "dev"}});
-        assert_eq!(prop_str(&flat, DEMAND_NETWORK), Some("dev"));
-        assert_eq!(prop_str(&nested, DEMAND_NETWORK), Some("dev"));
-        assert_eq!(prop_str(&nested, "erigolem.mode"), None);
     }
 
     #[test]

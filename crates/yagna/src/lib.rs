@@ -3,6 +3,7 @@
 //! Models come from `ya-client-model` 0.7 (what yagna 0.17.6 speaks); HTTP is reqwest on tokio, so
 //! nothing here needs actix.
 
+pub mod props;
 pub mod requestor;
 
 use std::time::Duration;

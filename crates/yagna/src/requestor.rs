@@ -4,10 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::model::market::{proposal::State, NewDemand, Proposal, RequestorEvent};
 use crate::{Utc, Yagna, YagnaError};
+
+pub use crate::props::linear_coeffs;
 
 /// What a requestor asks for.
 #[derive(Debug, Clone)]
@@ -222,12 +224,4 @@ async fn sign(yagna: &Yagna, proposal_id: &str, validity: Duration) -> Result<St
         .wait_for_approval(&agreement_id, APPROVAL_WAIT)
         .await?;
     Ok(agreement_id)
-}
-
-/// The linear price's coefficients an offer carries (`[per duration second, per cpu second, start fee]`).
-pub fn linear_coeffs(offer: &Value) -> Option<Vec<f64>> {
-    let coeffs = offer
-        .get("golem.com.pricing.model.linear.coeffs")
-        .or_else(|| offer.pointer("/golem/com/pricing/model/linear/coeffs"))?;
-    coeffs.as_array()?.iter().map(Value::as_f64).collect()
 }

@@ -16,6 +16,7 @@ use erigolem_yagna::model::payment::InvoiceEventType;
 use erigolem_yagna::model::payment::{
     Acceptance, DebitNoteEventType, NewAllocation, Rejection, RejectionReason,
 };
+use erigolem_yagna::props::{glm, glm_f64, prop_list, prop_str};
 use erigolem_yagna::requestor::{
     linear_coeffs, make_deal_with, DealError, DealOptions, DemandSpec,
 };
@@ -249,27 +250,6 @@ impl Shared {
     }
 }
 
-fn prop<'a>(props: &'a Value, key: &str) -> Option<&'a Value> {
-    props
-        .get(key)
-        .or_else(|| props.pointer(&format!("/{}", key.replace('.', "/"))))
-}
-
-fn prop_str<'a>(props: &'a Value, key: &str) -> Option<&'a str> {
-    prop(props, key).and_then(Value::as_str)
-}
-
-fn prop_list(props: &Value, key: &str) -> Vec<String> {
-    prop(props, key)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// GLM per hour of an offer's linear price (duration coefficient × 3600).
 fn price_per_hour(offer: &Proposal) -> f64 {
     linear_coeffs(&offer.properties)
@@ -282,14 +262,6 @@ fn start_fee(offer: &Proposal) -> f64 {
     linear_coeffs(&offer.properties)
         .and_then(|c| c.get(2).copied())
         .unwrap_or(0.0)
-}
-
-fn glm(amount: &BigDecimal) -> f64 {
-    amount.to_string().parse().unwrap_or(f64::INFINITY)
-}
-
-fn glm_decimal(amount: f64) -> BigDecimal {
-    format!("{amount:.18}").parse().unwrap_or_default()
 }
 
 /// Keeps a view of the market for `GET /networks`: a demand that only listens (it never answers,
@@ -410,7 +382,7 @@ async fn handle_debit_note(shared: &Shared, id: &str) {
     let Ok(note) = shared.yagna.debit_note(id).await else {
         return;
     };
-    let amount = glm(&note.total_amount_due);
+    let amount = glm_f64(&note.total_amount_due);
     let now = Utc::now().timestamp_millis();
     let Some((node, deal)) = node_of(shared, &note.agreement_id) else {
         reject_debit_note(
@@ -462,7 +434,7 @@ async fn handle_invoice(shared: &Shared, id: &str) {
     let Ok(invoice) = shared.yagna.invoice(id).await else {
         return;
     };
-    let amount = glm(&invoice.amount);
+    let amount = glm_f64(&invoice.amount);
     let now = Utc::now().timestamp_millis();
     let rejection = |reason, message: String| Rejection {
         rejection_reason: reason,
@@ -691,7 +663,7 @@ impl Backend for GolemBackend {
                 payment_platform: Some(PaymentPlatformEnum::PaymentPlatformName(
                     shared.config.payment_platform.clone(),
                 )),
-                total_amount: glm_decimal(budget),
+                total_amount: glm(budget),
                 timeout: None,
                 deposit: None,
                 make_deposit: false,

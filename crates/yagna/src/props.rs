@@ -1,0 +1,76 @@
+//! Reading Golem market properties, and GLM amounts. yagna hands properties out flat
+//! (`{"a.b.c": v}`) but accepts nested objects too, so both forms are read.
+
+use serde_json::Value;
+
+use crate::BigDecimal;
+
+/// `key` of `properties`, flat or nested.
+pub fn prop<'a>(properties: &'a Value, key: &str) -> Option<&'a Value> {
+    if let Some(v) = properties.get(key) {
+        return Some(v);
+    }
+    key.split('.')
+        .try_fold(properties, |node, part| node.get(part))
+}
+
+pub fn prop_str<'a>(properties: &'a Value, key: &str) -> Option<&'a str> {
+    prop(properties, key).and_then(Value::as_str)
+}
+
+/// A list of strings (empty when absent).
+pub fn prop_list(properties: &Value, key: &str) -> Vec<String> {
+    prop(properties, key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The linear price's coefficients (`[per duration second, per cpu second, constant]`).
+pub fn linear_coeffs(properties: &Value) -> Option<Vec<f64>> {
+    prop(properties, "golem.com.pricing.model.linear.coeffs")?
+        .as_array()?
+        .iter()
+        .map(Value::as_f64)
+        .collect()
+}
+
+/// A GLM amount for yagna, with the token's 18 decimals at most.
+pub fn glm(amount: f64) -> BigDecimal {
+    format!("{amount:.18}").parse().unwrap_or_default()
+}
+
+/// A GLM amount from yagna as f64 (infinite if it does not parse, so it never passes a limit).
+pub fn glm_f64(amount: &BigDecimal) -> f64 {
+    amount.to_string().parse().unwrap_or(f64::INFINITY)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn reads_flat_and_nested_properties() {
+        let flat = json!({"erigolem.network": "dev", "golem.com.pricing.model.linear.coeffs": [0.01, 0.0, 0.5]});
+        let nested = json!({"erigolem": {"network": "dev", "networks": ["dev", "sepolia"]}});
+        assert_eq!(prop_str(&flat, "erigolem.network"), Some("dev"));
+        assert_eq!(prop_str(&nested, "erigolem.network"), Some("dev"));
+        assert_eq!(prop_str(&nested, "erigolem.mode"), None);
+        assert_eq!(prop_list(&nested, "erigolem.networks"), ["dev", "sepolia"]);
+        assert!(prop_list(&flat, "erigolem.networks").is_empty());
+        assert_eq!(linear_coeffs(&flat), Some(vec![0.01, 0.0, 0.5]));
+    }
+
+    #[test]
+    fn glm_amounts_round_trip() {
+        assert_eq!(glm_f64(&glm(0.540065)), 0.540065);
+        assert_eq!(glm(1.0).to_string(), "1.000000000000000000");
+    }
+}
