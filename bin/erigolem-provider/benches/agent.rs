@@ -1,4 +1,4 @@
-//! The provider agent in the local Golem network (run offline: scripts/bench-provider.sh).
+//! The provider agent in the local Golem network (run offline: scripts/bench.sh provider).
 //! Demand → agreement → activity → STATUS → URL answering, 10 purchases one after another; and the
 //! agent's memory with 0 and 10 active activities. Prints Markdown tables for docs/benchmarks.md.
 #![allow(clippy::unwrap_used)]
@@ -25,7 +25,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 async fn main() {
     let net = GolemNet::spawn(GolemNetConfig::test()).await.unwrap();
     println!(
-        "local Golem network up in {} (anvil, router, 2 × yagna 0.17.6)\n",
+        "local Golem network up in {} ms (anvil, router, 2 × yagna 0.17.6)\n",
         ms(net.bring_up())
     );
     let machine = Provider::start(ACTIVE as u16, |_| {}).await;

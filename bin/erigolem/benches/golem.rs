@@ -1,4 +1,4 @@
-//! Click → working URL through the golem backend (run offline: scripts/bench-golem.sh): a local
+//! Click → working URL through the golem backend (run offline: scripts/bench.sh golem): a local
 //! Golem network, one provider running `erigolem-provider run`, and `erigolem serve --backend golem`
 //! in process. Ten nodes one after another; each is broken into market, agreement, activity and
 //! runtime phases (from the backend's record) plus the rest (REST, reconciler, first RPC call).

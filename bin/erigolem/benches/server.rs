@@ -4,7 +4,7 @@
 //! of their runtimes and anvils). The server runs as its own process (`erigolem serve`), the load
 //! generator in this one, on the same machine.
 //!
-//! `bash scripts/bench-server.sh` (release build, offline in a network namespace); or, after
+//! `bash scripts/bench.sh server` (release build, offline in a network namespace); or, after
 //! `scripts/setup.sh` and `cargo build --release --workspace --bins`:
 //! `cargo bench -p erigolem --bench server`. Results are recorded in docs/benchmarks.md.
 #![allow(clippy::unwrap_used)]
