@@ -35,3 +35,9 @@ pub enum StoreError {
     #[error("corrupt database row: {0}")]
     Corrupt(String),
 }
+
+impl From<erigolem_lifecycle::node::UnknownState> for StoreError {
+    fn from(e: erigolem_lifecycle::node::UnknownState) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}

@@ -8,6 +8,7 @@
 //!
 //! Owners are compared exactly as given: normalise addresses (e.g. lowercase) before calling.
 
+mod deals;
 mod error;
 mod key;
 
@@ -24,6 +25,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+pub use deals::{
+    DealRecord, DocumentRecord, DocumentState, NewDeal, NewDocument, NewPlan, PlanRecord,
+    ReplacementRecord, Reservation, Reserved, SERVER_LEDGER,
+};
 pub use error::StoreError;
 pub use key::{Key, KeyFile};
 
@@ -37,97 +42,7 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A node's lifecycle state.
-///
-/// Allowed transitions (anything else is [`StoreError::IllegalTransition`], including a state to
-/// itself):
-///
-/// | from | to |
-/// |---|---|
-/// | `pending` | `starting`, `stopping`, `failed` |
-/// | `starting` | `running`, `stopping`, `failed` |
-/// | `running` | `stopping`, `failed` |
-/// | `stopping` | `stopped`, `failed` |
-/// | `failed` | `stopping` (tear down what is left), `stopped` (nothing left to tear down) |
-/// | `stopped` | — (final) |
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeState {
-    Pending,
-    Starting,
-    Running,
-    Stopping,
-    Stopped,
-    Failed,
-}
-
-impl NodeState {
-    pub const ALL: [NodeState; 6] = [
-        Self::Pending,
-        Self::Starting,
-        Self::Running,
-        Self::Stopping,
-        Self::Stopped,
-        Self::Failed,
-    ];
-    /// The states [`Store::count_active`] counts.
-    pub const ACTIVE: [NodeState; 4] =
-        [Self::Pending, Self::Starting, Self::Running, Self::Stopping];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Starting => "starting",
-            Self::Running => "running",
-            Self::Stopping => "stopping",
-            Self::Stopped => "stopped",
-            Self::Failed => "failed",
-        }
-    }
-
-    pub fn is_active(self) -> bool {
-        Self::ACTIVE.contains(&self)
-    }
-
-    /// Whether the node is down (`stopped` or `failed`): it may be deleted.
-    pub fn is_down(self) -> bool {
-        matches!(self, Self::Stopped | Self::Failed)
-    }
-
-    /// The states from which `self` may be entered.
-    pub fn predecessors(self) -> &'static [NodeState] {
-        use NodeState::*;
-        match self {
-            Pending => &[],
-            Starting => &[Pending],
-            Running => &[Starting],
-            Stopping => &[Pending, Starting, Running, Failed],
-            Stopped => &[Stopping, Failed],
-            Failed => &[Pending, Starting, Running, Stopping],
-        }
-    }
-
-    pub fn can_transition_to(self, to: NodeState) -> bool {
-        to.predecessors().contains(&self)
-    }
-}
-
-impl fmt::Display for NodeState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for NodeState {
-    type Err = StoreError;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown node state {s:?}")))
-    }
-}
+pub use erigolem_lifecycle::NodeState;
 
 /// What [`Store::insert_node`] needs; the rest starts empty and the state `pending`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +75,10 @@ pub struct NodeRecord {
     pub instance: Option<String>,
     /// Opaque to the store: whatever the backend needs to find the node again.
     pub backend_ref: Option<serde_json::Value>,
+    /// The plan (budget, caps, replacements) it belongs to: the first node's id.
+    pub plan_id: Option<String>,
+    /// The failed node this one replaced.
+    pub replaces: Option<String>,
     pub block: Option<i64>,
     pub sync: Option<serde_json::Value>,
     pub created_at: i64,
@@ -187,6 +106,8 @@ impl fmt::Debug for NodeRecord {
             )
             .field("instance", &self.instance)
             .field("backend_ref", &self.backend_ref)
+            .field("plan_id", &self.plan_id)
+            .field("replaces", &self.replaces)
             .field("block", &self.block)
             .field("sync", &self.sync)
             .field("created_at", &self.created_at)
@@ -221,7 +142,8 @@ enum Backend {
 }
 
 const NODE_COLS: &str = "id, owner, name, network, mode, prune, state, reason, url, ws_url, \
-    username, password_enc, instance, backend_ref, block, sync, created_at, updated_at, stopped_at";
+    username, password_enc, instance, backend_ref, block, sync, created_at, updated_at, stopped_at, \
+    plan_id, replaces";
 
 const SQLITE_PRAGMAS: [&str; 4] = [
     "PRAGMA busy_timeout = 10000",
@@ -406,46 +328,55 @@ impl Store {
     /// ordered by creation within a process.
     pub async fn insert_node(&self, new: &NewNode) -> Result<NodeRecord> {
         let id = uuid::Uuid::now_v7().to_string();
-        let now = now_ms();
         let mut tx = self.pool.begin().await?;
         self.lock_events(&mut tx).await?;
-        sqlx::query(
-            "INSERT INTO nodes (id, owner, name, network, mode, prune, state, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
-        )
-        .bind(&id)
-        .bind(&new.owner)
-        .bind(&new.name)
-        .bind(&new.network)
-        .bind(&new.mode)
-        .bind(&new.prune)
-        .bind(NodeState::Pending.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        insert_event(&mut tx, &id, &new.owner, NodeState::Pending, None, now).await?;
+        let node = insert_node_row(&mut tx, &id, new, None, None, None).await?;
         tx.commit().await?;
-        Ok(NodeRecord {
-            id,
-            owner: new.owner.clone(),
-            name: new.name.clone(),
-            network: new.network.clone(),
-            mode: new.mode.clone(),
-            prune: new.prune.clone(),
-            state: NodeState::Pending,
-            reason: None,
-            url: None,
-            ws_url: None,
-            username: None,
-            password_enc: None,
-            instance: None,
-            backend_ref: None,
-            block: None,
-            sync: None,
-            created_at: now,
-            updated_at: now,
-            stopped_at: None,
-        })
+        Ok(node)
+    }
+
+    /// Registers a node with its plan (budget, caps, replacement policy): one transaction; the
+    /// plan's id is the node's.
+    pub async fn insert_node_with_plan(
+        &self,
+        new: &NewNode,
+        plan: &NewPlan,
+    ) -> Result<(NodeRecord, PlanRecord)> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let mut tx = self.pool.begin().await?;
+        self.lock_events(&mut tx).await?;
+        let plan = deals::insert_plan(&mut tx, &id, &new.owner, plan).await?;
+        let node = insert_node_row(&mut tx, &id, new, Some(&id), None, None).await?;
+        tx.commit().await?;
+        Ok((node, plan))
+    }
+
+    /// A replacement for the failed node `failed`: if its plan allows one more (auto-replace on,
+    /// replacements left), takes it (compare-and-set on the plan's count), registers the new node
+    /// (same plan, `replaces` = the failed one) and records the replacement with `reason`, in one
+    /// transaction. `None` when the plan allows no more.
+    pub async fn replace_node(
+        &self,
+        failed: &NodeRecord,
+        new: &NewNode,
+        reason: &str,
+    ) -> Result<Option<NodeRecord>> {
+        let Some(plan_id) = &failed.plan_id else {
+            return Ok(None);
+        };
+        let id = uuid::Uuid::now_v7().to_string();
+        let mut tx = self.pool.begin().await?;
+        self.lock_events(&mut tx).await?;
+        let Some(seq) = deals::take_replacement(&mut tx, plan_id).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let why = format!("replaces node {}: {reason}", failed.id);
+        let node =
+            insert_node_row(&mut tx, &id, new, Some(plan_id), Some(&failed.id), Some(&why)).await?;
+        deals::insert_replacement(&mut tx, plan_id, seq, &failed.id, &id, reason).await?;
+        tx.commit().await?;
+        Ok(Some(node))
     }
 
     /// The node if `owner` owns it.
@@ -536,6 +467,66 @@ impl Store {
             None => Err(StoreError::NotFound),
             Some(current) => Err(StoreError::IllegalTransition { from: current, to }),
         }
+    }
+
+    /// [`Store::transition`], but only from `from`: a compare-and-set on the state a decision was
+    /// made from, so a decision never applies to a node that moved on meanwhile.
+    pub async fn transition_from(
+        &self,
+        id: &str,
+        from: NodeState,
+        to: NodeState,
+        reason: Option<&str>,
+    ) -> Result<NodeRecord> {
+        if !from.can_transition_to(to) {
+            return Err(StoreError::IllegalTransition { from, to });
+        }
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        self.lock_events(&mut tx).await?;
+        let row = sqlx::query(&format!(
+            "UPDATE nodes SET state = $1, reason = COALESCE($2, reason), updated_at = $3, \
+             stopped_at = COALESCE($4, stopped_at) \
+             WHERE id = $5 AND state = $6 RETURNING {NODE_COLS}"
+        ))
+        .bind(to.as_str())
+        .bind(reason)
+        .bind(now)
+        .bind(to.is_down().then_some(now))
+        .bind(id)
+        .bind(from.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = row {
+            let node = node_from_row(&row)?;
+            insert_event(&mut tx, id, &node.owner, to, reason, now).await?;
+            tx.commit().await?;
+            return Ok(node);
+        }
+        tx.rollback().await?;
+        match self.state_of(id).await? {
+            None => Err(StoreError::NotFound),
+            Some(current) => Err(StoreError::IllegalTransition { from: current, to }),
+        }
+    }
+
+    /// Any owner's node `id` (for the reconciler and the payment loop).
+    pub async fn node_by_id(&self, id: &str) -> Result<Option<NodeRecord>> {
+        let row = sqlx::query(&format!("SELECT {NODE_COLS} FROM nodes WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(node_from_row).transpose()
+    }
+
+    /// The node that replaced `id`, if one did.
+    pub async fn replacement_of(&self, id: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM nodes WHERE replaces = $1 LIMIT 1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Records where node `id` answers and its credentials; the password is stored encrypted.
@@ -679,7 +670,7 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        state.map(|s| s.parse()).transpose()
+        Ok(state.map(|s| s.parse()).transpose()?)
     }
 
     /// PostgreSQL hands out identity values at insert, not commit: serialise event writers so
@@ -744,6 +735,58 @@ fn create_sqlite_parent(url: &str) -> Result<()> {
     Ok(())
 }
 
+async fn insert_node_row(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    new: &NewNode,
+    plan_id: Option<&str>,
+    replaces: Option<&str>,
+    reason: Option<&str>,
+) -> Result<NodeRecord> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO nodes (id, owner, name, network, mode, prune, state, created_at, updated_at, \
+         plan_id, replaces, reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11)",
+    )
+    .bind(id)
+    .bind(&new.owner)
+    .bind(&new.name)
+    .bind(&new.network)
+    .bind(&new.mode)
+    .bind(&new.prune)
+    .bind(NodeState::Pending.as_str())
+    .bind(now)
+    .bind(plan_id)
+    .bind(replaces)
+    .bind(reason)
+    .execute(&mut **tx)
+    .await?;
+    insert_event(tx, id, &new.owner, NodeState::Pending, reason, now).await?;
+    Ok(NodeRecord {
+        id: id.to_owned(),
+        owner: new.owner.clone(),
+        name: new.name.clone(),
+        network: new.network.clone(),
+        mode: new.mode.clone(),
+        prune: new.prune.clone(),
+        state: NodeState::Pending,
+        reason: reason.map(str::to_owned),
+        url: None,
+        ws_url: None,
+        username: None,
+        password_enc: None,
+        instance: None,
+        backend_ref: None,
+        plan_id: plan_id.map(str::to_owned),
+        replaces: replaces.map(str::to_owned),
+        block: None,
+        sync: None,
+        created_at: now,
+        updated_at: now,
+        stopped_at: None,
+    })
+}
+
 async fn insert_event(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     node_id: &str,
@@ -765,7 +808,7 @@ async fn insert_event(
     Ok(())
 }
 
-fn found(rows: u64) -> Result<()> {
+pub(crate) fn found(rows: u64) -> Result<()> {
     if rows == 0 {
         Err(StoreError::NotFound)
     } else {
@@ -806,6 +849,8 @@ fn node_from_row(row: &AnyRow) -> Result<NodeRecord> {
         password_enc: row.try_get("password_enc")?,
         instance: row.try_get("instance")?,
         backend_ref: json_column(row, "backend_ref")?,
+        plan_id: row.try_get("plan_id")?,
+        replaces: row.try_get("replaces")?,
         block: row.try_get("block")?,
         sync: json_column(row, "sync")?,
         created_at: row.try_get("created_at")?,

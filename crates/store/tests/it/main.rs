@@ -4,7 +4,11 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use erigolem_store::{now_ms, Key, KeyFile, NewNode, NodeState, Store, StoreError};
+use erigolem_lifecycle::{DocumentKind, Glm, LinearPrice};
+use erigolem_store::{
+    now_ms, DocumentState, Key, KeyFile, NewDeal, NewDocument, NewNode, NewPlan, NodeState,
+    Reservation, Reserved, Store, StoreError, SERVER_LEDGER,
+};
 use erigolem_test_utils::postgres::Postgres;
 use serde_json::json;
 use sqlx::Row;
@@ -80,6 +84,11 @@ both!(
     delete_only_when_down,
     password_encrypted_at_rest,
     restart_keeps_everything,
+    transition_from_is_a_compare_and_set,
+    plans_allow_a_bounded_number_of_replacements_each_recorded,
+    deals_freeze_billing_once_and_survive_a_restart,
+    payments_are_reserved_once_and_totals_compare_and_set,
+    concurrent_payments_never_exceed_what_was_read,
 );
 
 const ALICE: &str = "0xaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -757,7 +766,10 @@ async fn sqlite_settings_and_parent_dir() {
         .fetch_one(store.pool())
         .await
         .unwrap();
-    assert_eq!(applied, 1);
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+        .unwrap()
+        .count();
+    assert_eq!(applied, files as i64);
 }
 
 #[tokio::test]
@@ -772,4 +784,376 @@ async fn sqlite_in_memory_works() {
         .unwrap();
     assert_eq!(store.nodes(ALICE).await.unwrap().len(), 1);
     assert_eq!(store.backend_name(), "sqlite");
+}
+
+fn g(s: &str) -> Glm {
+    Glm::parse(s).unwrap()
+}
+
+fn plan(budget: &str, max_replacements: u32) -> NewPlan {
+    NewPlan {
+        budget: Some(g(budget)),
+        max_price_per_hour: Some(g("1")),
+        max_start_fee: Some(g("0.1")),
+        expected_hours: Some(2),
+        auto_replace: true,
+        max_replacements,
+    }
+}
+
+fn new_deal(agreement: &str, node: &str, plan_id: &str, provider: &str) -> NewDeal {
+    NewDeal {
+        agreement_id: agreement.into(),
+        node_id: node.into(),
+        plan_id: plan_id.into(),
+        owner: ALICE.into(),
+        provider_id: provider.into(),
+        provider_name: Some("honest".into()),
+        allocation_id: format!("alloc-{agreement}"),
+        price: LinearPrice {
+            per_hour: Glm::from_decimal(&"0.2000000000000000016".parse::<bigdecimal::BigDecimal>().unwrap()).unwrap(),
+            start_fee: g("0.01"),
+            per_request: None,
+        },
+        expires_at: now_ms() + 86_400_000,
+    }
+}
+
+async fn transition_from_is_a_compare_and_set(db: Db) {
+    let n = db.store.insert_node(&new_node(ALICE, "cas")).await.unwrap();
+    db.store
+        .transition_from(&n.id, NodeState::Pending, NodeState::Starting, None)
+        .await
+        .unwrap();
+    // Decided from `pending`, but the node moved on: refused, even though starting → failed is legal.
+    let err = db
+        .store
+        .transition_from(&n.id, NodeState::Pending, NodeState::Failed, Some("x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::IllegalTransition { from: NodeState::Starting, .. }),
+        "{err}"
+    );
+    let node = db
+        .store
+        .transition_from(&n.id, NodeState::Starting, NodeState::Running, None)
+        .await
+        .unwrap();
+    assert_eq!(node.state, NodeState::Running);
+    assert!(matches!(
+        db.store
+            .transition_from(&n.id, NodeState::Running, NodeState::Running, None)
+            .await,
+        Err(StoreError::IllegalTransition { .. })
+    ));
+    assert!(matches!(
+        db.store
+            .transition_from("nope", NodeState::Running, NodeState::Failed, None)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn plans_allow_a_bounded_number_of_replacements_each_recorded(db: Db) {
+    let (first, p) = db
+        .store
+        .insert_node_with_plan(&new_node(ALICE, "keeper"), &plan("2", 2))
+        .await
+        .unwrap();
+    assert_eq!(first.plan_id.as_deref(), Some(first.id.as_str()));
+    assert_eq!(p.id, first.id);
+    assert!(p.may_replace());
+    let stored = db.store.plan(&p.id).await.unwrap().unwrap();
+    assert_eq!(stored, p);
+    assert_eq!(stored.budget, Some(g("2")));
+    assert_eq!(stored.expected_hours, Some(2));
+
+    let mut failed = first.clone();
+    let mut chain = vec![first.id.clone()];
+    for i in 0..2 {
+        let next = db
+            .store
+            .replace_node(&failed, &new_node(ALICE, "keeper"), &format!("reason {i}"))
+            .await
+            .unwrap()
+            .expect("a replacement left");
+        assert_eq!(next.plan_id.as_deref(), Some(p.id.as_str()));
+        assert_eq!(next.replaces.as_deref(), Some(failed.id.as_str()));
+        assert_eq!(next.state, NodeState::Pending);
+        assert!(next.reason.as_deref().unwrap().contains(&format!("reason {i}")));
+        assert_eq!(
+            db.store.replacement_of(&failed.id).await.unwrap().as_deref(),
+            Some(next.id.as_str())
+        );
+        chain.push(next.id.clone());
+        failed = next;
+    }
+    assert!(db
+        .store
+        .replace_node(&failed, &new_node(ALICE, "keeper"), "third")
+        .await
+        .unwrap()
+        .is_none());
+    let stored = db.store.plan(&p.id).await.unwrap().unwrap();
+    assert_eq!(stored.replacements, 2);
+    assert!(!stored.may_replace());
+    let recorded = db.store.replacements(&p.id).await.unwrap();
+    assert_eq!(recorded.len(), 2);
+    assert_eq!(recorded[1].seq, 2);
+    assert_eq!(recorded[1].failed_node, chain[1]);
+    assert_eq!(recorded[1].new_node, chain[2]);
+    assert_eq!(recorded[1].reason, "reason 1");
+
+    // Concurrent replacements of one failure: exactly one wins the last slot.
+    let (n, p) = db
+        .store
+        .insert_node_with_plan(&new_node(BOB, "race"), &plan("1", 1))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, n) = (db.store.clone(), n.clone());
+            tokio::spawn(async move {
+                store
+                    .replace_node(&n, &new_node(BOB, "race"), "race")
+                    .await
+                    .unwrap()
+                    .is_some()
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        won += u32::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1);
+    assert_eq!(db.store.plan(&p.id).await.unwrap().unwrap().replacements, 1);
+    // Without auto-replace, none.
+    let (n, _) = db
+        .store
+        .insert_node_with_plan(
+            &new_node(BOB, "manual"),
+            &NewPlan {
+                auto_replace: false,
+                ..plan("1", 2)
+            },
+        )
+        .await
+        .unwrap();
+    assert!(db
+        .store
+        .replace_node(&n, &new_node(BOB, "manual"), "x")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn deals_freeze_billing_once_and_survive_a_restart(mut db: Db) {
+    let (n, p) = db
+        .store
+        .insert_node_with_plan(&new_node(ALICE, "paid"), &plan("2", 0))
+        .await
+        .unwrap();
+    db.store
+        .insert_deal(&new_deal("a1", &n.id, &p.id, "0xprov1"))
+        .await
+        .unwrap();
+    // The same agreement twice is an error, never a second row.
+    assert!(db
+        .store
+        .insert_deal(&new_deal("a1", &n.id, &p.id, "0xprov1"))
+        .await
+        .is_err());
+    db.store.set_deal_activity("a1", "act1").await.unwrap();
+    db.store.mark_served("a1", 1_000).await.unwrap();
+    db.store.mark_served("a1", 2_000).await.unwrap();
+    db.store.note_requests("a1", 10).await.unwrap();
+    db.store.note_requests("a1", 7).await.unwrap();
+    let d = db.store.live_deal(&n.id).await.unwrap().unwrap();
+    assert_eq!(d.activity_id.as_deref(), Some("act1"));
+    assert_eq!(d.service.served_from, Some(1_000), "the first STATUS counts");
+    assert_eq!(d.service.requests, 10, "the count only grows");
+    assert_eq!(d.price.per_hour.to_string(), "0.2000000000000000016", "exact");
+    db.store.freeze_billing(&n.id, 5_000).await.unwrap();
+    db.store.freeze_billing(&n.id, 9_000).await.unwrap();
+    db.store.note_requests("a1", 99).await.unwrap();
+    let d = db.store.deal("a1").await.unwrap().unwrap();
+    assert_eq!(d.service.served_until, Some(5_000), "frozen at the first stop or failure");
+    assert_eq!(d.service.requests, 10, "frozen too");
+    assert!(db.store.live_deal(&n.id).await.unwrap().is_some(), "not ended yet");
+    db.store.end_deal("a1", 7_000).await.unwrap();
+    assert!(db.store.live_deal(&n.id).await.unwrap().is_none());
+    let d = db.store.deal("a1").await.unwrap().unwrap();
+    assert_eq!((d.ended_at, d.service.served_until), (Some(7_000), Some(5_000)));
+    // A second agreement of the same plan, on another provider.
+    db.store
+        .insert_deal(&new_deal("a2", &n.id, &p.id, "0xprov2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.plan_providers(&p.id).await.unwrap(),
+        ["0xprov1", "0xprov2"]
+    );
+    db.restart().await;
+    let open: Vec<String> = db
+        .store
+        .open_deals()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.agreement_id)
+        .collect();
+    assert_eq!(open, ["a1", "a2"], "unsettled or not ended: still owed");
+    assert_eq!(db.store.node_deals(&n.id).await.unwrap().len(), 2);
+    // Deals stay when their node is deleted: an invoice may still come.
+    db.store
+        .transition(&n.id, NodeState::Failed, Some("x"))
+        .await
+        .unwrap();
+    assert!(db.store.delete_node(&n.id, ALICE).await.unwrap());
+    assert!(db.store.deal("a1").await.unwrap().is_some());
+}
+
+fn doc(id: &str, kind: DocumentKind, agreement: &str, amount: &str) -> NewDocument {
+    NewDocument {
+        id: id.into(),
+        kind,
+        agreement_id: agreement.into(),
+        owner: ALICE.into(),
+        amount: amount.into(),
+    }
+}
+
+async fn payments_are_reserved_once_and_totals_compare_and_set(db: Db) {
+    let (n, p) = db
+        .store
+        .insert_node_with_plan(&new_node(ALICE, "paid"), &plan("2", 0))
+        .await
+        .unwrap();
+    db.store
+        .insert_deal(&new_deal("a1", &n.id, &p.id, "0xprov1"))
+        .await
+        .unwrap();
+    let period = 86_400_000;
+    let zero = Glm::zero();
+    let dn1 = doc("dn1", DocumentKind::DebitNote, "a1", "0.3");
+    let reserve = |d: &'static NewDocument, inc: &'static str, seen: [&'static str; 4]| {
+        let store = db.store.clone();
+        async move {
+            let (inc, s) = (g(inc), seen.map(g));
+            store
+                .reserve_payment(&Reservation {
+                    document: d,
+                    increment: &inc,
+                    period_start: period,
+                    deal_accepted: &s[0],
+                    plan_spent: &s[1],
+                    user_spent: &s[2],
+                    server_spent: &s[3],
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let dn1: &'static NewDocument = Box::leak(Box::new(dn1));
+    assert_eq!(reserve(dn1, "0.3", ["0", "0", "0", "0"]).await, Reserved::Done);
+    assert_eq!(
+        reserve(dn1, "0.3", ["0.3", "0.3", "0.3", "0.3"]).await,
+        Reserved::Duplicate,
+        "a document is decided once"
+    );
+    let d = db.store.document("dn1").await.unwrap().unwrap();
+    assert_eq!(d.state, DocumentState::Accepting);
+    assert_eq!(d.increment, g("0.3"));
+    assert_eq!(
+        db.store.documents_in_state(DocumentState::Accepting).await.unwrap().len(),
+        1
+    );
+    // Decided on numbers that moved: stale, and nothing of it stays.
+    let dn2: &'static NewDocument =
+        Box::leak(Box::new(doc("dn2", DocumentKind::DebitNote, "a1", "0.5")));
+    assert_eq!(reserve(dn2, "0.2", ["0", "0", "0", "0"]).await, Reserved::Stale);
+    assert!(db.store.document("dn2").await.unwrap().is_none());
+    assert_eq!(reserve(dn2, "0.2", ["0.3", "0.3", "0.3", "0.3"]).await, Reserved::Done);
+    db.store.confirm_payment("dn1").await.unwrap();
+    db.store.confirm_payment("dn2").await.unwrap();
+    assert_eq!(db.store.deal("a1").await.unwrap().unwrap().accepted, g("0.5"));
+    assert_eq!(db.store.plan(&p.id).await.unwrap().unwrap().spent, g("0.5"));
+    assert_eq!(db.store.spent(ALICE, period).await.unwrap(), g("0.5"));
+    assert_eq!(db.store.spent(SERVER_LEDGER, period).await.unwrap(), g("0.5"));
+    assert_eq!(db.store.spent(ALICE, 0).await.unwrap(), zero);
+    assert_eq!(db.store.spent(BOB, period).await.unwrap(), zero);
+
+    // A refusal is recorded once and shown on the deal.
+    let greedy = doc("dn3", DocumentKind::DebitNote, "a1", "9");
+    assert!(db.store.refuse_payment(&greedy, "too much", period).await.unwrap());
+    assert!(!db.store.refuse_payment(&greedy, "too much", period).await.unwrap());
+    let d = db.store.deal("a1").await.unwrap().unwrap();
+    assert_eq!(d.refused.as_deref(), Some("debit note dn3: too much"));
+    assert_eq!(d.accepted, g("0.5"), "a refusal pays nothing");
+
+    // A reservation yagna would not accept is given back.
+    let inv: &'static NewDocument =
+        Box::leak(Box::new(doc("inv1", DocumentKind::Invoice, "a1", "0.6")));
+    assert_eq!(reserve(inv, "0.1", ["0.5", "0.5", "0.5", "0.5"]).await, Reserved::Done);
+    assert!(db.store.release_payment("inv1", "yagna: 400").await.unwrap());
+    let d = db.store.document("inv1").await.unwrap().unwrap();
+    assert_eq!(d.state, DocumentState::Failed);
+    assert_eq!(db.store.deal("a1").await.unwrap().unwrap().accepted, g("0.5"));
+    assert_eq!(db.store.plan(&p.id).await.unwrap().unwrap().spent, g("0.5"));
+    assert_eq!(db.store.spent(ALICE, period).await.unwrap(), g("0.5"));
+    // An invoice accepted settles its agreement.
+    let inv2: &'static NewDocument =
+        Box::leak(Box::new(doc("inv2", DocumentKind::Invoice, "a1", "0.6")));
+    assert_eq!(reserve(inv2, "0.1", ["0.5", "0.5", "0.5", "0.5"]).await, Reserved::Done);
+    db.store.confirm_payment("inv2").await.unwrap();
+    let d = db.store.deal("a1").await.unwrap().unwrap();
+    assert!(d.settled);
+    assert_eq!(d.accepted, g("0.6"));
+    assert_eq!(db.store.agreement_documents("a1").await.unwrap().len(), 5);
+    assert!(db.store.documents_in_state(DocumentState::Accepting).await.unwrap().is_empty());
+}
+
+async fn concurrent_payments_never_exceed_what_was_read(db: Db) {
+    let (n, p) = db
+        .store
+        .insert_node_with_plan(&new_node(ALICE, "race"), &plan("1", 0))
+        .await
+        .unwrap();
+    db.store
+        .insert_deal(&new_deal("a1", &n.id, &p.id, "0xprov1"))
+        .await
+        .unwrap();
+    // Eight documents decided on the same totals (zero): only one may count.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = db.store.clone();
+            tokio::spawn(async move {
+                let d = doc(&format!("dn{i}"), DocumentKind::DebitNote, "a1", "0.6");
+                let (inc, zero) = (g("0.6"), Glm::zero());
+                store
+                    .reserve_payment(&Reservation {
+                        document: &d,
+                        increment: &inc,
+                        period_start: 0,
+                        deal_accepted: &zero,
+                        plan_spent: &zero,
+                        user_spent: &zero,
+                        server_spent: &zero,
+                    })
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut done = 0;
+    for t in tasks {
+        if t.await.unwrap() == Reserved::Done {
+            done += 1;
+        }
+    }
+    assert_eq!(done, 1);
+    assert_eq!(db.store.plan(&p.id).await.unwrap().unwrap().spent, g("0.6"));
+    assert_eq!(db.store.spent(SERVER_LEDGER, 0).await.unwrap(), g("0.6"));
 }
