@@ -11,8 +11,9 @@ use clap::{Parser, Subcommand};
 mod cli;
 use erigolem_server::backend::golem::GolemConfig;
 use erigolem_server::backend::local::LocalConfig;
+use erigolem_lifecycle::Glm;
 use erigolem_server::BackendConfig;
-use erigolem_server::ServerConfig;
+use erigolem_server::{PaymentPolicy, ServerConfig};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Ethereum nodes on demand on the Golem Network")]
@@ -101,13 +102,46 @@ struct ServeArgs {
     /// golem: the payment platform [default: erc20-hoodi-tglm].
     #[arg(long, env = "ERIGOLEM_PAYMENT_PLATFORM")]
     payment_platform: Option<String>,
-    /// golem: GLM set aside per node; payments beyond it are refused [default: 5].
-    #[arg(long, env = "ERIGOLEM_BUDGET")]
-    budget: Option<f64>,
-    /// golem: offers above this many GLM per hour are not taken [default: no cap].
-    #[arg(long, env = "ERIGOLEM_MAX_PRICE_PER_HOUR")]
-    max_price_per_hour: Option<f64>,
-    /// golem: only these providers (node ids or names) [default: any].
+    /// golem: GLM per node, shared with its replacements (the default and the most a user may
+    /// ask); payments beyond it are refused [default: 5].
+    #[arg(long, env = "ERIGOLEM_BUDGET", value_parser = glm)]
+    budget: Option<Glm>,
+    /// golem: offers asking more GLM per hour are not taken; `none` for no cap [default: 1].
+    #[arg(long, env = "ERIGOLEM_MAX_PRICE_PER_HOUR", value_parser = cap)]
+    max_price_per_hour: Option<Cap>,
+    /// golem: offers asking a higher start fee (GLM) are not taken; `none` for no cap
+    /// [default: 0.1].
+    #[arg(long, env = "ERIGOLEM_MAX_START_FEE", value_parser = cap)]
+    max_start_fee: Option<Cap>,
+    /// golem: offers asking more GLM per request are not taken; `none` for no cap
+    /// [default: 0.0001].
+    #[arg(long, env = "ERIGOLEM_MAX_PRICE_PER_REQUEST", value_parser = cap)]
+    max_price_per_request: Option<Cap>,
+    /// golem: offers are ranked by start fee + price × this many hours (+ per-request price ×
+    /// the expected requests) unless a node says how long it runs [default: 1].
+    #[arg(long, env = "ERIGOLEM_EXPECTED_HOURS")]
+    expected_hours: Option<u32>,
+    /// golem: requests per hour assumed when ranking offers with a per-request price
+    /// [default: 1000].
+    #[arg(long, env = "ERIGOLEM_EXPECTED_REQUESTS_PER_HOUR")]
+    expected_requests_per_hour: Option<u64>,
+    /// golem: GLM a provider may ask above start fee + price × time served [default: 0.01].
+    #[arg(long, env = "ERIGOLEM_PAYMENT_SLACK", value_parser = glm)]
+    payment_slack: Option<Glm>,
+    /// golem: most replacements of a failed node with auto-replace [default: 2].
+    #[arg(long, env = "ERIGOLEM_MAX_REPLACEMENTS")]
+    max_replacements: Option<u32>,
+    /// golem: length of the spend caps' period in seconds, from the Unix epoch [default: 86400].
+    #[arg(long, env = "ERIGOLEM_SPEND_PERIOD")]
+    spend_period: Option<u64>,
+    /// golem: GLM one user's nodes may be paid per period [default: no cap].
+    #[arg(long, env = "ERIGOLEM_MAX_SPEND_PER_USER", value_parser = glm)]
+    max_spend_per_user: Option<Glm>,
+    /// golem: GLM all nodes may be paid per period [default: no cap].
+    #[arg(long, env = "ERIGOLEM_MAX_SPEND", value_parser = glm)]
+    max_spend: Option<Glm>,
+    /// golem: only these providers, by node id (`0x` + 40 hex digits; names prove nothing)
+    /// [default: any].
     #[arg(
         long = "allow-provider",
         env = "ERIGOLEM_ALLOW_PROVIDERS",
@@ -124,6 +158,45 @@ struct ServeArgs {
     /// golem: seconds to look for a provider before a node fails with "no offers" [default: 20].
     #[arg(long, env = "ERIGOLEM_DEAL_TIMEOUT")]
     deal_timeout: Option<u64>,
+    /// golem: seconds a STATUS may take before it counts as a missed poll [default: 10].
+    #[arg(long, env = "ERIGOLEM_STATUS_TIMEOUT")]
+    status_timeout: Option<u64>,
+}
+
+/// A price cap: an amount of GLM, or `none`.
+#[derive(Debug, Clone)]
+enum Cap {
+    None,
+    At(Glm),
+}
+
+impl Cap {
+    fn into_option(self) -> Option<Glm> {
+        match self {
+            Cap::None => None,
+            Cap::At(g) => Some(g),
+        }
+    }
+}
+
+fn glm(text: &str) -> Result<Glm, String> {
+    Glm::parse(text).map_err(|e| e.to_string())
+}
+
+fn cap(text: &str) -> Result<Cap, String> {
+    if text == "none" {
+        Ok(Cap::None)
+    } else {
+        glm(text).map(Cap::At)
+    }
+}
+
+/// In the TOML file caps are strings too (`max-start-fee = "0.05"` or `"none"`).
+impl<'de> serde::Deserialize<'de> for Cap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        cap(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum, serde::Deserialize)]
@@ -160,11 +233,61 @@ impl ServeArgs {
             payment_platform: self.payment_platform.or(file.payment_platform),
             budget: self.budget.or(file.budget),
             max_price_per_hour: self.max_price_per_hour.or(file.max_price_per_hour),
+            max_start_fee: self.max_start_fee.or(file.max_start_fee),
+            max_price_per_request: self.max_price_per_request.or(file.max_price_per_request),
+            expected_hours: self.expected_hours.or(file.expected_hours),
+            expected_requests_per_hour: self
+                .expected_requests_per_hour
+                .or(file.expected_requests_per_hour),
+            payment_slack: self.payment_slack.or(file.payment_slack),
+            max_replacements: self.max_replacements.or(file.max_replacements),
+            spend_period: self.spend_period.or(file.spend_period),
+            max_spend_per_user: self.max_spend_per_user.or(file.max_spend_per_user),
+            max_spend: self.max_spend.or(file.max_spend),
+            status_timeout: self.status_timeout.or(file.status_timeout),
             allow_providers: self.allow_providers.or(file.allow_providers),
             deny_providers: self.deny_providers.or(file.deny_providers),
             deal_timeout: self.deal_timeout.or(file.deal_timeout),
         }
     }
+}
+
+/// What nodes may cost: the defaults, with the flags given.
+fn payment_policy(args: &ServeArgs) -> anyhow::Result<PaymentPolicy> {
+    let mut p = PaymentPolicy::default();
+    if let Some(budget) = &args.budget {
+        anyhow::ensure!(!budget.is_zero(), "--budget must be more than 0 GLM");
+        p.budget = budget.clone();
+    }
+    if let Some(c) = &args.max_price_per_hour {
+        p.caps.max_price_per_hour = c.clone().into_option();
+    }
+    if let Some(c) = &args.max_start_fee {
+        p.caps.max_start_fee = c.clone().into_option();
+    }
+    if let Some(c) = &args.max_price_per_request {
+        p.caps.max_price_per_request = c.clone().into_option();
+    }
+    if let Some(h) = args.expected_hours {
+        anyhow::ensure!(h > 0, "--expected-hours must be at least 1");
+        p.expected.hours = h;
+    }
+    if let Some(r) = args.expected_requests_per_hour {
+        p.expected.requests_per_hour = r;
+    }
+    if let Some(s) = &args.payment_slack {
+        p.slack = s.clone();
+    }
+    if let Some(n) = args.max_replacements {
+        p.max_replacements = n;
+    }
+    if let Some(secs) = args.spend_period {
+        anyhow::ensure!(secs > 0, "--spend-period must be at least 1 second");
+        p.spend_period = std::time::Duration::from_secs(secs);
+    }
+    p.max_spend_per_user = args.max_spend_per_user.clone();
+    p.max_spend = args.max_spend.clone();
+    Ok(p)
 }
 
 /// `name` in the clone's `.tools/bin`, else on PATH.
@@ -207,6 +330,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => ServeArgs::default(),
     };
     let args = args.or(file);
+    let payments = payment_policy(&args)?;
     let runtime_bin = match args.runtime {
         Some(path) => path,
         None => std::env::current_exe()?.with_file_name("ya-runtime-erigon"),
@@ -233,15 +357,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             if let Some(platform) = args.payment_platform {
                 golem.payment_platform = platform;
             }
-            if let Some(budget) = args.budget {
-                anyhow::ensure!(budget > 0.0, "--budget must be positive");
-                golem.budget = budget;
-            }
-            golem.max_price_per_hour = args.max_price_per_hour;
-            golem.allow_providers = args.allow_providers.unwrap_or_default();
-            golem.deny_providers = args.deny_providers.unwrap_or_default();
+            golem.allow_providers = args.allow_providers.clone().unwrap_or_default();
+            golem.deny_providers = args.deny_providers.clone().unwrap_or_default();
             if let Some(secs) = args.deal_timeout {
                 golem.deal_timeout = std::time::Duration::from_secs(secs.max(1));
+            }
+            if let Some(secs) = args.status_timeout {
+                golem.status_timeout = std::time::Duration::from_secs(secs.max(1));
             }
             BackendConfig::Golem(golem)
         }
@@ -265,6 +387,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         backend: Some(backend),
         max_active_nodes: args.max_nodes_per_user.unwrap_or(defaults.max_active_nodes),
         rate_limit: args.rate_limit.unwrap_or(defaults.rate_limit),
+        payments,
         ..defaults
     };
     let handle = erigolem_server::spawn(config).await?;

@@ -95,6 +95,27 @@ pub struct ExeUnitConfig {
     pub env: Vec<(OsString, OsString)>,
     /// How often `SetActivityUsage` is sent (at most 5 s: yagna gives up after 10 s).
     pub usage_interval: Duration,
+    /// Test-only: rewrites what `run` commands answer (a hostile-provider double). `None` in
+    /// production.
+    pub run_filter: Option<RunFilter>,
+}
+
+/// Test-only: what the requestor gets for a `run` command, for doubles of hostile providers
+/// (`erigolem_provider_agent::misbehaviour`).
+pub trait RunOutputFilter: Send + Sync + 'static {
+    /// The stdout of the `n`th (0-based) successful `run <entry>` of the activity, as it should be
+    /// answered; `None`: the command never answers (its batch never finishes).
+    fn filter(&self, entry: &str, n: u64, stdout: Vec<u8>) -> Option<Vec<u8>>;
+}
+
+/// A shared [`RunOutputFilter`].
+#[derive(Clone)]
+pub struct RunFilter(pub std::sync::Arc<dyn RunOutputFilter>);
+
+impl std::fmt::Debug for RunFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunFilter")
+    }
 }
 
 impl ExeUnitConfig {
@@ -115,6 +136,7 @@ impl ExeUnitConfig {
             workdir: workdir.into(),
             env: Vec::new(),
             usage_interval: DEFAULT_USAGE_INTERVAL,
+            run_filter: None,
         }
     }
 

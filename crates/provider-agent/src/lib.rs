@@ -3,6 +3,7 @@
 //! its capacity, runs one exe-unit per activity (through [`ActivityRunner`]), bills with debit notes
 //! and a final invoice priced from the agreement, and ends cleanly after its own restart.
 
+pub mod misbehaviour;
 pub mod props;
 pub mod state;
 
@@ -88,6 +89,8 @@ pub struct AgentConfig {
     pub debit_note_accept_timeout: Duration,
     pub state_file: PathBuf,
     pub runner: Arc<dyn ActivityRunner>,
+    /// Test-only: how this agent misbehaves (none by default).
+    pub misbehaviour: misbehaviour::Misbehaviour,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -100,6 +103,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("capacity", &self.capacity)
             .field("payment_platform", &self.payment_platform)
             .field("state_file", &self.state_file)
+            .field("misbehaviour", &self.misbehaviour)
             .finish_non_exhaustive()
     }
 }
@@ -126,6 +130,7 @@ impl AgentConfig {
             debit_note_accept_timeout: Duration::from_secs(240),
             state_file,
             runner,
+            misbehaviour: Default::default(),
         }
     }
 }
@@ -185,7 +190,7 @@ impl Shared {
 
     /// Our offer, with the nonce of the subscription it is published (or countered) under.
     fn offer(&self, nonce: &str) -> erigolem_yagna::model::market::NewOffer {
-        props::offer(
+        let mut offer = props::offer(
             &self.config.served,
             &self.config.pricing,
             &self.node_id,
@@ -193,7 +198,11 @@ impl Shared {
             &self.config.subnet,
             nonce,
             self.config.debit_note_accept_timeout.as_secs(),
-        )
+        );
+        if let Some(name) = &self.config.misbehaviour.node_name {
+            offer.properties["golem.node.id.name"] = serde_json::Value::from(name.clone());
+        }
+        offer
     }
 
     async fn persist(&self) {
@@ -713,9 +722,10 @@ async fn billing_loop(
             }
         }
         let elapsed = started.elapsed();
+        let factor = shared.config.misbehaviour.overbill_debit_notes.unwrap_or(1.0);
         let note = NewDebitNote {
             activity_id: activity_id.clone(),
-            total_amount_due: glm(pricing.amount(elapsed)),
+            total_amount_due: glm(pricing.amount(elapsed) * factor),
             usage_counter_vector: Some(serde_json::json!([elapsed.as_secs_f64(), 0.0])),
             payment_due_date: None,
         };
@@ -799,7 +809,9 @@ async fn finish_billing(shared: &Arc<Shared>, record: &AgreementRecord, ran: Dur
     let invoice = NewInvoice {
         agreement_id: record.agreement_id.clone(),
         activity_ids: Some(vec![activity_id.clone()]),
-        amount: glm(record.pricing().amount(ran)),
+        amount: glm(
+            record.pricing().amount(ran) + shared.config.misbehaviour.overbill_invoice.unwrap_or(0.0),
+        ),
         payment_due_date: Utc::now() + chrono_secs(3600),
     };
     let issued = match yagna.issue_invoice(&invoice).await {

@@ -14,10 +14,13 @@ use tokio::sync::oneshot;
 
 pub mod backend;
 mod error;
+pub mod money;
+mod payments;
 mod reconciler;
 mod routes;
 
 pub use error::ApiError;
+pub use money::PaymentPolicy;
 
 /// How the server runs. Defaults need nothing: `./.erigolem`, SQLite inside it, 127.0.0.1:8080.
 #[derive(Debug, Clone)]
@@ -38,6 +41,8 @@ pub struct ServerConfig {
     pub max_active_nodes: u32,
     /// API requests per second one client IP may make (bursts of twice that).
     pub rate_limit: std::num::NonZeroU32,
+    /// What nodes may cost where they are paid for (golem).
+    pub payments: PaymentPolicy,
 }
 
 /// Where nodes run.
@@ -63,6 +68,7 @@ impl ServerConfig {
             backend: None,
             max_active_nodes: 3,
             rate_limit: std::num::NonZeroU32::new(50).unwrap_or(std::num::NonZeroU32::MIN),
+            payments: PaymentPolicy::default(),
         }
     }
 
@@ -111,27 +117,49 @@ pub(crate) struct AppState {
     pub(crate) changes: tokio::sync::watch::Sender<u64>,
     /// Block height and sync progress of running nodes as they are polled; not stored as events.
     pub(crate) progress: tokio::sync::broadcast::Sender<routes::events::Progress>,
-    /// Running nodes whose last STATUS polls failed, and why (cleared when one answers again).
-    pub(crate) unhealthy: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Running nodes whose last STATUS polls failed: how many in a row, and why (cleared when one
+    /// answers again).
+    pub(crate) unhealthy: std::sync::Mutex<std::collections::HashMap<String, (u32, String)>>,
     pub(crate) limiter: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
 }
 
 impl AppState {
-    /// Records a transition (with its event row) and wakes the event streams.
-    pub(crate) async fn transition(
-        &self,
-        id: &str,
-        to: erigolem_store::NodeState,
-        reason: Option<&str>,
-    ) -> Result<erigolem_store::NodeRecord, erigolem_store::StoreError> {
-        let node = self.store.transition(id, to, reason).await?;
-        self.notify();
-        Ok(node)
-    }
-
     /// Why the node is unhealthy (its STATUS polls fail), if it is.
     pub(crate) fn health(&self, id: &str) -> Option<String> {
-        self.unhealthy.lock().ok()?.get(id).cloned()
+        self.unhealthy.lock().ok()?.get(id).map(|(_, why)| why.clone())
+    }
+
+    /// STATUS polls of the node that failed in a row.
+    pub(crate) fn misses(&self, id: &str) -> u32 {
+        self.unhealthy
+            .lock()
+            .ok()
+            .and_then(|u| u.get(id).map(|(n, _)| *n))
+            .unwrap_or(0)
+    }
+
+    /// One more failed poll, and why; how many in a row now.
+    pub(crate) fn add_miss(&self, id: &str, why: &str) -> u32 {
+        let Ok(mut u) = self.unhealthy.lock() else {
+            return 0;
+        };
+        let entry = u.entry(id.to_owned()).or_insert((0, String::new()));
+        entry.0 += 1;
+        entry.1 = why.to_owned();
+        entry.0
+    }
+
+    pub(crate) fn clear_health(&self, id: &str) {
+        if let Ok(mut u) = self.unhealthy.lock() {
+            u.remove(id);
+        }
+    }
+
+    /// Forgets the health of nodes that no longer run.
+    pub(crate) fn forget_health_except(&self, running: &[erigolem_store::NodeRecord]) {
+        if let Ok(mut u) = self.unhealthy.lock() {
+            u.retain(|id, _| running.iter().any(|n| &n.id == id));
+        }
     }
 
     pub(crate) fn notify(&self) {
@@ -245,7 +273,7 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         Some(BackendConfig::Golem(golem)) => {
             let dir = config.data_dir.join("golem");
             Some(Arc::new(
-                backend::golem::GolemBackend::start(&dir, golem.clone()).await?,
+                backend::golem::GolemBackend::start(&dir, golem.clone(), store.clone()).await?,
             ))
         }
         None => None,
@@ -269,6 +297,7 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
     });
     reconciler::recover(state.clone()).await?;
     let poller = reconciler::spawn_poller(state.clone());
+    let payments = payments::spawn(state.clone());
     let app = routes::router(state);
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -280,6 +309,9 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
             tracing::error!("server stopped: {e}");
         }
         poller.abort();
+        if let Some(p) = payments {
+            p.abort();
+        }
     });
     tracing::info!(%local_addr, "erigolem server listening");
     Ok(Handle {

@@ -563,6 +563,20 @@ impl Store {
         Ok(())
     }
 
+    /// One agreement's billing is frozen at `at` (it is being ended). Earlier freezes stay.
+    pub async fn freeze_deal(&self, agreement_id: &str, at: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE deals SET served_until = COALESCE(served_until, $1), updated_at = $2 \
+             WHERE agreement_id = $3",
+        )
+        .bind(at)
+        .bind(now_ms())
+        .bind(agreement_id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     /// We ended the agreement (terminated, activity destroyed) at `at`; its billing is frozen too.
     pub async fn end_deal(&self, agreement_id: &str, at: i64) -> Result<()> {
         sqlx::query(

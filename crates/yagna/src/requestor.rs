@@ -38,10 +38,13 @@ impl DemandSpec {
         if let Some(mode) = &self.mode {
             properties["erigolem.mode"] = json!(mode);
         }
+        // Only linear prices can be bounded (as yapapi's LeastExpensiveLinearPayuMS asks too).
+        // Caps on the coefficients cannot be constraints: yagna's resolver answers false to any
+        // ordering operator on a list property; every proposal is judged by `DealOptions::accept`.
         NewDemand::new(
             properties,
             format!(
-                "(&(golem.runtime.name=erigon)(golem.node.debug.subnet={}))",
+                "(&(golem.runtime.name=erigon)(golem.node.debug.subnet={})(golem.com.pricing.model=linear))",
                 self.subnet
             ),
         )
@@ -85,10 +88,11 @@ pub struct DealOptions<'a> {
     pub timeout: Duration,
     /// After the first provider's answer, wait this long for others, then sign with the cheapest.
     pub window: Duration,
-    /// Whether an offer is acceptable, or why not (price cap, allow/deny lists, …).
+    /// Whether a proposal (the provider's first offer, and its answer to our demand) is
+    /// acceptable, or why not (price caps, allow/deny lists, …).
     pub accept: &'a (dyn Fn(&Proposal) -> Result<(), String> + Send + Sync),
-    /// What an offer costs, for choosing the cheapest.
-    pub price: &'a (dyn Fn(&Proposal) -> f64 + Send + Sync),
+    /// Which of two answers to sign with first (`Less` = `a`): the cheaper one.
+    pub order: &'a (dyn Fn(&Proposal, &Proposal) -> std::cmp::Ordering + Send + Sync),
 }
 
 impl std::fmt::Debug for DealOptions<'_> {
@@ -119,7 +123,7 @@ pub async fn make_deal(
         timeout,
         window: Duration::ZERO,
         accept: &accept,
-        price: &|_| 0.0,
+        order: &|_, _| std::cmp::Ordering::Equal,
     };
     make_deal_with(yagna, spec, &options).await
 }
@@ -185,7 +189,7 @@ pub async fn make_deal_with(
             }
             if first_answer.is_some_and(|at| at.elapsed() >= options.window) && !answers.is_empty()
             {
-                answers.sort_by(|a, b| (options.price)(a).total_cmp(&(options.price)(b)));
+                answers.sort_by(|a, b| (options.order)(a, b));
                 for proposal in answers.drain(..) {
                     match sign(yagna, &proposal.proposal_id, spec.expiration).await {
                         Ok(agreement_id) => {

@@ -16,7 +16,7 @@ use erigolem_runtime_client::RuntimeBinary;
 use erigolem_supervisor::{ProcessSpec, ProcessState, RestartPolicy, Supervised};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Backend, BackendError, NetworkOffer};
+use super::{Backend, BackendError, NetworkOffer, StartTerms};
 
 /// What the local backend needs to know.
 #[derive(Debug, Clone)]
@@ -225,7 +225,72 @@ impl Backend for LocalBackend {
         &self,
         node_id: &str,
         args: StartArgs,
-        _terms: &super::NodeTerms,
+        _terms: &StartTerms,
+    ) -> Result<NodeStatus, BackendError> {
+        self.spawn_runtime(node_id, args).await
+    }
+
+    /// The old server's runtimes ended with it: the node is started again with the same instance
+    /// name and password (same URL, same credentials).
+    async fn resume(&self, node_id: &str, args: StartArgs) -> Result<NodeStatus, BackendError> {
+        self.spawn_runtime(node_id, args).await
+    }
+
+    async fn holds(&self, node_id: &str) -> bool {
+        self.nodes
+            .lock()
+            .map(|nodes| nodes.contains_key(node_id))
+            .unwrap_or(false)
+    }
+
+    async fn status(&self, node_id: &str) -> Result<NodeStatus, BackendError> {
+        let (tx, rx) = oneshot::channel();
+        self.handle(node_id)?
+            .send(Command::Status(tx))
+            .await
+            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?;
+        rx.await
+            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?
+    }
+
+    async fn rotate(
+        &self,
+        node_id: &str,
+    ) -> Result<erigolem_primitives::Credentials, BackendError> {
+        let (tx, rx) = oneshot::channel();
+        self.handle(node_id)?
+            .send(Command::Rotate(tx))
+            .await
+            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?;
+        rx.await
+            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?
+    }
+
+    async fn stop(&self, node_id: &str) -> Result<(), BackendError> {
+        let commands = self.handle(node_id)?;
+        let (tx, rx) = oneshot::channel();
+        let sent = commands.send(Command::Stop(tx)).await;
+        let result = match sent {
+            Ok(()) => rx
+                .await
+                .map_err(|_| BackendError::Unknown(node_id.to_owned()))
+                .and_then(|r| r),
+            Err(_) => Err(BackendError::Unknown(node_id.to_owned())),
+        };
+        // Whatever the outcome, the runtime thread has ended or is ending: the slot is free.
+        if let Ok(mut nodes) = self.nodes.lock() {
+            nodes.remove(node_id);
+        }
+        result
+    }
+}
+
+impl LocalBackend {
+    /// One `ya-runtime-erigon` for the node on its own thread; its first STATUS.
+    async fn spawn_runtime(
+        &self,
+        node_id: &str,
+        args: StartArgs,
     ) -> Result<NodeStatus, BackendError> {
         let runtime = self.runtime(node_id);
         let args = serde_json::to_string(&args).map_err(|e| BackendError::Other(e.to_string()))?;
@@ -313,45 +378,6 @@ impl Backend for LocalBackend {
             }
         }
         status
-    }
-
-    async fn status(&self, node_id: &str) -> Result<NodeStatus, BackendError> {
-        let (tx, rx) = oneshot::channel();
-        self.handle(node_id)?
-            .send(Command::Status(tx))
-            .await
-            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?;
-        rx.await
-            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?
-    }
-
-    async fn rotate(
-        &self,
-        node_id: &str,
-    ) -> Result<erigolem_primitives::Credentials, BackendError> {
-        let (tx, rx) = oneshot::channel();
-        self.handle(node_id)?
-            .send(Command::Rotate(tx))
-            .await
-            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?;
-        rx.await
-            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?
-    }
-
-    async fn stop(&self, node_id: &str) -> Result<(), BackendError> {
-        let commands = self.handle(node_id)?;
-        let (tx, rx) = oneshot::channel();
-        commands
-            .send(Command::Stop(tx))
-            .await
-            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?;
-        let result = rx
-            .await
-            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?;
-        if let Ok(mut nodes) = self.nodes.lock() {
-            nodes.remove(node_id);
-        }
-        result
     }
 }
 

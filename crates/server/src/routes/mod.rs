@@ -17,6 +17,7 @@ use utoipa::OpenApi;
 use crate::AppState;
 
 pub(crate) mod auth;
+pub(crate) mod billing;
 pub(crate) mod events;
 pub(crate) mod nodes;
 
@@ -39,7 +40,8 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
         nodes::list,
         nodes::show,
         nodes::stop,
-        nodes::remove
+        nodes::remove,
+        billing::billing
     ),
     components(schemas(
         auth::NonceResponse,
@@ -70,6 +72,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .merge(auth::router())
         .merge(nodes::router())
+        .merge(billing::router())
         .merge(events::router())
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .fallback(|| async {

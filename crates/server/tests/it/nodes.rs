@@ -567,9 +567,68 @@ async fn budgets_and_price_caps_are_refused_where_nodes_are_not_paid_for() {
     let h = server_with_nodes(dir.path(), |_| {}).await;
     let alice = Api::signed_in(&h, DEV_KEY_0).await;
     let (status, body) = alice
-        .post("/nodes", json!({"network": "dev", "budget": 1}))
+        .post("/nodes", json!({"network": "dev", "budget": "1"}))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["code"], "not_supported");
     assert_eq!(alice.get("/nodes").await.1, json!([]));
+}
+
+#[tokio::test]
+async fn a_local_node_that_fails_releases_its_runtime_ports_and_credentials() {
+    // fake-erigon (the sepolia node) crashes 3 s after each start: the runtime restarts it
+    // twice, then reports it failed. (Each test runs in a process of its own.)
+    std::env::set_var("FAKE_ERIGON_CRASH_AFTER_SECS", "3");
+    let dir = tempfile::tempdir().unwrap();
+    let h = server_with_nodes(dir.path(), |c| {
+        c.rate_limit = std::num::NonZeroU32::new(10_000).unwrap()
+    })
+    .await;
+    let alice = Api::signed_in(&h, DEV_KEY_0).await;
+    let (_, created) = alice.post("/nodes", json!({"network": "sepolia"})).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let running = alice.wait_state(&id, "running").await;
+    assert_eq!(running["held"], true, "{running}");
+    let url = running["url"].as_str().unwrap().to_owned();
+    let (user, password) = (
+        running["auth"]["user"].as_str().unwrap().to_owned(),
+        running["auth"]["password"].as_str().unwrap().to_owned(),
+    );
+    let failed = wait_for("the node to fail", Duration::from_secs(60), || async {
+        let (_, node) = alice.get(&format!("/nodes/{id}")).await;
+        (node["state"] == "failed").then_some(node)
+    })
+    .await;
+    assert!(
+        failed["reason"].as_str().unwrap().contains("times in a row"),
+        "{failed}"
+    );
+    // Every move to failed stops the backend: runtime gone, endpoint and password removed.
+    let gone = wait_for("the runtime to be released", Duration::from_secs(30), || async {
+        let (_, node) = alice.get(&format!("/nodes/{id}")).await;
+        (node["held"] == false).then_some(node)
+    })
+    .await;
+    assert!(gone["url"].is_null() && gone["auth"].is_null(), "{gone}");
+    let gateway = dir.path().join("local/nginx/gateway");
+    for sub in ["locations", "htpasswd", "upstreams"] {
+        let left: Vec<_> = std::fs::read_dir(gateway.join(sub))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{sub}: {left:?}");
+    }
+    let after = rpc(&url, Some((&user, &password)), "eth_blockNumber", json!([])).await;
+    assert!(matches!(after, Err(RpcError::Http(401 | 404))), "{after:?}");
+    wait_for("no process of the node left", Duration::from_secs(15), || async {
+        erigolem_test_utils::pids_mentioning(&id).is_empty().then_some(())
+    })
+    .await;
+    // Stop on a failed node that holds nothing changes nothing; delete removes it.
+    let (status, node) = alice.post(&format!("/nodes/{id}/stop"), json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(node["state"], "failed");
+    assert_eq!(
+        alice.delete(&format!("/nodes/{id}")).await,
+        StatusCode::NO_CONTENT
+    );
 }
