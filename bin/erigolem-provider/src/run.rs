@@ -83,7 +83,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(networks = ?served.networks, modes = ?served.modes, "the runtime serves");
     let misbehaviour = args.misbehave.unwrap_or_default();
     if !misbehaviour.is_none() {
-        tracing::warn!(?misbehaviour, "TEST ONLY: this agent misbehaves as a hostile provider");
+        tracing::warn!(
+            ?misbehaviour,
+            "TEST ONLY: this agent misbehaves as a hostile provider"
+        );
     }
     let runner = Arc::new(ExeUnitRunner {
         gsb_url: args.gsb_url.clone(),

@@ -9,9 +9,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod cli;
+use erigolem_lifecycle::Glm;
 use erigolem_server::backend::golem::GolemConfig;
 use erigolem_server::backend::local::LocalConfig;
-use erigolem_lifecycle::Glm;
 use erigolem_server::BackendConfig;
 use erigolem_server::{PaymentPolicy, ServerConfig};
 

@@ -722,7 +722,11 @@ async fn billing_loop(
             }
         }
         let elapsed = started.elapsed();
-        let factor = shared.config.misbehaviour.overbill_debit_notes.unwrap_or(1.0);
+        let factor = shared
+            .config
+            .misbehaviour
+            .overbill_debit_notes
+            .unwrap_or(1.0);
         let note = NewDebitNote {
             activity_id: activity_id.clone(),
             total_amount_due: glm(pricing.amount(elapsed) * factor),
@@ -809,9 +813,8 @@ async fn finish_billing(shared: &Arc<Shared>, record: &AgreementRecord, ran: Dur
     let invoice = NewInvoice {
         agreement_id: record.agreement_id.clone(),
         activity_ids: Some(vec![activity_id.clone()]),
-        amount: glm(
-            record.pricing().amount(ran) + shared.config.misbehaviour.overbill_invoice.unwrap_or(0.0),
-        ),
+        amount: glm(record.pricing().amount(ran)
+            + shared.config.misbehaviour.overbill_invoice.unwrap_or(0.0)),
         payment_due_date: Utc::now() + chrono_secs(3600),
     };
     let issued = match yagna.issue_invoice(&invoice).await {

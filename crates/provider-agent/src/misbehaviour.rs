@@ -27,12 +27,12 @@ pub struct Misbehaviour {
 }
 
 /// The error text a garbage STATUS carries: escapes that clear a terminal, retitle it and hide
-/// a link, then 60 000 characters of filler (a STATUS still under the requestor's 64 KiB limit,
-/// so the text itself reaches it).
+/// a link, then 30 000 characters of filler with a BEL in every fifth (a STATUS of about 60 KB as
+/// JSON, under the requestor's 64 KiB limit, so the text itself reaches it).
 pub fn garbage_error() -> String {
     let mut text =
         String::from("\u{1b}[2J\u{1b}[H\u{1b}]0;pwned\u{07}\u{1b}]8;;http://evil.example\u{1b}\\click\u{1b}]8;;\u{1b}\\\u{1b}[31m");
-    text.push_str(&"A\u{7}".repeat(30_000));
+    text.push_str(&"AAAA\u{7}".repeat(6_000));
     text
 }
 
@@ -110,9 +110,10 @@ mod tests {
 
     #[test]
     fn parses_named_switches_and_refuses_unknown_ones() {
-        let m: Misbehaviour = "overbill-debit-notes=10, node-name=erigolem-provider-0xabc,silent-after=2"
-            .parse()
-            .unwrap();
+        let m: Misbehaviour =
+            "overbill-debit-notes=10, node-name=erigolem-provider-0xabc,silent-after=2"
+                .parse()
+                .unwrap();
         assert_eq!(m.overbill_debit_notes, Some(10.0));
         assert_eq!(m.node_name.as_deref(), Some("erigolem-provider-0xabc"));
         assert_eq!(m.silent_after, Some(2));
@@ -128,7 +129,8 @@ mod tests {
         let ok = serde_json::to_vec(&json!({"state": "running", "url": "http://x/"})).unwrap();
         let failing: Misbehaviour = "status-failed-after=1".parse().unwrap();
         assert_eq!(failing.status(0, ok.clone()), Some(ok.clone()));
-        let second: Value = serde_json::from_slice(&failing.status(1, ok.clone()).unwrap()).unwrap();
+        let second: Value =
+            serde_json::from_slice(&failing.status(1, ok.clone()).unwrap()).unwrap();
         assert_eq!(second["state"], "failed");
         assert_eq!(second["url"], "http://x/");
         let silent: Misbehaviour = "silent-after=1".parse().unwrap();
@@ -136,6 +138,7 @@ mod tests {
         assert_eq!(silent.status(1, ok.clone()), None);
         let garbage: Misbehaviour = "status-garbage-after=0".parse().unwrap();
         let g: Value = serde_json::from_slice(&garbage.status(0, ok).unwrap()).unwrap();
-        assert!(g["error"].as_str().unwrap().len() > 60_000);
+        assert!(g["error"].as_str().unwrap().len() > 30_000);
+        assert!(serde_json::to_vec(&g).unwrap().len() < 64 * 1024);
     }
 }

@@ -121,12 +121,19 @@ pub(crate) struct AppState {
     /// answers again).
     pub(crate) unhealthy: std::sync::Mutex<std::collections::HashMap<String, (u32, String)>>,
     pub(crate) limiter: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+    /// Set when the server shuts down: every task it started ends at its next await, as in a
+    /// crash (nothing half-done is finished on the way out; the next start picks it up).
+    pub(crate) shutting_down: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
     /// Why the node is unhealthy (its STATUS polls fail), if it is.
     pub(crate) fn health(&self, id: &str) -> Option<String> {
-        self.unhealthy.lock().ok()?.get(id).map(|(_, why)| why.clone())
+        self.unhealthy
+            .lock()
+            .ok()?
+            .get(id)
+            .map(|(_, why)| why.clone())
     }
 
     /// STATUS polls of the node that failed in a row.
@@ -165,6 +172,20 @@ impl AppState {
     pub(crate) fn notify(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
+}
+
+/// Runs `task` in the background until it ends or the server shuts down (`down` is
+/// [`AppState::shutting_down`]'s receiver).
+pub(crate) fn spawn_until(
+    mut down: tokio::sync::watch::Receiver<bool>,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::select! {
+            () = task => {}
+            _ = down.wait_for(|d| *d) => {}
+        }
+    })
 }
 
 /// Progress updates buffered per event stream; a stream that falls further behind skips to the newest.
@@ -288,6 +309,7 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         changes: tokio::sync::watch::channel(0).0,
         progress: tokio::sync::broadcast::channel(PROGRESS_BUFFER).0,
         unhealthy: Default::default(),
+        shutting_down: tokio::sync::watch::channel(false).0,
         limiter: governor::RateLimiter::keyed(
             governor::Quota::per_second(config_rate).allow_burst(
                 std::num::NonZeroU32::new(config_rate.get().saturating_mul(2))
@@ -298,7 +320,7 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
     reconciler::recover(state.clone()).await?;
     let poller = reconciler::spawn_poller(state.clone());
     let payments = payments::spawn(state.clone());
-    let app = routes::router(state);
+    let app = routes::router(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
@@ -312,6 +334,7 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         if let Some(p) = payments {
             p.abort();
         }
+        state.shutting_down.send_replace(true);
     });
     tracing::info!(%local_addr, "erigolem server listening");
     Ok(Handle {

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use erigolem_lifecycle::bound::{self, PaymentFacts};
 use erigolem_lifecycle::{DocumentKind, Event, Glm, PaymentDecision};
-use erigolem_store::{DocumentRecord, DocumentState, NewDocument, Reservation, Reserved, StoreError};
+use erigolem_store::{
+    DocumentRecord, DocumentState, NewDocument, Reservation, Reserved, StoreError,
+};
 
 use crate::backend::{BackendError, Cursor, Payer, PaymentDocument};
 use crate::reconciler;
@@ -22,36 +24,39 @@ const DECIDE_ATTEMPTS: usize = 8;
 
 pub(crate) fn spawn(state: Arc<AppState>) -> Option<tokio::task::JoinHandle<()>> {
     state.backend.as_ref()?.payer()?;
-    Some(tokio::spawn(async move {
-        let mut cursor = match first_cursor(&state).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!("payments: cannot read the open agreements: {e}");
-                return;
-            }
-        };
-        loop {
-            let Some(payer) = state.backend.as_ref().and_then(|b| b.payer()) else {
-                return;
+    Some(crate::spawn_until(
+        state.shutting_down.subscribe(),
+        async move {
+            let mut cursor = match first_cursor(&state).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("payments: cannot read the open agreements: {e}");
+                    return;
+                }
             };
-            if let Err(e) = carry_out_reserved(&state, payer).await {
-                tracing::warn!("payments: {e}");
-            }
-            match payer.documents(&mut cursor).await {
-                Ok(documents) => {
-                    for document in documents {
-                        if let Err(e) = process(&state, payer, &document).await {
-                            tracing::warn!(document = %document.id, "payments: {e}");
+            loop {
+                let Some(payer) = state.backend.as_ref().and_then(|b| b.payer()) else {
+                    return;
+                };
+                if let Err(e) = carry_out_reserved(&state, payer).await {
+                    tracing::warn!("payments: {e}");
+                }
+                match payer.documents(&mut cursor).await {
+                    Ok(documents) => {
+                        for document in documents {
+                            if let Err(e) = process(&state, payer, &document).await {
+                                tracing::warn!(document = %document.id, "payments: {e}");
+                            }
                         }
                     }
-                }
-                Err(e) => {
-                    tracing::debug!("payment events: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    Err(e) => {
+                        tracing::debug!("payment events: {e}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 }
             }
-        }
-    }))
+        },
+    ))
 }
 
 /// From a few seconds ago, or from the oldest agreement still open (after a restart: its
@@ -62,8 +67,8 @@ async fn first_cursor(state: &AppState) -> Result<Cursor, StoreError> {
         from = from.min(deal.created_at);
     }
     Ok(Cursor {
-        debit_notes: from,
-        invoices: from,
+        debit_notes: from * 1000,
+        invoices: from * 1000,
     })
 }
 
@@ -170,7 +175,9 @@ async fn process(
                         state.clone(),
                         deal.node_id.clone(),
                         Event::Overbilled {
-                            reason: format!("the provider sent {kind} the agreement does not allow ({reason})"),
+                            reason: format!(
+                                "the provider sent {kind} the agreement does not allow ({reason})"
+                            ),
                         },
                     );
                 }
@@ -217,11 +224,9 @@ async fn carry_out(
             state.notify();
             if decided.kind == DocumentKind::Invoice {
                 // Nothing more to pay on this set-aside unless another open agreement uses it.
-                let shared = store
-                    .open_deals()
-                    .await?
-                    .iter()
-                    .any(|d| d.allocation_id == deal.allocation_id && d.agreement_id != deal.agreement_id);
+                let shared = store.open_deals().await?.iter().any(|d| {
+                    d.allocation_id == deal.allocation_id && d.agreement_id != deal.agreement_id
+                });
                 if !shared {
                     payer.release(&deal.allocation_id).await;
                 }

@@ -26,8 +26,8 @@ pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// What became of an event.
 #[derive(Debug)]
 pub(crate) enum Handled {
-    /// Decided and carried out; the node as it is now.
-    Done(NodeRecord),
+    /// Decided and carried out.
+    Done,
     /// Refused (e.g. deleting a live node).
     Conflict(Conflict),
     /// The node was deleted.
@@ -84,13 +84,12 @@ async fn decide_and_execute(
         return execute(state, node, decision.actions).await;
     }
     tracing::warn!(node = %id, ?event, "the node kept changing; the event was dropped");
-    let node = state.store.node_by_id(id).await?;
-    Ok(node.map_or(Handled::Missing, Handled::Done))
+    Ok(Handled::Done)
 }
 
 /// Logs what went wrong in a background handling.
 pub(crate) fn spawn_handle(state: Arc<AppState>, id: String, event: Event) {
-    tokio::spawn(async move {
+    crate::spawn_until(state.shutting_down.subscribe(), async move {
         if let Err(e) = handle(&state, &id, event).await {
             tracing::error!(node = %id, "bookkeeping failed: {e}");
         }
@@ -128,7 +127,7 @@ async fn execute(
         match action {
             Action::Start => {
                 let (state, node) = (state.clone(), node.clone());
-                tokio::spawn(async move {
+                crate::spawn_until(state.shutting_down.subscribe(), async move {
                     if let Err(e) = run_start(&state, &node).await {
                         tracing::error!(node = %node.id, "start bookkeeping failed: {e}");
                     }
@@ -136,7 +135,7 @@ async fn execute(
             }
             Action::Resume => {
                 let (state, node) = (state.clone(), node.clone());
-                tokio::spawn(async move {
+                crate::spawn_until(state.shutting_down.subscribe(), async move {
                     if let Err(e) = run_resume(&state, &node).await {
                         tracing::error!(node = %node.id, "recovery bookkeeping failed: {e}");
                     }
@@ -160,7 +159,7 @@ async fn execute(
                     }
                 } else {
                     let (state, id) = (state.clone(), node.id.clone());
-                    tokio::spawn(async move {
+                    crate::spawn_until(state.shutting_down.subscribe(), async move {
                         let outcome = match backend.stop(&id).await {
                             Ok(()) => StopOutcome::Stopped,
                             Err(BackendError::Unknown(_)) => StopOutcome::Gone,
@@ -188,7 +187,7 @@ async fn execute(
             Action::Healthy => state.clear_health(&node.id),
         }
     }
-    Ok(Handled::Done(node))
+    Ok(Handled::Done)
 }
 
 /// Alerts go to the log and to `/metrics` (`erigolem_node_alerts_total{kind}`); the delivery to
@@ -245,7 +244,10 @@ async fn run_start(state: &Arc<AppState>, node: &NodeRecord) -> Result<(), Store
     };
     let terms = start_terms(state, node).await?;
     let started = Instant::now();
-    match backend.start(&node.id, start_args(node, None), &terms).await {
+    match backend
+        .start(&node.id, start_args(node, None), &terms)
+        .await
+    {
         Ok(status) => {
             metrics::histogram!("erigolem_node_start_seconds")
                 .record(started.elapsed().as_secs_f64());
@@ -326,7 +328,11 @@ async fn run_resume(state: &Arc<AppState>, node: &NodeRecord) -> Result<(), Stor
 
 /// A new node on the failed one's plan (same owner, name, network, mode; same budget, counted
 /// once), started at once; the plan's providers so far are never taken again.
-async fn replace(state: &Arc<AppState>, failed: &NodeRecord, reason: &str) -> Result<(), StoreError> {
+async fn replace(
+    state: &Arc<AppState>,
+    failed: &NodeRecord,
+    reason: &str,
+) -> Result<(), StoreError> {
     let new = NewNode {
         owner: failed.owner.clone(),
         name: failed.name.clone(),
@@ -389,7 +395,7 @@ fn send_progress(state: &AppState, node: &NodeRecord, health: Option<String>) {
 /// Polls running nodes (each on its own, so a silent provider delays nobody else) and checks
 /// whether their money or agreement runs out.
 pub(crate) fn spawn_poller(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+    crate::spawn_until(state.shutting_down.subscribe(), async move {
         if state.backend.is_none() {
             return;
         }
@@ -413,7 +419,7 @@ pub(crate) fn spawn_poller(state: Arc<AppState>) -> tokio::task::JoinHandle<()> 
                     continue;
                 }
                 let (state, polling) = (state.clone(), polling.clone());
-                tokio::spawn(async move {
+                crate::spawn_until(state.shutting_down.subscribe(), async move {
                     if let Err(e) = poll(&state, &node).await {
                         tracing::error!(node = %node.id, "poll bookkeeping failed: {e}");
                     }

@@ -131,15 +131,10 @@ impl DocumentState {
     }
 
     fn parse(s: &str) -> Result<Self> {
-        [
-            Self::Accepting,
-            Self::Accepted,
-            Self::Refused,
-            Self::Failed,
-        ]
-        .into_iter()
-        .find(|d| d.as_str() == s)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown document state {s:?}")))
+        [Self::Accepting, Self::Accepted, Self::Refused, Self::Failed]
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown document state {s:?}")))
     }
 }
 
@@ -376,13 +371,7 @@ pub(crate) async fn insert_replacement(
 }
 
 /// Adds `delta` to a decimal text column if it still reads `seen` (compare-and-set).
-async fn cas_add(
-    tx: &mut Tx<'_>,
-    sql: &str,
-    key: &[&str],
-    seen: &Glm,
-    new: &Glm,
-) -> Result<bool> {
+async fn cas_add(tx: &mut Tx<'_>, sql: &str, key: &[&str], seen: &Glm, new: &Glm) -> Result<bool> {
     let mut q = sqlx::query(sql).bind(new.to_string());
     for k in key {
         q = q.bind(*k);
@@ -705,7 +694,10 @@ impl Store {
                 &(r.plan_spent + r.increment),
             )
             .await?;
-            for (owner, seen) in [(doc.owner.as_str(), r.user_spent), (SERVER_LEDGER, r.server_spent)] {
+            for (owner, seen) in [
+                (doc.owner.as_str(), r.user_spent),
+                (SERVER_LEDGER, r.server_spent),
+            ] {
                 if !fresh {
                     break;
                 }
@@ -752,11 +744,13 @@ impl Store {
             let kind: String = row.try_get("kind")?;
             let agreement: String = row.try_get("agreement_id")?;
             if kind == DocumentKind::Invoice.as_str() {
-                sqlx::query("UPDATE deals SET settled = 1, updated_at = $1 WHERE agreement_id = $2")
-                    .bind(now_ms())
-                    .bind(&agreement)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE deals SET settled = 1, updated_at = $1 WHERE agreement_id = $2",
+                )
+                .bind(now_ms())
+                .bind(&agreement)
+                .execute(&mut *tx)
+                .await?;
             }
         }
         tx.commit().await?;
@@ -765,7 +759,12 @@ impl Store {
 
     /// Records a refusal (once per document) and shows it on the deal; `false` if the document was
     /// decided already.
-    pub async fn refuse_payment(&self, doc: &NewDocument, reason: &str, period_start: i64) -> Result<bool> {
+    pub async fn refuse_payment(
+        &self,
+        doc: &NewDocument,
+        reason: &str,
+        period_start: i64,
+    ) -> Result<bool> {
         let now = now_ms();
         let mut tx = self.pool().begin().await?;
         let inserted = sqlx::query(
@@ -810,8 +809,14 @@ impl Store {
         if doc.state != DocumentState::Accepting {
             return Ok(true);
         }
-        let deal = self.deal(&doc.agreement_id).await?.ok_or(StoreError::NotFound)?;
-        let plan = self.plan(&deal.plan_id).await?.ok_or(StoreError::NotFound)?;
+        let deal = self
+            .deal(&doc.agreement_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let plan = self
+            .plan(&deal.plan_id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         let user = self.spent(&doc.owner, doc.period_start).await?;
         let server = self.spent(SERVER_LEDGER, doc.period_start).await?;
         let inc = &doc.increment;

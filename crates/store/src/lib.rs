@@ -372,8 +372,15 @@ impl Store {
             return Ok(None);
         };
         let why = format!("replaces node {}: {reason}", failed.id);
-        let node =
-            insert_node_row(&mut tx, &id, new, Some(plan_id), Some(&failed.id), Some(&why)).await?;
+        let node = insert_node_row(
+            &mut tx,
+            &id,
+            new,
+            Some(plan_id),
+            Some(&failed.id),
+            Some(&why),
+        )
+        .await?;
         deals::insert_replacement(&mut tx, plan_id, seq, &failed.id, &id, reason).await?;
         tx.commit().await?;
         Ok(Some(node))

@@ -285,9 +285,9 @@ async fn run_script(
                 .clone()
                 .or_else(|| output(&failed.stderr))
                 .unwrap_or_else(|| "a command failed".into());
-            return Err(BackendError::Other(erigolem_lifecycle::text::provider_text(
-                &text,
-            )));
+            return Err(BackendError::Other(
+                erigolem_lifecycle::text::provider_text(&text),
+            ));
         }
         if results.len() >= commands || results.iter().any(|r| r.is_batch_finished) {
             return Ok(results
@@ -314,10 +314,11 @@ fn parse_status(text: &str) -> Result<NodeStatus, BackendError> {
             text.len()
         )));
     }
+    // Not quoted back: a STATUS carries the endpoint's credentials.
     let status: NodeStatus = serde_json::from_str(text.trim()).map_err(|e| {
-        BackendError::Other(format!(
-            "the provider's STATUS did not parse ({e}): {}",
-            erigolem_lifecycle::text::sanitize(text, 200)
+        BackendError::Other(erigolem_lifecycle::text::sanitize(
+            &format!("the provider's STATUS did not parse: {e}"),
+            300,
         ))
     })?;
     for url in [&status.url, &status.ws_url] {
@@ -376,7 +377,8 @@ impl Backend for GolemBackend {
                     providers: 0,
                 });
                 range.min_per_hour = range.min_per_hour.clone().min(price.per_hour.clone());
-                range.max_per_hour = std::cmp::max(range.max_per_hour.clone(), price.per_hour.clone());
+                range.max_per_hour =
+                    std::cmp::max(range.max_per_hour.clone(), price.per_hour.clone());
                 range.min_start_fee = range.min_start_fee.clone().min(price.start_fee.clone());
                 range.providers += 1;
             }
@@ -635,10 +637,7 @@ impl GolemBackend {
     /// of ours leaves it open (to be stopped again).
     async fn end_deal(&self, agreement_id: &str, reason: &str) -> Result<(), BackendError> {
         let shared = &self.shared;
-        let _ = shared
-            .store
-            .freeze_deal(agreement_id, now_ms())
-            .await;
+        let _ = shared.store.freeze_deal(agreement_id, now_ms()).await;
         let deal = shared
             .store
             .deal(agreement_id)
@@ -713,9 +712,11 @@ impl GolemBackend {
         let status = parse_status(text)?;
         if status.state == NodeState::Failed {
             let why = status.error.as_deref().unwrap_or("no reason given");
-            return Err(BackendError::Start(erigolem_lifecycle::text::provider_text(
-                &format!("the node failed on the provider right after it started: {why}"),
-            )));
+            return Err(BackendError::Start(
+                erigolem_lifecycle::text::provider_text(&format!(
+                    "the node failed on the provider right after it started: {why}"
+                )),
+            ));
         }
         store
             .mark_served(&deal.agreement_id, now_ms())
@@ -746,14 +747,25 @@ fn document_amount(amount: &BigDecimal) -> Result<Glm, String> {
 impl Payer for GolemBackend {
     async fn documents(&self, since: &mut Cursor) -> Result<Vec<PaymentDocument>, BackendError> {
         let yagna = &self.shared.yagna;
-        let at = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_else(Utc::now);
+        let at = |us: i64| DateTime::<Utc>::from_timestamp_micros(us).unwrap_or_else(Utc::now);
+        // yagna returns events strictly after the time asked for, which it reads to the
+        // microsecond: the cursor moves to the next microsecond after an event, or it would come
+        // back on every poll.
+        let past = |t: DateTime<Utc>| {
+            let us = t.timestamp_micros();
+            if t.timestamp_subsec_nanos() % 1000 == 0 {
+                us
+            } else {
+                us + 1
+            }
+        };
         let mut out = Vec::new();
         let notes = yagna
             .debit_note_events(at(since.debit_notes), Duration::from_secs(1))
             .await
             .map_err(|e| BackendError::Other(e.to_string()))?;
         for e in notes {
-            since.debit_notes = since.debit_notes.max(e.event_date.timestamp_millis());
+            since.debit_notes = since.debit_notes.max(past(e.event_date));
             if !matches!(e.event_type, DebitNoteEventType::DebitNoteReceivedEvent) {
                 continue;
             }
@@ -773,7 +785,7 @@ impl Payer for GolemBackend {
             .await
             .map_err(|e| BackendError::Other(e.to_string()))?;
         for e in invoices {
-            since.invoices = since.invoices.max(e.event_date.timestamp_millis());
+            since.invoices = since.invoices.max(past(e.event_date));
             if e.event_type != InvoiceEventType::InvoiceReceivedEvent {
                 continue;
             }
@@ -869,10 +881,13 @@ mod tests {
             .contains("more than 65536"));
         let garbage = "\u{1b}[2Jnot json at all";
         let err = parse_status(garbage).unwrap_err().to_string();
-        assert!(err.contains("did not parse") && !err.contains('\u{1b}'), "{err}");
+        assert!(
+            err.contains("did not parse") && !err.contains('\u{1b}'),
+            "{err}"
+        );
         let status = |url: &str| {
-            json!({"instance": "n1", "url": url, "ws_url": "ws://127.0.0.1:1/n1/", "network": "dev",
-                "engine": "anvil", "mode": "dedicated", "auth": {"user": "u", "password": "p"},
+            json!({"instance": "node-1", "url": url, "ws_url": "ws://127.0.0.1:1/n1/", "network": "dev",
+                "engine": "anvil", "mode": "dedicated", "auth": {"user": "u", "password": "OmSMsJ-mYu0jjzvSfsDW72gO"},
                 "state": "running", "block": 1, "sync": null})
             .to_string()
         };
@@ -889,7 +904,10 @@ mod tests {
     #[test]
     fn document_amounts_are_strict() {
         let d = |s: &str| BigDecimal::from_str(s).unwrap();
-        assert_eq!(document_amount(&d("0.5")).unwrap(), Glm::parse("0.5").unwrap());
+        assert_eq!(
+            document_amount(&d("0.5")).unwrap(),
+            Glm::parse("0.5").unwrap()
+        );
         assert!(document_amount(&d("-1")).is_err());
         assert!(document_amount(&d("0.0000000000000000001")).is_err());
     }
@@ -900,8 +918,15 @@ mod tests {
         let path = dir.path().join("deals.json");
         assert!(refuse_old_deals(&path).is_ok(), "no file: nothing to do");
         std::fs::write(&path, "{not json").unwrap();
-        assert!(matches!(refuse_old_deals(&path), Err(GolemError::State { .. })));
-        std::fs::write(&path, r#"{"n1": {"settled": false}, "n2": {"settled": true}}"#).unwrap();
+        assert!(matches!(
+            refuse_old_deals(&path),
+            Err(GolemError::State { .. })
+        ));
+        std::fs::write(
+            &path,
+            r#"{"n1": {"settled": false}, "n2": {"settled": true}}"#,
+        )
+        .unwrap();
         assert!(matches!(
             refuse_old_deals(&path),
             Err(GolemError::OldDeals { open: 1, .. })

@@ -92,8 +92,8 @@ pub struct PaymentDocument {
 /// payment loop decides with the lifecycle core and records it in the store first).
 #[async_trait::async_trait]
 pub trait Payer: Send + Sync + std::fmt::Debug {
-    /// Documents received after `since` (unix ms), each with when it was received; waits a little
-    /// for new ones. `since` moves forward to the last one's time.
+    /// Documents received after `since`; waits a little for new ones. `since` moves past the last
+    /// one's time.
     async fn documents(&self, since: &mut Cursor) -> Result<Vec<PaymentDocument>, BackendError>;
     /// Accepts it in full (yagna accepts only the whole amount) against `allocation_id`.
     async fn accept(
@@ -107,7 +107,8 @@ pub trait Payer: Send + Sync + std::fmt::Debug {
     async fn release(&self, allocation_id: &str);
 }
 
-/// Where the payment loop has read up to, per kind of document (unix ms).
+/// Where the payment loop has read up to, per kind of document (unix microseconds; an event is
+/// read once its time is passed, so the cursor moves to just after it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
     pub debit_notes: i64,

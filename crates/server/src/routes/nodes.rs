@@ -107,7 +107,10 @@ async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeVie
         Some(b) => b.holds(&node.id).await,
         None => false,
     };
-    let billing = match (&node.plan_id, state.backend.as_ref().and_then(|b| b.payer())) {
+    let billing = match (
+        &node.plan_id,
+        state.backend.as_ref().and_then(|b| b.payer()),
+    ) {
         (Some(plan_id), Some(_)) => match state.store.plan(plan_id).await? {
             Some(plan) => crate::money::billing(
                 &state.store.node_deals(&node.id).await?,
@@ -251,10 +254,7 @@ pub(crate) async fn create(
         None => offer.modes[0],
     };
     let policy = &state.config.payments;
-    let pays = state
-        .backend
-        .as_ref()
-        .is_some_and(|b| b.payer().is_some());
+    let pays = state.backend.as_ref().is_some_and(|b| b.payer().is_some());
     if !pays
         && (body.budget.is_some()
             || body.max_price_per_hour.is_some()
@@ -277,7 +277,10 @@ pub(crate) async fn create(
             ));
         }
     }
-    if body.expected_hours.is_some_and(|h| !(1..=24 * 366).contains(&h)) {
+    if body
+        .expected_hours
+        .is_some_and(|h| !(1..=24 * 366).contains(&h))
+    {
         return Err(ApiError::bad_request(
             "invalid_terms",
             "expected_hours must be between 1 and 8784",
@@ -421,7 +424,7 @@ pub(crate) async fn remove(
             "stop_failed",
             format!("the node could not be stopped, so it was not deleted: {why}"),
         )),
-        Handled::Done(_) => Err(ApiError::internal("a delete decided nothing")),
+        Handled::Done => Err(ApiError::internal("a delete decided nothing")),
     }
 }
 

@@ -600,14 +600,21 @@ async fn a_local_node_that_fails_releases_its_runtime_ports_and_credentials() {
     })
     .await;
     assert!(
-        failed["reason"].as_str().unwrap().contains("times in a row"),
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("times in a row"),
         "{failed}"
     );
     // Every move to failed stops the backend: runtime gone, endpoint and password removed.
-    let gone = wait_for("the runtime to be released", Duration::from_secs(30), || async {
-        let (_, node) = alice.get(&format!("/nodes/{id}")).await;
-        (node["held"] == false).then_some(node)
-    })
+    let gone = wait_for(
+        "the runtime to be released",
+        Duration::from_secs(30),
+        || async {
+            let (_, node) = alice.get(&format!("/nodes/{id}")).await;
+            (node["held"] == false).then_some(node)
+        },
+    )
     .await;
     assert!(gone["url"].is_null() && gone["auth"].is_null(), "{gone}");
     let gateway = dir.path().join("local/nginx/gateway");
@@ -619,9 +626,15 @@ async fn a_local_node_that_fails_releases_its_runtime_ports_and_credentials() {
     }
     let after = rpc(&url, Some((&user, &password)), "eth_blockNumber", json!([])).await;
     assert!(matches!(after, Err(RpcError::Http(401 | 404))), "{after:?}");
-    wait_for("no process of the node left", Duration::from_secs(15), || async {
-        erigolem_test_utils::pids_mentioning(&id).is_empty().then_some(())
-    })
+    wait_for(
+        "no process of the node left",
+        Duration::from_secs(15),
+        || async {
+            erigolem_test_utils::pids_mentioning(&id)
+                .is_empty()
+                .then_some(())
+        },
+    )
     .await;
     // Stop on a failed node that holds nothing changes nothing; delete removes it.
     let (status, node) = alice.post(&format!("/nodes/{id}/stop"), json!({})).await;

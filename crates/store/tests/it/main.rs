@@ -811,7 +811,12 @@ fn new_deal(agreement: &str, node: &str, plan_id: &str, provider: &str) -> NewDe
         provider_name: Some("honest".into()),
         allocation_id: format!("alloc-{agreement}"),
         price: LinearPrice {
-            per_hour: Glm::from_decimal(&"0.2000000000000000016".parse::<bigdecimal::BigDecimal>().unwrap()).unwrap(),
+            per_hour: Glm::from_decimal(
+                &"0.2000000000000000016"
+                    .parse::<bigdecimal::BigDecimal>()
+                    .unwrap(),
+            )
+            .unwrap(),
             start_fee: g("0.01"),
             per_request: None,
         },
@@ -832,7 +837,13 @@ async fn transition_from_is_a_compare_and_set(db: Db) {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, StoreError::IllegalTransition { from: NodeState::Starting, .. }),
+        matches!(
+            err,
+            StoreError::IllegalTransition {
+                from: NodeState::Starting,
+                ..
+            }
+        ),
         "{err}"
     );
     let node = db
@@ -881,9 +892,17 @@ async fn plans_allow_a_bounded_number_of_replacements_each_recorded(db: Db) {
         assert_eq!(next.plan_id.as_deref(), Some(p.id.as_str()));
         assert_eq!(next.replaces.as_deref(), Some(failed.id.as_str()));
         assert_eq!(next.state, NodeState::Pending);
-        assert!(next.reason.as_deref().unwrap().contains(&format!("reason {i}")));
+        assert!(next
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains(&format!("reason {i}")));
         assert_eq!(
-            db.store.replacement_of(&failed.id).await.unwrap().as_deref(),
+            db.store
+                .replacement_of(&failed.id)
+                .await
+                .unwrap()
+                .as_deref(),
             Some(next.id.as_str())
         );
         chain.push(next.id.clone());
@@ -972,20 +991,38 @@ async fn deals_freeze_billing_once_and_survive_a_restart(mut db: Db) {
     db.store.note_requests("a1", 7).await.unwrap();
     let d = db.store.live_deal(&n.id).await.unwrap().unwrap();
     assert_eq!(d.activity_id.as_deref(), Some("act1"));
-    assert_eq!(d.service.served_from, Some(1_000), "the first STATUS counts");
+    assert_eq!(
+        d.service.served_from,
+        Some(1_000),
+        "the first STATUS counts"
+    );
     assert_eq!(d.service.requests, 10, "the count only grows");
-    assert_eq!(d.price.per_hour.to_string(), "0.2000000000000000016", "exact");
+    assert_eq!(
+        d.price.per_hour.to_string(),
+        "0.2000000000000000016",
+        "exact"
+    );
     db.store.freeze_billing(&n.id, 5_000).await.unwrap();
     db.store.freeze_billing(&n.id, 9_000).await.unwrap();
     db.store.note_requests("a1", 99).await.unwrap();
     let d = db.store.deal("a1").await.unwrap().unwrap();
-    assert_eq!(d.service.served_until, Some(5_000), "frozen at the first stop or failure");
+    assert_eq!(
+        d.service.served_until,
+        Some(5_000),
+        "frozen at the first stop or failure"
+    );
     assert_eq!(d.service.requests, 10, "frozen too");
-    assert!(db.store.live_deal(&n.id).await.unwrap().is_some(), "not ended yet");
+    assert!(
+        db.store.live_deal(&n.id).await.unwrap().is_some(),
+        "not ended yet"
+    );
     db.store.end_deal("a1", 7_000).await.unwrap();
     assert!(db.store.live_deal(&n.id).await.unwrap().is_none());
     let d = db.store.deal("a1").await.unwrap().unwrap();
-    assert_eq!((d.ended_at, d.service.served_until), (Some(7_000), Some(5_000)));
+    assert_eq!(
+        (d.ended_at, d.service.served_until),
+        (Some(7_000), Some(5_000))
+    );
     // A second agreement of the same plan, on another provider.
     db.store
         .insert_deal(&new_deal("a2", &n.id, &p.id, "0xprov2"))
@@ -1057,7 +1094,10 @@ async fn payments_are_reserved_once_and_totals_compare_and_set(db: Db) {
         }
     };
     let dn1: &'static NewDocument = Box::leak(Box::new(dn1));
-    assert_eq!(reserve(dn1, "0.3", ["0", "0", "0", "0"]).await, Reserved::Done);
+    assert_eq!(
+        reserve(dn1, "0.3", ["0", "0", "0", "0"]).await,
+        Reserved::Done
+    );
     assert_eq!(
         reserve(dn1, "0.3", ["0.3", "0.3", "0.3", "0.3"]).await,
         Reserved::Duplicate,
@@ -1067,28 +1107,52 @@ async fn payments_are_reserved_once_and_totals_compare_and_set(db: Db) {
     assert_eq!(d.state, DocumentState::Accepting);
     assert_eq!(d.increment, g("0.3"));
     assert_eq!(
-        db.store.documents_in_state(DocumentState::Accepting).await.unwrap().len(),
+        db.store
+            .documents_in_state(DocumentState::Accepting)
+            .await
+            .unwrap()
+            .len(),
         1
     );
     // Decided on numbers that moved: stale, and nothing of it stays.
     let dn2: &'static NewDocument =
         Box::leak(Box::new(doc("dn2", DocumentKind::DebitNote, "a1", "0.5")));
-    assert_eq!(reserve(dn2, "0.2", ["0", "0", "0", "0"]).await, Reserved::Stale);
+    assert_eq!(
+        reserve(dn2, "0.2", ["0", "0", "0", "0"]).await,
+        Reserved::Stale
+    );
     assert!(db.store.document("dn2").await.unwrap().is_none());
-    assert_eq!(reserve(dn2, "0.2", ["0.3", "0.3", "0.3", "0.3"]).await, Reserved::Done);
+    assert_eq!(
+        reserve(dn2, "0.2", ["0.3", "0.3", "0.3", "0.3"]).await,
+        Reserved::Done
+    );
     db.store.confirm_payment("dn1").await.unwrap();
     db.store.confirm_payment("dn2").await.unwrap();
-    assert_eq!(db.store.deal("a1").await.unwrap().unwrap().accepted, g("0.5"));
+    assert_eq!(
+        db.store.deal("a1").await.unwrap().unwrap().accepted,
+        g("0.5")
+    );
     assert_eq!(db.store.plan(&p.id).await.unwrap().unwrap().spent, g("0.5"));
     assert_eq!(db.store.spent(ALICE, period).await.unwrap(), g("0.5"));
-    assert_eq!(db.store.spent(SERVER_LEDGER, period).await.unwrap(), g("0.5"));
+    assert_eq!(
+        db.store.spent(SERVER_LEDGER, period).await.unwrap(),
+        g("0.5")
+    );
     assert_eq!(db.store.spent(ALICE, 0).await.unwrap(), zero);
     assert_eq!(db.store.spent(BOB, period).await.unwrap(), zero);
 
     // A refusal is recorded once and shown on the deal.
     let greedy = doc("dn3", DocumentKind::DebitNote, "a1", "9");
-    assert!(db.store.refuse_payment(&greedy, "too much", period).await.unwrap());
-    assert!(!db.store.refuse_payment(&greedy, "too much", period).await.unwrap());
+    assert!(db
+        .store
+        .refuse_payment(&greedy, "too much", period)
+        .await
+        .unwrap());
+    assert!(!db
+        .store
+        .refuse_payment(&greedy, "too much", period)
+        .await
+        .unwrap());
     let d = db.store.deal("a1").await.unwrap().unwrap();
     assert_eq!(d.refused.as_deref(), Some("debit note dn3: too much"));
     assert_eq!(d.accepted, g("0.5"), "a refusal pays nothing");
@@ -1096,23 +1160,41 @@ async fn payments_are_reserved_once_and_totals_compare_and_set(db: Db) {
     // A reservation yagna would not accept is given back.
     let inv: &'static NewDocument =
         Box::leak(Box::new(doc("inv1", DocumentKind::Invoice, "a1", "0.6")));
-    assert_eq!(reserve(inv, "0.1", ["0.5", "0.5", "0.5", "0.5"]).await, Reserved::Done);
-    assert!(db.store.release_payment("inv1", "yagna: 400").await.unwrap());
+    assert_eq!(
+        reserve(inv, "0.1", ["0.5", "0.5", "0.5", "0.5"]).await,
+        Reserved::Done
+    );
+    assert!(db
+        .store
+        .release_payment("inv1", "yagna: 400")
+        .await
+        .unwrap());
     let d = db.store.document("inv1").await.unwrap().unwrap();
     assert_eq!(d.state, DocumentState::Failed);
-    assert_eq!(db.store.deal("a1").await.unwrap().unwrap().accepted, g("0.5"));
+    assert_eq!(
+        db.store.deal("a1").await.unwrap().unwrap().accepted,
+        g("0.5")
+    );
     assert_eq!(db.store.plan(&p.id).await.unwrap().unwrap().spent, g("0.5"));
     assert_eq!(db.store.spent(ALICE, period).await.unwrap(), g("0.5"));
     // An invoice accepted settles its agreement.
     let inv2: &'static NewDocument =
         Box::leak(Box::new(doc("inv2", DocumentKind::Invoice, "a1", "0.6")));
-    assert_eq!(reserve(inv2, "0.1", ["0.5", "0.5", "0.5", "0.5"]).await, Reserved::Done);
+    assert_eq!(
+        reserve(inv2, "0.1", ["0.5", "0.5", "0.5", "0.5"]).await,
+        Reserved::Done
+    );
     db.store.confirm_payment("inv2").await.unwrap();
     let d = db.store.deal("a1").await.unwrap().unwrap();
     assert!(d.settled);
     assert_eq!(d.accepted, g("0.6"));
     assert_eq!(db.store.agreement_documents("a1").await.unwrap().len(), 5);
-    assert!(db.store.documents_in_state(DocumentState::Accepting).await.unwrap().is_empty());
+    assert!(db
+        .store
+        .documents_in_state(DocumentState::Accepting)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn concurrent_payments_never_exceed_what_was_read(db: Db) {
