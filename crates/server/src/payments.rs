@@ -166,7 +166,9 @@ async fn process(
                     tracing::warn!(document = %document.id, "telling the provider: {e}");
                 }
                 state.notify();
-                if refusal.provider_at_fault() {
+                // A breach on a live agreement fails its node; on one already ended (a failed
+                // start attempt, a stopped node) the refusal is all there is to do.
+                if refusal.provider_at_fault() && deal.ended_at.is_none() {
                     let kind = match document.kind {
                         DocumentKind::DebitNote => "a debit note",
                         DocumentKind::Invoice => "an invoice",

@@ -42,8 +42,10 @@ pub struct GolemConfig {
     pub app_key: String,
     pub subnet: String,
     pub payment_platform: String,
-    /// After the first provider answers, how long to wait for cheaper ones.
+    /// After the first provider answers, how long to wait at least for cheaper ones; and at most,
+    /// while providers whose offers were answered have not answered yet.
     pub offer_window: Duration,
+    pub offer_max_window: Duration,
     /// How long to look for a provider before the node fails with "no offers".
     pub deal_timeout: Duration,
     /// Only these providers (node ids), when not empty; never the denied ones. Names are chosen by
@@ -64,6 +66,7 @@ impl GolemConfig {
             subnet: "erigolem".into(),
             payment_platform: "erc20-hoodi-tglm".into(),
             offer_window: Duration::from_millis(500),
+            offer_max_window: Duration::from_secs(5),
             deal_timeout: Duration::from_secs(20),
             allow_providers: Vec::new(),
             deny_providers: Vec::new(),
@@ -487,6 +490,7 @@ impl Backend for GolemBackend {
             let options = DealOptions {
                 timeout: shared.config.deal_timeout,
                 window: shared.config.offer_window,
+                max_window: shared.config.offer_max_window,
                 accept: &accept,
                 order: &order,
             };
