@@ -359,39 +359,65 @@ async fn a_node_whose_provider_dies_fails_and_its_agreement_ends() {
 }
 
 #[tokio::test]
-async fn a_node_whose_budget_runs_out_is_stopped_with_the_reason() {
+async fn a_node_whose_budget_or_its_owners_spend_cap_runs_out_is_stopped_with_the_reason() {
     let net = GolemNet::spawn(GolemNetConfig::test()).await.unwrap();
-    let machine = Provider::start(1, |_| {}).await;
+    let machine = Provider::start(2, |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
-    let _agent = agent(
-        net.provider(0),
-        &machine,
-        dir.path(),
-        "budget",
-        "36",
-        "0.5",
-        &[],
-    );
+    let _agent = agent(net.provider(0), &machine, dir.path(), "budget", "36", "0.5", &[]);
+    let before = balance(&net, net.provider(0)).await;
     let h = golem_server(
         &dir.path().join("server"),
         golem_config(net.requestor(0), "budget"),
         test_policy(),
     )
     .await;
-    let alice = Api::signed_in(&h, DEV_KEY_0).await;
-    // 0.5 GLM start fee + 36 GLM/h + 0.1 slack: 1.2 GLM would not pay for the next minute, so
-    // the node is stopped at once after it starts.
-    let (_, created) = alice
-        .post("/nodes", json!({"network": "dev", "budget": "1.2"}))
-        .await;
-    let id = created["id"].as_str().unwrap().to_owned();
-    let stopped = wait_state(&alice, &id, "stopped", Duration::from_secs(60)).await;
-    let reason = stopped["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("budget of 1.2 GLM is used up"), "{stopped}");
-    assert!(
-        wei_of(&stopped["billing"]["spent"]) <= wei("1.2"),
-        "{stopped}"
-    );
+    // A second server whose users may spend 0.7 GLM a day, whatever their nodes' budgets.
+    let capped = PaymentPolicy {
+        max_spend_per_user: Some(g("0.7")),
+        ..test_policy()
+    };
+    let h2 = golem_server(
+        &dir.path().join("capped"),
+        golem_config(net.requestor(0), "budget"),
+        capped,
+    )
+    .await;
+    let budget = async {
+        let alice = Api::signed_in(&h, DEV_KEY_0).await;
+        // 0.5 GLM start fee + 36 GLM/h + 0.1 slack: 1.2 GLM would not pay for the next minute, so
+        // the node is stopped at once after it starts.
+        let (_, created) = alice
+            .post("/nodes", json!({"network": "dev", "budget": "1.2"}))
+            .await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        let stopped = wait_state(&alice, &id, "stopped", Duration::from_secs(60)).await;
+        let reason = stopped["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("budget of 1.2 GLM is used up"), "{stopped}");
+        wait_node(&alice, &id, "paid", Duration::from_secs(60), |n| n["billing"]["settled"] == true)
+            .await
+    };
+    let cap = async {
+        let alice = Api::signed_in(&h2, DEV_KEY_0).await;
+        let (_, terms) = alice.get("/billing").await;
+        assert_eq!(terms["you"]["cap"], "0.7", "{terms}");
+        let (_, created) = alice.post("/nodes", json!({"network": "dev"})).await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        let stopped = wait_state(&alice, &id, "stopped", Duration::from_secs(60)).await;
+        let reason = stopped["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("your spend cap of 0.7 GLM"), "{stopped}");
+        let paid =
+            wait_node(&alice, &id, "paid", Duration::from_secs(60), |n| n["billing"]["settled"] == true)
+                .await;
+        let (_, terms) = alice.get("/billing").await;
+        assert_eq!(terms["you"]["spent"], paid["billing"]["spent"], "{terms}");
+        paid
+    };
+    let (budget, cap) = tokio::join!(budget, cap);
+    let spent = wei_of(&budget["billing"]["spent"]) + wei_of(&cap["billing"]["spent"]);
+    let got = paid_on_chain(&net, net.provider(0), before, spent).await;
+    assert_eq!(got, spent);
+    assert!(wei_of(&budget["billing"]["spent"]) <= wei("1.2"), "{budget}");
+    assert!(wei_of(&cap["billing"]["spent"]) <= wei("0.7"), "{cap}");
 }
 
 #[tokio::test]
