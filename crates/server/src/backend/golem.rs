@@ -757,7 +757,7 @@ impl Payer for GolemBackend {
         // back on every poll.
         let past = |t: DateTime<Utc>| {
             let us = t.timestamp_micros();
-            if t.timestamp_subsec_nanos() % 1000 == 0 {
+            if t.timestamp_subsec_nanos().is_multiple_of(1000) {
                 us
             } else {
                 us + 1

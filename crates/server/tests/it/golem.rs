@@ -145,7 +145,7 @@ async fn wait_node(
 }
 
 async fn wait_state(api: &Api<'_>, id: &str, want: &str, within: Duration) -> Value {
-    wait_node(api, id, &format!("{want}"), within, |n| {
+    wait_node(api, id, want, within, |n| {
         n["state"] == want || (n["state"] == "failed" && want != "failed")
     })
     .await
@@ -363,7 +363,15 @@ async fn a_node_whose_budget_or_its_owners_spend_cap_runs_out_is_stopped_with_th
     let net = GolemNet::spawn(GolemNetConfig::test()).await.unwrap();
     let machine = Provider::start(2, |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
-    let _agent = agent(net.provider(0), &machine, dir.path(), "budget", "36", "0.5", &[]);
+    let _agent = agent(
+        net.provider(0),
+        &machine,
+        dir.path(),
+        "budget",
+        "36",
+        "0.5",
+        &[],
+    );
     let before = balance(&net, net.provider(0)).await;
     let h = golem_server(
         &dir.path().join("server"),
@@ -393,8 +401,10 @@ async fn a_node_whose_budget_or_its_owners_spend_cap_runs_out_is_stopped_with_th
         let stopped = wait_state(&alice, &id, "stopped", Duration::from_secs(60)).await;
         let reason = stopped["reason"].as_str().unwrap_or_default();
         assert!(reason.contains("budget of 1.2 GLM is used up"), "{stopped}");
-        wait_node(&alice, &id, "paid", Duration::from_secs(60), |n| n["billing"]["settled"] == true)
-            .await
+        wait_node(&alice, &id, "paid", Duration::from_secs(60), |n| {
+            n["billing"]["settled"] == true
+        })
+        .await
     };
     let cap = async {
         let alice = Api::signed_in(&h2, DEV_KEY_0).await;
@@ -405,9 +415,10 @@ async fn a_node_whose_budget_or_its_owners_spend_cap_runs_out_is_stopped_with_th
         let stopped = wait_state(&alice, &id, "stopped", Duration::from_secs(60)).await;
         let reason = stopped["reason"].as_str().unwrap_or_default();
         assert!(reason.contains("your spend cap of 0.7 GLM"), "{stopped}");
-        let paid =
-            wait_node(&alice, &id, "paid", Duration::from_secs(60), |n| n["billing"]["settled"] == true)
-                .await;
+        let paid = wait_node(&alice, &id, "paid", Duration::from_secs(60), |n| {
+            n["billing"]["settled"] == true
+        })
+        .await;
         let (_, terms) = alice.get("/billing").await;
         assert_eq!(terms["you"]["spent"], paid["billing"]["spent"], "{terms}");
         paid
@@ -416,7 +427,10 @@ async fn a_node_whose_budget_or_its_owners_spend_cap_runs_out_is_stopped_with_th
     let spent = wei_of(&budget["billing"]["spent"]) + wei_of(&cap["billing"]["spent"]);
     let got = paid_on_chain(&net, net.provider(0), before, spent).await;
     assert_eq!(got, spent);
-    assert!(wei_of(&budget["billing"]["spent"]) <= wei("1.2"), "{budget}");
+    assert!(
+        wei_of(&budget["billing"]["spent"]) <= wei("1.2"),
+        "{budget}"
+    );
     assert!(wei_of(&cap["billing"]["spent"]) <= wei("0.7"), "{cap}");
 }
 
