@@ -97,6 +97,8 @@ pub struct PaymentFacts<'a> {
     pub accepted: &'a Glm,
     /// Its invoice was accepted already.
     pub settled: bool,
+    /// We ended the agreement (or froze its billing): no more service is coming.
+    pub ended: bool,
     /// The node's budget, shared by its replacements, and what they all accepted so far.
     pub budget: &'a Glm,
     pub budget_spent: &'a Glm,
@@ -205,11 +207,15 @@ pub enum PaymentDecision {
         increment: Glm,
     },
     Refuse(Refusal),
+    /// Not yet: the node is still starting (not served, not ended) and the document asks no more
+    /// than the start fee + slack it will be owed once it serves. Decide again when it serves or
+    /// ends (a provider may bill its start fee before its node answers).
+    Wait,
 }
 
 /// Accept or refuse one payment document.
 pub fn decide_payment(f: &PaymentFacts<'_>) -> PaymentDecision {
-    use PaymentDecision::*;
+    use PaymentDecision::{Accept, Refuse, Wait};
     let amount = match f.amount {
         Ok(a) => a,
         Err(why) => return Refuse(Refusal::Malformed(why.to_owned())),
@@ -218,6 +224,10 @@ pub fn decide_payment(f: &PaymentFacts<'_>) -> PaymentDecision {
         return Refuse(Refusal::AlreadySettled);
     }
     let most = payable(f.price, f.service, f.now, f.slack);
+    let starting = f.service.served_from.is_none() && !f.ended;
+    if amount > &most && starting && amount <= &(&f.price.start_fee + f.slack) {
+        return Wait;
+    }
     if amount > &most {
         return Refuse(Refusal::AboveTerms {
             amount: amount.clone(),
@@ -522,6 +532,7 @@ mod tests {
                 service: &s,
                 accepted: &g(c.accepted),
                 settled: c.settled,
+                ended: false,
                 budget: &g("2"),
                 budget_spent: &g(c.budget_spent),
                 user: &ledger(c.user),
@@ -539,6 +550,61 @@ mod tests {
                 (got, want) => panic!("{}: got {got:?}, wanted {want:?}", c.what),
             }
         }
+    }
+
+    /// A start fee billed while the node is still starting waits for it to serve; once the
+    /// agreement ended without service, only the slack was ever owed.
+    #[test]
+    fn a_start_fee_before_the_node_serves_waits_and_without_service_is_refused() {
+        let p = price("3.6", "0.05");
+        let not_yet = Service::default();
+        let decide = |amount: &str, service: &Service, ended: bool| {
+            let amount = g(amount);
+            decide_payment(&PaymentFacts {
+                kind: DocumentKind::DebitNote,
+                amount: Ok(&amount),
+                price: &p,
+                service,
+                accepted: &Glm::zero(),
+                settled: false,
+                ended,
+                budget: &g("1"),
+                budget_spent: &Glm::zero(),
+                user: &no_cap(),
+                server: &no_cap(),
+                now: T0 + 2_000,
+                slack: &g("0.01"),
+            })
+        };
+        assert_eq!(decide("0.052", &not_yet, false), PaymentDecision::Wait);
+        assert_eq!(
+            decide("0.005", &not_yet, false),
+            PaymentDecision::Accept {
+                increment: g("0.005")
+            },
+            "within the slack: paid at once"
+        );
+        assert!(
+            matches!(
+                decide("0.07", &not_yet, false),
+                PaymentDecision::Refuse(Refusal::AboveTerms { .. })
+            ),
+            "more than the start fee + slack is never owed before service"
+        );
+        assert!(
+            matches!(
+                decide("0.052", &not_yet, true),
+                PaymentDecision::Refuse(Refusal::AboveTerms { .. })
+            ),
+            "ended without service: no start fee"
+        );
+        let served = served(T0, None);
+        assert_eq!(
+            decide("0.052", &served, false),
+            PaymentDecision::Accept {
+                increment: g("0.052")
+            }
+        );
     }
 
     #[test]
@@ -572,6 +638,7 @@ mod tests {
             service: &s,
             accepted: &Glm::zero(),
             settled: false,
+            ended: false,
             budget: &g("1"),
             budget_spent: &Glm::zero(),
             user: &no_cap(),

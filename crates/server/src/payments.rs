@@ -26,37 +26,56 @@ pub(crate) fn spawn(state: Arc<AppState>) -> Option<tokio::task::JoinHandle<()>>
     state.backend.as_ref()?.payer()?;
     Some(crate::spawn_until(
         state.shutting_down.subscribe(),
-        async move {
-            let mut cursor = match first_cursor(&state).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!("payments: cannot read the open agreements: {e}");
-                    return;
-                }
-            };
-            loop {
-                let Some(payer) = state.backend.as_ref().and_then(|b| b.payer()) else {
-                    return;
-                };
-                if let Err(e) = carry_out_reserved(&state, payer).await {
-                    tracing::warn!("payments: {e}");
-                }
-                match payer.documents(&mut cursor).await {
-                    Ok(documents) => {
-                        for document in documents {
-                            if let Err(e) = process(&state, payer, &document).await {
-                                tracing::warn!(document = %document.id, "payments: {e}");
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!("payment events: {e}");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-            }
-        },
+        run(state),
     ))
+}
+
+async fn run(state: Arc<AppState>) {
+    let mut cursor = match first_cursor(&state).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("payments: cannot read the open agreements: {e}");
+            return;
+        }
+    };
+    // Documents that wait for their node to serve or end, decided again each round.
+    let mut waiting: Vec<PaymentDocument> = Vec::new();
+    loop {
+        let Some(payer) = state.backend.as_ref().and_then(|b| b.payer()) else {
+            return;
+        };
+        if let Err(e) = carry_out_reserved(&state, payer).await {
+            tracing::warn!("payments: {e}");
+        }
+        let fresh = match payer.documents(&mut cursor).await {
+            Ok(documents) => documents,
+            Err(e) => {
+                tracing::debug!("payment events: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Vec::new()
+            }
+        };
+        let mut again: Vec<PaymentDocument> = Vec::new();
+        for document in std::mem::take(&mut waiting).into_iter().chain(fresh) {
+            match process(&state, payer, &document).await {
+                Ok(Processed::Wait) => {
+                    if !again.iter().any(|d| d.id == document.id) {
+                        again.push(document);
+                    }
+                }
+                Ok(Processed::Done) => {}
+                Err(e) => tracing::warn!(document = %document.id, "payments: {e}"),
+            }
+        }
+        waiting = again;
+    }
+}
+
+/// What became of a document.
+enum Processed {
+    Done,
+    /// Its node is still starting: decided again next round.
+    Wait,
 }
 
 /// From a few seconds ago, or from the oldest agreement still open (after a restart: its
@@ -77,19 +96,19 @@ async fn process(
     state: &Arc<AppState>,
     payer: &dyn Payer,
     document: &PaymentDocument,
-) -> Result<(), StoreError> {
+) -> Result<Processed, StoreError> {
     let store = &state.store;
     if let Some(decided) = store.document(&document.id).await? {
         if decided.state == DocumentState::Accepting {
             carry_out(state, payer, &decided).await?;
         }
-        return Ok(());
+        return Ok(Processed::Done);
     }
     let policy = &state.config.payments;
     for _ in 0..DECIDE_ATTEMPTS {
         let Some(deal) = store.deal(&document.agreement_id).await? else {
             tracing::debug!(document = %document.id, agreement = %document.agreement_id, "not an agreement of ours: left alone");
-            return Ok(());
+            return Ok(Processed::Done);
         };
         let Some(plan) = store.plan(&deal.plan_id).await? else {
             return Err(StoreError::Corrupt(format!(
@@ -108,6 +127,7 @@ async fn process(
             service: &deal.service,
             accepted: &deal.accepted,
             settled: deal.settled,
+            ended: deal.ended_at.is_some() || deal.service.served_until.is_some(),
             budget: &budget,
             budget_spent: &plan.spent,
             user: &user,
@@ -137,7 +157,7 @@ async fn process(
                     .await?;
                 match reserved {
                     Reserved::Stale => continue,
-                    Reserved::Duplicate => return Ok(()),
+                    Reserved::Duplicate => return Ok(Processed::Done),
                     Reserved::Done => {}
                 }
                 tracing::info!(document = %document.id, node = %deal.node_id, amount = %document.amount_text, %increment, "accepting");
@@ -156,10 +176,11 @@ async fn process(
                     );
                 }
             }
+            PaymentDecision::Wait => return Ok(Processed::Wait),
             PaymentDecision::Refuse(refusal) => {
                 let reason = refusal.to_string();
                 if !store.refuse_payment(&record, &reason, period_start).await? {
-                    return Ok(());
+                    return Ok(Processed::Done);
                 }
                 tracing::warn!(document = %document.id, node = %deal.node_id, "refused: {reason}");
                 if let Err(e) = payer.refuse(document, &reason).await {
@@ -185,10 +206,10 @@ async fn process(
                 }
             }
         }
-        return Ok(());
+        return Ok(Processed::Done);
     }
-    tracing::warn!(document = %document.id, "the totals kept moving: decided again next time");
-    Ok(())
+    tracing::warn!(document = %document.id, "the totals kept moving: decided again next round");
+    Ok(Processed::Wait)
 }
 
 /// Reserved documents whose acceptance yagna has not confirmed (a crash or an unreachable yagna in
