@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use erigolem_lifecycle::bound::{self, Ledger};
 use erigolem_lifecycle::{Caps, Expected, Glm};
-use erigolem_store::{DealRecord, PlanRecord, Store, StoreError, SERVER_LEDGER};
+use erigolem_store::{DealRecord, NewPlan, PlanRecord, Store, StoreError, SERVER_LEDGER};
 use serde::Serialize;
 
 /// What nodes on a paying backend may cost. `erigolem serve` flags: `--budget`,
@@ -53,7 +53,80 @@ impl Default for PaymentPolicy {
     }
 }
 
+/// What a user asked for a node beyond its network.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AskedTerms {
+    pub budget: Option<Glm>,
+    pub max_price_per_hour: Option<Glm>,
+    pub max_start_fee: Option<Glm>,
+    pub expected_hours: Option<u32>,
+    pub auto_replace: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TermsError {
+    #[error("budget, max_price_per_hour, max_start_fee and expected_hours apply only where nodes are paid for (the golem backend)")]
+    NotSupported,
+    #[error("{0} must be more than 0 GLM")]
+    Zero(&'static str),
+    #[error("expected_hours must be between 1 and 8784")]
+    Hours,
+}
+
+/// Why no node may be started now, when the owner's or the server's spend cap is reached.
+pub(crate) fn cap_reached(user: &Ledger, server: &Ledger) -> Option<String> {
+    [(user, "your"), (server, "the server's")]
+        .into_iter()
+        .find_map(|(ledger, whose)| {
+            let cap = ledger.cap.as_ref()?;
+            (&ledger.spent >= cap).then(|| {
+                format!(
+                    "{whose} spend cap of {cap} GLM for this period is reached ({} GLM spent)",
+                    ledger.spent
+                )
+            })
+        })
+}
+
 impl PaymentPolicy {
+    /// The plan of a new node: what the user asked, within the server's policy (a user may ask
+    /// for less budget than the server's and lower caps, never more).
+    pub fn plan(&self, pays: bool, asked: AskedTerms) -> Result<NewPlan, TermsError> {
+        let money = asked.budget.is_some()
+            || asked.max_price_per_hour.is_some()
+            || asked.max_start_fee.is_some()
+            || asked.expected_hours.is_some();
+        if !pays && money {
+            return Err(TermsError::NotSupported);
+        }
+        for (name, value) in [
+            ("budget", &asked.budget),
+            ("max_price_per_hour", &asked.max_price_per_hour),
+        ] {
+            if value.as_ref().is_some_and(Glm::is_zero) {
+                return Err(TermsError::Zero(name));
+            }
+        }
+        if asked
+            .expected_hours
+            .is_some_and(|h| !(1..=24 * 366).contains(&h))
+        {
+            return Err(TermsError::Hours);
+        }
+        Ok(NewPlan {
+            budget: pays.then(|| {
+                asked
+                    .budget
+                    .map_or(self.budget.clone(), |b| b.min(self.budget.clone()))
+            }),
+            max_price_per_hour: asked.max_price_per_hour,
+            max_start_fee: asked.max_start_fee,
+            expected_hours: asked.expected_hours,
+            auto_replace: asked.auto_replace,
+            max_replacements: self.max_replacements,
+        })
+    }
+
     /// Start of the spend period `now` (unix ms) falls in.
     pub fn period_start(&self, now: i64) -> i64 {
         let len = i64::try_from(self.spend_period.as_millis())
@@ -153,4 +226,73 @@ pub(crate) fn billing(
         settled: latest.settled,
         refused: deals.iter().find_map(|d| d.refused.clone()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn g(s: &str) -> Glm {
+        Glm::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_plan_is_the_users_terms_within_the_servers() {
+        let policy = PaymentPolicy::default();
+        let asked = |budget: Option<&str>| AskedTerms {
+            budget: budget.map(g),
+            auto_replace: true,
+            ..AskedTerms::default()
+        };
+        assert_eq!(policy.plan(true, asked(None)).unwrap().budget, Some(g("5")));
+        assert_eq!(
+            policy.plan(true, asked(Some("2"))).unwrap().budget,
+            Some(g("2"))
+        );
+        assert_eq!(
+            policy.plan(true, asked(Some("50"))).unwrap().budget,
+            Some(g("5")),
+            "never more than the server's"
+        );
+        let plan = policy.plan(true, asked(None)).unwrap();
+        assert!(plan.auto_replace);
+        assert_eq!(plan.max_replacements, 2);
+        assert_eq!(policy.plan(false, asked(None)).unwrap().budget, None);
+        assert_eq!(
+            policy.plan(false, asked(Some("1"))),
+            Err(TermsError::NotSupported)
+        );
+        assert_eq!(
+            policy.plan(true, asked(Some("0"))),
+            Err(TermsError::Zero("budget"))
+        );
+        let hours = AskedTerms {
+            expected_hours: Some(0),
+            ..AskedTerms::default()
+        };
+        assert_eq!(policy.plan(true, hours), Err(TermsError::Hours));
+    }
+
+    #[test]
+    fn caps_and_periods() {
+        let open = Ledger::default();
+        let reached = Ledger {
+            spent: g("1"),
+            cap: Some(g("1")),
+        };
+        let room = Ledger {
+            spent: g("0.5"),
+            cap: Some(g("1")),
+        };
+        assert_eq!(cap_reached(&open, &room), None);
+        assert!(cap_reached(&reached, &open)
+            .unwrap()
+            .starts_with("your spend cap of 1 GLM"));
+        assert!(cap_reached(&open, &reached)
+            .unwrap()
+            .starts_with("the server's"));
+        let day = PaymentPolicy::default();
+        assert_eq!(day.period_start(86_400_000 * 3 + 5), 86_400_000 * 3);
+    }
 }

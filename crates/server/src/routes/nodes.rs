@@ -255,66 +255,29 @@ pub(crate) async fn create(
     };
     let policy = &state.config.payments;
     let pays = state.backend.as_ref().is_some_and(|b| b.payer().is_some());
-    if !pays
-        && (body.budget.is_some()
-            || body.max_price_per_hour.is_some()
-            || body.max_start_fee.is_some()
-            || body.expected_hours.is_some())
-    {
-        return Err(ApiError::bad_request(
-            "not_supported",
-            "budget, max_price_per_hour, max_start_fee and expected_hours apply only where nodes are paid for (the golem backend)",
-        ));
-    }
-    for (name, value) in [
-        ("budget", &body.budget),
-        ("max_price_per_hour", &body.max_price_per_hour),
-    ] {
-        if value.as_ref().is_some_and(Glm::is_zero) {
-            return Err(ApiError::bad_request(
-                "invalid_terms",
-                format!("{name} must be more than 0 GLM"),
-            ));
-        }
-    }
-    if body
-        .expected_hours
-        .is_some_and(|h| !(1..=24 * 366).contains(&h))
-    {
-        return Err(ApiError::bad_request(
-            "invalid_terms",
-            "expected_hours must be between 1 and 8784",
-        ));
-    }
-    let plan = erigolem_store::NewPlan {
-        // The user may ask for less than the server's budget, never more.
-        budget: pays.then(|| {
-            body.budget
-                .clone()
-                .map_or(policy.budget.clone(), |b| b.min(policy.budget.clone()))
-        }),
+    let asked = crate::money::AskedTerms {
+        budget: body.budget,
         max_price_per_hour: body.max_price_per_hour,
         max_start_fee: body.max_start_fee,
         expected_hours: body.expected_hours,
         auto_replace: body.auto_replace,
-        max_replacements: policy.max_replacements,
     };
+    let plan = policy.plan(pays, asked).map_err(|e| match e {
+        crate::money::TermsError::NotSupported => {
+            ApiError::bad_request("not_supported", e.to_string())
+        }
+        _ => ApiError::bad_request("invalid_terms", e.to_string()),
+    })?;
     if pays {
-        let now = erigolem_store::now_ms();
-        let (mine, server) = policy.ledgers(&state.store, &user.address, now).await?;
-        for (ledger, whose) in [(&mine, "your"), (&server, "the server's")] {
-            if let Some(cap) = &ledger.cap {
-                if &ledger.spent >= cap {
-                    return Err(ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "spend_cap_reached",
-                        format!(
-                            "{whose} spend cap of {cap} GLM for this period is reached ({} GLM spent)",
-                            ledger.spent
-                        ),
-                    ));
-                }
-            }
+        let (mine, server) = policy
+            .ledgers(&state.store, &user.address, erigolem_store::now_ms())
+            .await?;
+        if let Some(why) = crate::money::cap_reached(&mine, &server) {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "spend_cap_reached",
+                why,
+            ));
         }
     }
     let active = state.store.count_active(&user.address).await?;
