@@ -1195,12 +1195,59 @@ async fn restarts_in_the_middle_of_payments_keep_the_deal_and_pay_nothing_twice(
         again["billing"]["spent"], paid["billing"]["spent"],
         "{again}"
     );
+
     let spent = wei_of(&paid["billing"]["spent"]);
     let got = paid_on_chain(&net, net.provider(0), before, spent).await;
     let most = bound("0.05", "3.6", secs, "0.01");
     eprintln!("provider paid {got} wei across three restarts, bound {most}");
     assert_eq!(got, spent, "the chain got what was accepted, once");
     assert!(got <= most, "{got} > {most}");
+
+    // A failed node that still holds its agreement — what a crash between deciding the failure
+    // and stopping leaves, written here by a second connection to the store — is stopped before
+    // it is deleted.
+    let (_, created) = alice.post("/nodes", json!({"network": "dev"})).await;
+    let second = created["id"].as_str().unwrap().to_owned();
+    let running = wait_state(&alice, &second, "running", Duration::from_secs(60)).await;
+    let (user, password) = creds(&running);
+    let url = running["url"].as_str().unwrap().to_owned();
+    let agreement2 = running["billing"]["agreement_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = erigolem_store::KeyFile::load_or_create(data.join("secret.key")).unwrap();
+    let side = erigolem_store::Store::connect(&db, key).await.unwrap();
+    side.transition_from(
+        &second,
+        erigolem_store::NodeState::Running,
+        erigolem_store::NodeState::Failed,
+        Some("failed elsewhere"),
+    )
+    .await
+    .unwrap();
+    side.close().await;
+    let (_, failed) = alice.get(&format!("/nodes/{second}")).await;
+    assert_eq!(
+        (&failed["state"], &failed["held"]),
+        (&json!("failed"), &json!(true)),
+        "{failed}"
+    );
+    rpc(&url, Some((&user, &password)), "eth_blockNumber", json!([]))
+        .await
+        .expect("still served: nothing stopped it yet");
+    assert_eq!(
+        alice.delete(&format!("/nodes/{second}")).await,
+        StatusCode::NO_CONTENT
+    );
+    let after = rpc(&url, Some((&user, &password)), "eth_blockNumber", json!([])).await;
+    assert!(matches!(after, Err(RpcError::Http(401 | 404))), "{after:?}");
+    let ended: Value = net
+        .provider(0)
+        .get(&format!("/market-api/v1/agreements/{agreement2}"))
+        .await
+        .unwrap();
+    assert_eq!(ended["state"], "Terminated", "{ended}");
+
     // The store holds each document once, and the totals add up.
     h.shutdown().await;
     let key = erigolem_store::KeyFile::load_or_create(data.join("secret.key")).unwrap();
