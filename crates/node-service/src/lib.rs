@@ -483,8 +483,20 @@ impl NodeService {
                     ..RestartPolicy::default()
                 };
                 let log = lock.dir().join("node.log");
-                let mut processes = Vec::new();
+                let mut processes: Vec<Supervised> = Vec::new();
                 for spec in specs {
+                    if !processes.is_empty() {
+                        // rpcdaemon reads the node's database and needs its private API: start
+                        // it once the node listens there, not into a crash loop.
+                        let private = Upstream::local(block.private_api());
+                        if let Err(e) = self
+                            .wait_listening(engine, &private, &processes, &log)
+                            .await
+                        {
+                            stop_all(processes).await;
+                            return Err(e);
+                        }
+                    }
                     match Supervised::spawn(spec, &log, policy.clone()) {
                         Ok(p) => processes.push(p),
                         Err(e) => {
@@ -541,6 +553,22 @@ impl NodeService {
         })
     }
 
+    /// Waits until `upstream` accepts TCP connections (the node's private API).
+    async fn wait_listening(
+        &self,
+        engine: EngineKind,
+        upstream: &Upstream,
+        processes: &[Supervised],
+        log: &Path,
+    ) -> Result<(), ServiceError> {
+        let addr = upstream.to_string();
+        self.wait_until(engine, processes, log, || {
+            let addr = addr.clone();
+            async move { tokio::net::TcpStream::connect(&addr).await.is_ok() }
+        })
+        .await
+    }
+
     async fn wait_ready(
         &self,
         engine: EngineKind,
@@ -549,6 +577,22 @@ impl NodeService {
         log: &Path,
     ) -> Result<(), ServiceError> {
         let rpc = RpcClient::new(upstream.http_url());
+        self.wait_until(engine, processes, log, || rpc.is_ready())
+            .await
+    }
+
+    /// Polls `ready` until it holds, failing when a process exits or the start timeout passes.
+    async fn wait_until<F, Fut>(
+        &self,
+        engine: EngineKind,
+        processes: &[Supervised],
+        log: &Path,
+        mut ready: F,
+    ) -> Result<(), ServiceError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
         let timeout = Duration::from_secs(self.config.limits.start_timeout_secs);
         let deadline = Instant::now() + timeout;
         // Short pauses: a local RPC probe is cheap and start latency is what users wait for.
@@ -569,7 +613,7 @@ impl NodeService {
                     return Err(ServiceError::NodeExited { engine, reason });
                 }
             }
-            if rpc.is_ready().await {
+            if ready().await {
                 return Ok(());
             }
             if Instant::now() >= deadline {

@@ -53,8 +53,8 @@ mod tests {
 
     fn status(sync: Option<(u64, u64)>, behind_seconds: Option<u64>) -> NodeStatus {
         serde_json::from_value::<NodeStatus>(serde_json::json!({
-            "instance": "n1", "url": "http://x/n1/", "ws_url": "ws://x/n1/", "network": "mainnet",
-            "engine": "erigon", "mode": "dedicated", "auth": {"user": "n1", "password": "p"},
+            "instance": "node-1", "url": "http://x/node-1/", "ws_url": "ws://x/node-1/", "network": "mainnet",
+            "engine": "erigon", "mode": "dedicated", "auth": {"user": "node-1", "password": "p"},
             "state": "running", "block": 1, "sync": null, "peers": 3,
         }))
         .map(|mut s| {

@@ -15,7 +15,7 @@ use erigolem_engine::{
 };
 use erigolem_primitives::{Network, Prune, RpcLimits};
 use erigolem_supervisor::{ProcessSpec, RestartPolicy, Supervised};
-use erigolem_test_utils::{anvil_bin, free_port_block, wait_for, workspace_bin};
+use erigolem_test_utils::{anvil_bin, fake_erigon, free_port_block, wait_for};
 
 fn release(version: &str) -> ErigonRelease {
     ErigonRelease::new(ErigonVersion::parse(version).unwrap()).unwrap()
@@ -239,24 +239,8 @@ fn erigon2_split_layout_runs_rpcdaemon_on_the_private_api() {
     );
 }
 
-/// `erigon` and `rpcdaemon` of one release in a directory of their own: fake-erigon modelling
-/// `version`, as the binaries an operator installed.
 fn fake_binaries(dir: &Path, version: &str) -> (PathBuf, PathBuf) {
-    let dir = dir.join(format!("erigon-{version}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let fake = workspace_bin("fake-erigon");
-    let write = |name: &str, role: &str| {
-        let path = dir.join(name);
-        let script = format!(
-            "#!/bin/sh\nFAKE_ERIGON_VERSION={version} FAKE_ERIGON_ROLE={role} exec {} \"$@\"\n",
-            fake.display()
-        );
-        std::fs::write(&path, script).unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-        path
-    };
-    (write("erigon", "erigon"), write("rpcdaemon", "rpcdaemon"))
+    fake_erigon(dir, version, &[])
 }
 
 /// Whether every port of `block` can be bound again (TCP on loopback and any, UDP on any).
