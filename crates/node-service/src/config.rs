@@ -218,8 +218,10 @@ mod tests {
 
     #[test]
     fn relative_paths_resolve_against_the_start_directory() {
-        let mut config = RuntimeConfig::default();
-        config.data_dir = PathBuf::from("state");
+        let mut config = RuntimeConfig {
+            data_dir: PathBuf::from("state"),
+            ..RuntimeConfig::default()
+        };
         config.nginx.dir = PathBuf::from("./nginx/gw");
         config.engines.anvil = Some(AnvilEngine {
             binary: PathBuf::from(".tools/bin/anvil"),

@@ -189,7 +189,8 @@ async fn a_newer_release_runs_with_a_warning() {
 /// fails with the reason, a start is refused with it; the dev chain is still served.
 #[tokio::test]
 async fn an_erigon_that_cannot_say_its_version_is_not_offered() {
-    let cases: [(&str, &[(&str, &str)], &str); 2] = [
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 2] = [
         (
             "three-point-six",
             &[],
