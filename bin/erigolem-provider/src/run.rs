@@ -215,3 +215,34 @@ impl ActivityRunner for ExeUnitRunner {
             .map_err(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::ffi::OsString;
+
+    #[test]
+    fn the_runtime_gets_absolute_xdg_dirs_and_nothing_else() {
+        let vars = [
+            ("XDG_DATA_HOME", "rel/share"),
+            ("XDG_CONFIG_HOME", "/etc/xdg"),
+            ("PATH", "bin:/usr/bin"),
+            ("YAGNA_APPKEY", "secret"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let env: Vec<(OsString, OsString)> = runtime_env(vars.into_iter()).collect();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            env,
+            [
+                (
+                    "XDG_DATA_HOME".into(),
+                    cwd.join("rel/share").into_os_string()
+                ),
+                ("XDG_CONFIG_HOME".into(), "/etc/xdg".into()),
+                ("PATH".into(), "bin:/usr/bin".into()),
+            ]
+        );
+    }
+}

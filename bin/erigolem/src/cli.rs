@@ -262,7 +262,13 @@ fn print_node(node: &Node, out: &Output) -> anyhow::Result<()> {
     );
     row("state", Some(node.state.clone()));
     row("reason", node.reason.clone());
-    row("engine", node.engine_version.clone());
+    row(
+        "engine",
+        match (&node.engine, &node.engine_version) {
+            (Some(e), Some(v)) => Some(format!("{e} {v}")),
+            (e, v) => e.clone().or_else(|| v.clone()),
+        },
+    );
     row("block", node.block.map(|b| b.to_string()));
     row("lag", lag_text(node));
     row("peers", node.peers.map(|p| p.to_string()));

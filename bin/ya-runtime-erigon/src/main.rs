@@ -188,6 +188,7 @@ impl Runtime for ErigonRuntime {
                     "erigolem.modes": offer.modes,
                     "erigolem.prunes": offer.prunes,
                     "erigolem.engines": offer.engines,
+                    "erigolem.disk": offer.disk,
                 }
             })))
         }

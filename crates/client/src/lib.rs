@@ -106,6 +106,9 @@ pub struct Node {
     pub auth: Option<Credentials>,
     pub block: Option<i64>,
     pub sync: Option<Value>,
+    /// `erigon` or `anvil`.
+    #[serde(default)]
+    pub engine: Option<String>,
     /// The engine's release (e.g. Erigon `3.6.1`).
     #[serde(default)]
     pub engine_version: Option<String>,

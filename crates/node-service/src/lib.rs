@@ -100,6 +100,9 @@ pub struct Offer {
     /// Prune modes of dedicated Erigon nodes (empty without a usable Erigon).
     pub prunes: Vec<Prune>,
     pub engines: BTreeMap<EngineKind, String>,
+    /// Disk one dedicated node takes: network → prune mode → bytes (Erigon's published figures,
+    /// at most the archive figure where Erigon publishes none).
+    pub disk: BTreeMap<Network, BTreeMap<Prune, u64>>,
 }
 
 /// How long an engine binary may take to print its version.
@@ -280,11 +283,23 @@ impl NodeService {
             Some(Ok(release)) => release.flags.prune_modes.to_vec(),
             _ => Vec::new(),
         };
+        let disk = served
+            .keys()
+            .map(|n| {
+                let sizes = prunes
+                    .iter()
+                    .filter_map(|p| erigolem_engine::disk_estimate(*n, *p).map(|e| (*p, e.bytes)))
+                    .collect::<BTreeMap<_, _>>();
+                (*n, sizes)
+            })
+            .filter(|(_, sizes)| !sizes.is_empty())
+            .collect();
         Offer {
             networks: served.keys().copied().collect(),
             modes,
             prunes,
             engines: probe.versions(),
+            disk,
         }
     }
 

@@ -62,7 +62,7 @@ async fn nodes_show_tells_release_limits_and_lag() {
         },
     )
     .await;
-    assert!(shown.contains("3.6.1"), "{shown}");
+    assert!(shown.contains("erigon 3.6.1"), "{shown}");
     assert!(
         shown.contains("eth_getLogs blocks 10000, logs 100000, batch 1000, batch concurrency 4"),
         "{shown}"

@@ -33,6 +33,10 @@ async fn oneshot_commands_describe_the_provider() {
     );
     assert_eq!(offer["properties"]["erigolem.engines"]["erigon"], "3.6.1");
     assert!(offer["properties"]["erigolem.engines"]["anvil"].is_string());
+    let disk = &offer["properties"]["erigolem.disk"];
+    assert_eq!(disk["mainnet"]["archive"], 2_030_000_000_000_u64);
+    assert_eq!(disk["hoodi"]["full"], 48_360_000_000_u64);
+    assert!(disk["dev"].is_null(), "{disk}");
 
     let said = runtime.test().await.unwrap();
     assert!(said.contains("ok: serves"), "{said}");
