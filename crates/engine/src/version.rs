@@ -209,6 +209,7 @@ pub struct FlagSet {
     pub max_concurrency: bool,
 }
 
+const TOO_OLD: &str = "releases before Erigon 2.60 (the last Erigon 2 line) are not supported";
 const E3_CHAINS: &[Network] = &[Network::Mainnet, Network::Sepolia, Network::Hoodi];
 /// Hoodi launched in 2025, after the last Erigon 2 release.
 const E2_CHAINS: &[Network] = &[Network::Mainnet, Network::Sepolia];
@@ -411,7 +412,7 @@ mod tests {
 
     #[test]
     fn old_releases_are_refused_with_a_reason() {
-        for version in ["2.39.0", "1.9.0", "2022.2.2-beta"] {
+        for version in ["2.59.0", "2.53.1", "1.9.0", "2022.2.2-beta"] {
             let err = FlagSet::of(&v(version)).unwrap_err();
             assert!(
                 err.to_string().contains("not supported"),
