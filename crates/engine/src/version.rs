@@ -227,12 +227,10 @@ impl FlagSet {
         let v = version;
         let flags = match v.major {
             // 2021.x–2022.x: calendar versions, before the Erigon 2 command line settled.
-            0 | 1 | 2000.. => {
-                return Err(unsupported("releases before Erigon 2.40 are not supported"))
-            }
-            2 if v.minor < 40 => {
-                return Err(unsupported("releases before Erigon 2.40 are not supported"))
-            }
+            0 | 1 | 2000.. => return Err(unsupported(TOO_OLD)),
+            // Caplin's flags were `--lightclient.discovery.*` as late as 2.53 (issue #8599): only
+            // the last Erigon 2 line, 2.60, is run.
+            2 if v.minor < 60 => return Err(unsupported(TOO_OLD)),
             2 => Self {
                 family: Family::Erigon2,
                 p2p_listeners: 2,
