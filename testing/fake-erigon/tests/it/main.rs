@@ -26,10 +26,12 @@ impl Drop for Proc {
     }
 }
 
-/// A base port with `len` free ports after it (TCP and UDP), below the ephemeral range.
+/// A base port with `len` free ports after it (TCP and UDP), above Linux's ephemeral range
+/// (32768-60999) and away from the blocks the other crates' tests take (10000-31999), so the
+/// many listeners these tests open never land in another test's port range.
 fn free_block(len: u16) -> u16 {
     for _ in 0..200 {
-        let base = 20_000 + (rand_u16() % 10_000) / len * len;
+        let base = 61_000 + (rand_u16() % 4_000) / len * len;
         let free = (base..base + len).all(|p| {
             TcpListener::bind(("0.0.0.0", p)).is_ok() && UdpSocket::bind(("0.0.0.0", p)).is_ok()
         });
