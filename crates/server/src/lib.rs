@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 pub mod backend;
 mod error;
+mod lag;
 pub mod money;
 mod payments;
 mod reconciler;
@@ -43,6 +44,10 @@ pub struct ServerConfig {
     pub rate_limit: std::num::NonZeroU32,
     /// What nodes may cost where they are paid for (golem).
     pub payments: PaymentPolicy,
+    /// A running node more than this many blocks behind the network is shown as lagging.
+    pub lag_blocks: u64,
+    /// A running node whose head block is older than this many seconds is shown as lagging.
+    pub lag_seconds: u64,
 }
 
 /// Where nodes run.
@@ -69,6 +74,9 @@ impl ServerConfig {
             max_active_nodes: 3,
             rate_limit: std::num::NonZeroU32::new(50).unwrap_or(std::num::NonZeroU32::MIN),
             payments: PaymentPolicy::default(),
+            // Chainstack fails a node over at 40 blocks; 120 s is ten mainnet slots.
+            lag_blocks: 40,
+            lag_seconds: 120,
         }
     }
 
@@ -120,6 +128,9 @@ pub(crate) struct AppState {
     /// Running nodes whose last STATUS polls failed: how many in a row, and why (cleared when one
     /// answers again).
     pub(crate) unhealthy: std::sync::Mutex<std::collections::HashMap<String, (u32, String)>>,
+    /// What the last STATUS of each running node said beyond block and sync (release, limits,
+    /// lag); not stored: the next poll brings it back after a restart.
+    pub(crate) live: std::sync::Mutex<std::collections::HashMap<String, lag::LiveStatus>>,
     pub(crate) limiter: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
     /// Set when the server shuts down: every task it started ends at its next await, as in a
     /// crash (nothing half-done is finished on the way out; the next start picks it up).
@@ -127,6 +138,11 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
+    /// The last STATUS extras of a node, if it was polled since the server started.
+    pub(crate) fn live(&self, id: &str) -> Option<lag::LiveStatus> {
+        self.live.lock().ok()?.get(id).cloned()
+    }
+
     /// Why the node is unhealthy (its STATUS polls fail), if it is.
     pub(crate) fn health(&self, id: &str) -> Option<String> {
         self.unhealthy
@@ -234,8 +250,29 @@ impl Drop for Handle {
     }
 }
 
+impl ServerConfig {
+    /// Every path made absolute against the working directory, once: they are written into the
+    /// runtime's config and handed to child processes, which must not depend on where they run.
+    fn absolutize(mut self) -> Result<Self, ServerError> {
+        let abs = |p: &std::path::Path| {
+            erigolem_primitives::paths::absolute(p).map_err(|source| ServerError::DataDir {
+                path: p.to_owned(),
+                source,
+            })
+        };
+        self.data_dir = abs(&self.data_dir)?;
+        if let Some(BackendConfig::Local(local)) = &mut self.backend {
+            local.runtime_bin = abs(&local.runtime_bin)?;
+            local.anvil_bin = local.anvil_bin.as_deref().map(abs).transpose()?;
+            local.erigon_bin = local.erigon_bin.as_deref().map(abs).transpose()?;
+        }
+        Ok(self)
+    }
+}
+
 /// Opens the store, binds the listener and serves until the handle is dropped or shut down.
 pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
+    let config = config.absolutize()?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -310,6 +347,7 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         progress: tokio::sync::broadcast::channel(PROGRESS_BUFFER).0,
         unhealthy: Default::default(),
         shutting_down: tokio::sync::watch::channel(false).0,
+        live: Default::default(),
         limiter: governor::RateLimiter::keyed(
             governor::Quota::per_second(config_rate).allow_burst(
                 std::num::NonZeroU32::new(config_rate.get().saturating_mul(2))

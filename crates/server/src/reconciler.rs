@@ -242,12 +242,16 @@ async fn run_start(state: &Arc<AppState>, node: &NodeRecord) -> Result<(), Store
     let Some(backend) = state.backend.clone() else {
         return Ok(());
     };
+    let args = match start_args(node, None) {
+        Ok(args) => args,
+        Err(reason) => {
+            handle(state, &node.id, Event::StartFailed { reason }).await?;
+            return Ok(());
+        }
+    };
     let terms = start_terms(state, node).await?;
     let started = Instant::now();
-    match backend
-        .start(&node.id, start_args(node, None), &terms)
-        .await
-    {
+    match backend.start(&node.id, args, &terms).await {
         Ok(status) => {
             metrics::histogram!("erigolem_node_start_seconds")
                 .record(started.elapsed().as_secs_f64());
@@ -276,15 +280,20 @@ async fn run_start(state: &Arc<AppState>, node: &NodeRecord) -> Result<(), Store
 }
 
 /// The runtime's start arguments for `node`: the node id is the instance name, so the endpoint's
-/// URL is the same every time the node is started; `password` restores its credentials.
-fn start_args(node: &NodeRecord, password: Option<String>) -> StartArgs {
-    StartArgs {
-        network: node.network.parse().ok(),
+/// URL is the same every time the node is started; `password` restores its credentials. A stored
+/// node whose network is no longer served (holesky) gets the reason, never another network.
+fn start_args(node: &NodeRecord, password: Option<String>) -> Result<StartArgs, String> {
+    let network = node
+        .network
+        .parse()
+        .map_err(|e: serde_json::Error| e.to_string())?;
+    Ok(StartArgs {
+        network: Some(network),
         mode: node.mode.parse().ok(),
         prune: node.prune.parse().ok(),
         instance: InstanceName::new(node.id.clone()).ok(),
         password: password.and_then(|p| erigolem_primitives::EndpointPassword::new(p).ok()),
-    }
+    })
 }
 
 /// After a restart: the node is picked up again by the backend (on Golem: the same agreement;
@@ -294,12 +303,16 @@ async fn run_resume(state: &Arc<AppState>, node: &NodeRecord) -> Result<(), Stor
         return Ok(());
     };
     let password = state.store.password(&node.id, &node.owner).await?;
+    let args = match start_args(node, password) {
+        Ok(args) => args,
+        Err(reason) => {
+            handle(state, &node.id, Event::ResumeFailed { reason }).await?;
+            return Ok(());
+        }
+    };
     let deadline = Instant::now() + RECOVERY_WAIT;
     let result = loop {
-        match backend
-            .resume(&node.id, start_args(node, password.clone()))
-            .await
-        {
+        match backend.resume(&node.id, args.clone()).await {
             Err(BackendError::InstanceBusy) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -371,6 +384,14 @@ async fn record_progress(
         .store
         .set_progress(&node.id, block, sync.clone())
         .await?;
+    let thresholds = crate::lag::Thresholds {
+        blocks: state.config.lag_blocks,
+        seconds: state.config.lag_seconds,
+    };
+    let live = crate::lag::LiveStatus::of(status, thresholds);
+    if let Ok(mut all) = state.live.lock() {
+        all.insert(node.id.clone(), live);
+    }
     let node = NodeRecord {
         block,
         sync,
@@ -381,6 +402,7 @@ async fn record_progress(
 }
 
 fn send_progress(state: &AppState, node: &NodeRecord, health: Option<String>) {
+    let live = state.live(&node.id).unwrap_or_default();
     // No receivers (nobody watching) is not an error.
     let _ = state.progress.send(crate::routes::events::Progress {
         owner: node.owner.clone(),
@@ -388,6 +410,10 @@ fn send_progress(state: &AppState, node: &NodeRecord, health: Option<String>) {
         block: node.block,
         sync: node.sync.clone(),
         health,
+        behind_seconds: live.behind_seconds,
+        behind_blocks: live.behind_blocks,
+        peers: live.peers,
+        lagging: live.lagging,
         at: erigolem_store::now_ms(),
     });
 }
@@ -407,6 +433,9 @@ pub(crate) fn spawn_poller(state: Arc<AppState>) -> tokio::task::JoinHandle<()> 
                 continue;
             };
             state.forget_health_except(&nodes);
+            if let Ok(mut live) = state.live.lock() {
+                live.retain(|id, _| nodes.iter().any(|n| &n.id == id));
+            }
             for node in nodes {
                 if let Err(e) = check_ending(&state, &node).await {
                     tracing::warn!(node = %node.id, "ending check: {e}");

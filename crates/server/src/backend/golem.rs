@@ -394,10 +394,8 @@ impl Backend for GolemBackend {
                     modes.push(Mode::Dedicated);
                 }
                 Some(NetworkOffer {
-                    engine: erigolem_engine::engine_for(network),
-                    network,
-                    modes,
                     price,
+                    ..NetworkOffer::new(network, modes)
                 })
             })
             .collect()
