@@ -38,6 +38,70 @@ pub struct ServerConfig {
     pub max_active_nodes: u32,
     /// API requests per second one client IP may make (bursts of twice that).
     pub rate_limit: std::num::NonZeroU32,
+    /// Hosts (`name` or `name:port`) besides the public URL's that `Host` and `Origin` may name,
+    /// e.g. the upstream address a TLS proxy forwards to without passing `Host` on.
+    pub allowed_hosts: Vec<String>,
+    /// Who may sign in and create nodes.
+    pub admission: Admission,
+    /// Peers (proxies) whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where `/metrics` is served and whether it needs a token.
+    pub metrics: MetricsConfig,
+    /// Connection, stream and nonce bounds.
+    pub limits: Limits,
+    /// How often expired nonces, sessions and old events are deleted and idle rate-limiter
+    /// entries forgotten.
+    pub purge_interval: Duration,
+    /// How long node transitions are kept (replayable with `Last-Event-ID`).
+    pub event_retention: Duration,
+}
+
+/// Who may use the server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Admission {
+    /// Any wallet may sign in and create nodes, up to the per-user caps.
+    #[default]
+    Open,
+    /// Only these addresses (compared case-insensitively) may sign in and create nodes.
+    AllowList(Vec<String>),
+}
+
+/// `/metrics`: on the main listener unless `listen` is set; behind `Authorization: Bearer` when
+/// `token` is set.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    pub listen: Option<SocketAddr>,
+    pub token: Option<String>,
+}
+
+/// What one client may hold at once, and how long a connection may dawdle.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open connections; more are closed at once.
+    pub max_connections: usize,
+    /// Open connections from one IP (one /64 for IPv6); trusted proxies are exempt.
+    pub max_connections_per_ip: usize,
+    /// Time a client has to send a request's headers (from the first byte it may send).
+    pub header_read_timeout: Duration,
+    /// A connection that neither reads nor writes this long is closed.
+    pub idle_timeout: Duration,
+    /// Event streams (`GET /events`) one user may have open.
+    pub max_streams_per_user: usize,
+    /// Unused sign-in nonces one IP may hold.
+    pub max_nonces_per_ip: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            max_connections_per_ip: 256,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_streams_per_user: 16,
+            max_nonces_per_ip: 32,
+        }
+    }
 }
 
 /// Where nodes run.
@@ -63,6 +127,13 @@ impl ServerConfig {
             backend: None,
             max_active_nodes: 3,
             rate_limit: std::num::NonZeroU32::new(50).unwrap_or(std::num::NonZeroU32::MIN),
+            allowed_hosts: Vec::new(),
+            admission: Admission::Open,
+            trusted_proxies: Vec::new(),
+            metrics: MetricsConfig::default(),
+            limits: Limits::default(),
+            purge_interval: Duration::from_secs(60),
+            event_retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 

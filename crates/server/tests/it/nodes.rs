@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::sign_in;
 
-async fn server_with_nodes(dir: &std::path::Path, tweak: impl FnOnce(&mut ServerConfig)) -> Handle {
+pub(crate) async fn server_with_nodes(dir: &std::path::Path, tweak: impl FnOnce(&mut ServerConfig)) -> Handle {
     let mut config = ServerConfig::test(dir);
     config.chain_ids = vec![1];
     config.backend = Some(BackendConfig::Local(LocalConfig {
@@ -572,4 +572,61 @@ async fn budgets_and_price_caps_are_refused_where_nodes_are_not_paid_for() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["code"], "not_supported");
     assert_eq!(alice.get("/nodes").await.1, json!([]));
+}
+
+/// As root, the Nginx files fall back to a directory under /tmp when the data dir is not
+/// searchable. A local user who creates that directory first (predictable name, their own,
+/// world-writable) must not get root's Nginx config written into it.
+#[tokio::test]
+async fn a_hostile_nginx_dir_created_in_tmp_beforehand_is_not_used() {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::PermissionsExt;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the /tmp fallback exists only for root (CI runs as root)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let data = dir.path().join("data");
+    let local = data.join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    // The name the server used to choose: a hash of the canonical backend dir.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    local.canonicalize().unwrap().hash(&mut hasher);
+    let hostile = std::env::temp_dir().join(format!("erigolem-nginx-{:016x}", hasher.finish()));
+    let _ = std::fs::remove_dir_all(&hostile);
+    std::fs::create_dir(&hostile).unwrap();
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    nix::unistd::chown(&hostile, Some(nobody), Some(nix::unistd::Gid::from_raw(65534))).unwrap();
+    std::fs::set_permissions(&hostile, std::fs::Permissions::from_mode(0o777)).unwrap();
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Remove(hostile.clone());
+
+    let h = server_with_nodes(&data, |_| {}).await;
+    let alice = Api::signed_in(&h, DEV_KEY_0).await;
+    let (_, created) = alice.post("/nodes", json!({"network": "dev"})).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let node = alice.wait_state(&id, "running").await;
+    let auth = (
+        node["auth"]["user"].as_str().unwrap(),
+        node["auth"]["password"].as_str().unwrap(),
+    );
+    rpc(node["url"].as_str().unwrap(), Some(auth), "eth_blockNumber", json!([]))
+        .await
+        .unwrap();
+    let written: Vec<_> = std::fs::read_dir(&hostile)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(written.is_empty(), "root's Nginx files went into {}: {written:?}", hostile.display());
+    let meta = std::fs::metadata(&hostile).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 65534);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o777, "the server changed its mode");
+    alice.post(&format!("/nodes/{id}/stop"), json!({})).await;
+    alice.wait_state(&id, "stopped").await;
 }

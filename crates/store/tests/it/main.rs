@@ -80,6 +80,7 @@ both!(
     delete_only_when_down,
     password_encrypted_at_rest,
     restart_keeps_everything,
+    provider_text_is_length_capped,
 );
 
 const ALICE: &str = "0xaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -772,4 +773,39 @@ async fn sqlite_in_memory_works() {
         .unwrap();
     assert_eq!(store.nodes(ALICE).await.unwrap().len(), 1);
     assert_eq!(store.backend_name(), "sqlite");
+}
+
+/// Whatever a provider sends (failure reasons, URLs, user names, sync JSON) is stored at a
+/// bounded length: a megabyte of reason does not become a megabyte per event row.
+async fn provider_text_is_length_capped(db: Db) {
+    use NodeState::*;
+    let s = &db.store;
+    let n = s.insert_node(&new_node(ALICE, "n")).await.unwrap();
+    s.transition(&n.id, Starting, None).await.unwrap();
+    let huge = "é".repeat(1 << 20);
+    s.set_endpoint(&n.id, &huge, Some(&huge), &huge, "pw-1", Some(&huge), None)
+        .await
+        .unwrap();
+    let sync = json!({"stages": vec![huge.clone(); 4]});
+    s.set_progress(&n.id, Some(1), Some(sync)).await.unwrap();
+    let stored = s.node(&n.id, ALICE).await.unwrap().unwrap();
+    for (what, text) in [
+        ("url", stored.url.clone()),
+        ("ws_url", stored.ws_url.clone()),
+        ("username", stored.username.clone()),
+        ("instance", stored.instance.clone()),
+    ] {
+        let len = text.map(|t| t.len()).unwrap_or(0);
+        assert!(len <= 4096, "{what}: {len} bytes stored");
+    }
+    let sync_len = stored.sync.map(|v| v.to_string().len()).unwrap_or(0);
+    assert!(sync_len <= 16 * 1024, "sync: {sync_len} bytes stored");
+    let failed = s.transition(&n.id, Failed, Some(&huge)).await.unwrap();
+    let reason = failed.reason.unwrap();
+    assert!(reason.len() <= 4096, "reason: {} bytes", reason.len());
+    assert!(reason.starts_with("éé"), "cut on a character boundary");
+    let events = s.events(ALICE, 0, 10).await.unwrap();
+    assert!(events
+        .iter()
+        .all(|e| e.reason.as_ref().is_none_or(|r| r.len() <= 4096)));
 }
