@@ -12,10 +12,15 @@ use erigolem_store::Store;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::oneshot;
 
+mod admission;
 pub mod backend;
 mod error;
+mod feed;
+mod housekeeping;
 mod reconciler;
 mod routes;
+mod security;
+mod serve;
 
 pub use error::ApiError;
 
@@ -162,6 +167,8 @@ pub enum ServerError {
     },
     #[error("invalid public URL {0}: it needs a host")]
     PublicUrl(url::Url),
+    #[error("the admission policy is an allow-list, but it lists no address")]
+    EmptyAllowList,
     #[error("local backend: {0}")]
     Local(#[from] backend::local::LocalError),
     #[error("golem backend: {0}")]
@@ -178,8 +185,11 @@ pub(crate) struct AppState {
     /// Cookies get `Secure` when the public URL is HTTPS.
     pub(crate) secure_cookies: bool,
     pub(crate) backend: Option<Arc<dyn backend::Backend>>,
-    /// Bumped after every recorded transition: wakes the event streams.
-    pub(crate) changes: tokio::sync::watch::Sender<u64>,
+    /// The event streams, one feed per owner.
+    pub(crate) hub: Arc<feed::Hub>,
+    /// What `Host` and `Origin` may say.
+    pub(crate) hosts: security::HostPolicy,
+    pub(crate) trusted_proxies: security::TrustedProxies,
     /// Block height and sync progress of running nodes as they are polled; not stored as events.
     pub(crate) progress: tokio::sync::broadcast::Sender<routes::events::Progress>,
     /// Running nodes whose last STATUS polls failed, and why (cleared when one answers again).
@@ -196,7 +206,7 @@ impl AppState {
         reason: Option<&str>,
     ) -> Result<erigolem_store::NodeRecord, erigolem_store::StoreError> {
         let node = self.store.transition(id, to, reason).await?;
-        self.notify();
+        self.notify_owner(&node.owner);
         Ok(node)
     }
 
@@ -205,18 +215,25 @@ impl AppState {
         self.unhealthy.lock().ok()?.get(id).cloned()
     }
 
+    /// `owner` has new transitions in the store: wakes their event feed.
+    pub(crate) fn notify_owner(&self, owner: &str) {
+        self.hub.notify(owner);
+    }
+
+    /// New transitions of owners not named: wakes every event feed.
     pub(crate) fn notify(&self) {
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        self.hub.notify_all();
     }
 }
 
-/// Progress updates buffered per event stream; a stream that falls further behind skips to the newest.
+/// Progress updates buffered between the reconciler and the event feeds.
 const PROGRESS_BUFFER: usize = 256;
 
 /// A running server. Dropping it starts a graceful shutdown; [`Handle::shutdown`] waits for it.
 #[derive(Debug)]
 pub struct Handle {
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -224,6 +241,11 @@ pub struct Handle {
 impl Handle {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where `/metrics` is served when it has a listener of its own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// `http://<local addr>`.
@@ -271,16 +293,20 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
     });
     let store = Store::connect(&database_url, key).await?;
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let bind = |addr: SocketAddr| async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        Ok::<_, ServerError>((listener, local))
+    };
+    let (listener, local_addr) = bind(config.listen).await?;
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let public = match &config.public_url {
         Some(url) => url.clone(),
         None => {
@@ -304,6 +330,28 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         max_age: config.nonce_ttl,
         clock_skew: Duration::from_secs(60),
     };
+    if let Admission::AllowList(list) = &config.admission {
+        if list.is_empty() {
+            return Err(ServerError::EmptyAllowList);
+        }
+    }
+    let metrics_exposed = config.metrics.listen.is_none() && config.metrics.token.is_none();
+    let loopback = |h: &str| {
+        h == "localhost"
+            || h.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+            || h.trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    if metrics_exposed && !(loopback(host) && local_addr.ip().is_loopback()) {
+        tracing::warn!(
+            "/metrics is open to anyone who reaches {public}: give --metrics-listen or --metrics-token"
+        );
+    }
+    let hosts = security::HostPolicy::new(&public, &config.allowed_hosts);
+    let mut limits = config.limits.clone();
+    limits.max_connections = serve::connection_budget(limits.max_connections);
     let metrics = prometheus_handle();
     let config_rate = config.rate_limit;
     let backend: Option<Arc<dyn backend::Backend>> = match &config.backend {
@@ -321,6 +369,8 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         }
         None => None,
     };
+    let trusted_proxies = security::TrustedProxies::new(config.trusted_proxies.clone());
+    let hub = feed::Hub::new(store.clone(), config.limits.max_streams_per_user);
     let state = Arc::new(AppState {
         store,
         siwe,
@@ -328,7 +378,9 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         secure_cookies: public.scheme() == "https",
         config,
         backend,
-        changes: tokio::sync::watch::channel(0).0,
+        hub,
+        hosts,
+        trusted_proxies: trusted_proxies.clone(),
         progress: tokio::sync::broadcast::channel(PROGRESS_BUFFER).0,
         unhealthy: Default::default(),
         limiter: governor::RateLimiter::keyed(
@@ -338,25 +390,75 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
             ),
         ),
     });
+    if !state.trusted_proxies.is_empty() && !state.secure_cookies {
+        tracing::warn!(
+            "trusted proxies are set but the public URL is not https: cookies are Secure only \
+             for requests a proxy forwarded with X-Forwarded-Proto: https"
+        );
+    }
     reconciler::recover(state.clone()).await?;
-    let poller = reconciler::spawn_poller(state.clone());
-    let app = routes::router(state);
+    let background = [
+        reconciler::spawn_poller(state.clone()),
+        housekeeping::spawn(state.clone()),
+        spawn_progress_router(state.clone()),
+    ];
+    let app = routes::router(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
     let task = tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+        let main = serve::serve(
+            listener,
+            app,
+            limits.clone(),
+            trusted_proxies.clone(),
+            stop_rx.clone(),
+        );
+        let metrics = async {
+            if let Some((listener, _)) = metrics_listener {
+                let app = routes::metrics_only(state.clone());
+                serve::serve(
+                    listener,
+                    app,
+                    limits.clone(),
+                    trusted_proxies.clone(),
+                    stop_rx.clone(),
+                )
+                .await;
+            }
+        };
+        let stop = async {
             let _ = rx.await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!("server stopped: {e}");
+            // Event streams never end on their own: end them so their connections can close.
+            state.hub.close_all();
+            let _ = stop_tx.send(true);
+        };
+        tokio::join!(main, metrics, stop);
+        for task in background {
+            task.abort();
         }
-        poller.abort();
     });
     tracing::info!(%local_addr, "erigolem server listening");
     Ok(Handle {
         local_addr,
+        metrics_addr,
         shutdown: Some(tx),
         task: Some(task),
+    })
+}
+
+/// Hands each progress update of the reconciler to its owner's event feed.
+fn spawn_progress_router(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    let mut rx = state.progress.subscribe();
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match rx.recv().await {
+                Ok(progress) => state.hub.progress(progress),
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
     })
 }
 

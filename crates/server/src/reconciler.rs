@@ -35,7 +35,7 @@ async fn run_start(state: &AppState, node: &NodeRecord) -> Result<(), StoreError
     state
         .transition(&node.id, NodeState::Starting, None)
         .await?;
-    let args = start_args(node, None);
+    let args = start_args(node);
     let terms = NodeTerms::from_backend_ref(node.backend_ref.as_ref());
     let started = Instant::now();
     match backend.start(&node.id, args, &terms).await {
@@ -77,14 +77,14 @@ async fn run_start(state: &AppState, node: &NodeRecord) -> Result<(), StoreError
 }
 
 /// The runtime's start arguments for `node`: the node id is the instance name, so the endpoint's
-/// URL is the same every time the node is started; `password` restores its credentials.
-fn start_args(node: &NodeRecord, password: Option<String>) -> StartArgs {
+/// URL is the same every time the node is started. (Never its password: see
+/// `Backend::restore_password`.)
+fn start_args(node: &NodeRecord) -> StartArgs {
     StartArgs {
         network: node.network.parse().ok(),
         mode: node.mode.parse().ok(),
         prune: node.prune.parse().ok(),
         instance: InstanceName::new(node.id.clone()).ok(),
-        password: password.and_then(|p| erigolem_primitives::EndpointPassword::new(p).ok()),
     }
 }
 
@@ -194,10 +194,12 @@ async fn record_progress(
     node: &NodeRecord,
     status: &erigolem_primitives::NodeStatus,
 ) -> Result<(), StoreError> {
-    let sync = status
-        .sync
-        .as_ref()
-        .and_then(|s| serde_json::to_value(s).ok());
+    let sync = erigolem_store::cap_sync(
+        status
+            .sync
+            .as_ref()
+            .and_then(|s| serde_json::to_value(s).ok()),
+    );
     let block = status.block.map(|b| b as i64);
     state
         .store
@@ -361,7 +363,7 @@ async fn restore(state: &AppState, node: &NodeRecord) -> Result<(), StoreError> 
         match backend
             .start(
                 &node.id,
-                start_args(node, password.clone()),
+                start_args(node),
                 &NodeTerms::from_backend_ref(node.backend_ref.as_ref()),
             )
             .await
@@ -371,6 +373,24 @@ async fn restore(state: &AppState, node: &NodeRecord) -> Result<(), StoreError> 
             }
             other => break other,
         }
+    };
+    // The node is back with a fresh password; its owner has the stored one: set that again.
+    let result = match (result, password) {
+        (Ok(status), Some(password)) => {
+            let restored = match erigolem_primitives::EndpointPassword::new(password) {
+                Ok(password) => backend.restore_password(&node.id, password).await,
+                Err(e) => Err(BackendError::Other(format!("the stored password: {e}"))),
+            };
+            match restored {
+                Ok(()) => Ok(status),
+                Err(e) => {
+                    // Not with credentials nobody has: take it down again.
+                    let _ = backend.stop(&node.id).await;
+                    Err(e)
+                }
+            }
+        }
+        (result, _) => result,
     };
     match result {
         Ok(status) => {

@@ -649,10 +649,14 @@ async fn after_a_restart_no_command_line_holds_a_password_and_children_get_a_cle
         .filter_map(|e| {
             let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
             let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            text.contains(&auth.password).then(|| format!("{}: {text}", e.file_name().to_string_lossy()))
+            text.contains(&auth.password)
+                .then(|| format!("{}: {text}", e.file_name().to_string_lossy()))
         })
         .collect();
-    assert!(on_a_command_line.is_empty(), "the node password is on a command line: {on_a_command_line:?}");
+    assert!(
+        on_a_command_line.is_empty(),
+        "the node password is on a command line: {on_a_command_line:?}"
+    );
 
     let children = descendants(server.guard.pid());
     for wanted in ["ya-runtime-erig", "nginx", "anvil"] {
@@ -667,7 +671,10 @@ async fn after_a_restart_no_command_line_holds_a_password_and_children_get_a_cle
         };
         let environ = String::from_utf8_lossy(&environ);
         for secret in [APPKEY, CANARY] {
-            assert!(!environ.contains(secret), "{comm} ({pid}) inherited {secret}: {environ}");
+            assert!(
+                !environ.contains(secret),
+                "{comm} ({pid}) inherited {secret}: {environ}"
+            );
         }
     }
     client.stop(&node.id).await.unwrap();
@@ -698,7 +705,10 @@ async fn the_cli_prints_provider_text_without_terminal_escapes() {
     let hostile = "ok\x1b]0;owned\x07\x1b[2J\x1b[1A\u{9b}31m\u{202e}evil\nforged row\r";
     let key = erigolem_store::KeyFile::load_or_create(server_dir.join("secret.key")).unwrap();
     let store = erigolem_store::Store::connect(
-        &format!("sqlite://{}?mode=rwc", server_dir.join("erigolem.db").display()),
+        &format!(
+            "sqlite://{}?mode=rwc",
+            server_dir.join("erigolem.db").display()
+        ),
         key,
     )
     .await
@@ -723,7 +733,10 @@ async fn the_cli_prints_provider_text_without_terminal_escapes() {
     for args in [vec!["nodes", "show", &id], vec!["nodes", "list"]] {
         let out = ok(&cli(&h, &config, &[], &args).await);
         assert_eq!(dangerous(&out), "", "{args:?} printed {out:?}");
-        assert!(!out.contains("\nforged row"), "{args:?} printed a forged line: {out}");
+        assert!(
+            !out.contains("\nforged row"),
+            "{args:?} printed a forged line: {out}"
+        );
     }
 
     let mut watcher = std::process::Command::new(env!("CARGO_BIN_EXE_erigolem"))
@@ -734,7 +747,11 @@ async fn the_cli_prints_provider_text_without_terminal_escapes() {
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await; // subscribed
     store
-        .transition(&id, erigolem_store::NodeState::Failed, Some(&format!("reason {hostile}")))
+        .transition(
+            &id,
+            erigolem_store::NodeState::Failed,
+            Some(&format!("reason {hostile}")),
+        )
         .await
         .unwrap();
     let stdout = watcher.stdout.take().unwrap();
@@ -743,7 +760,9 @@ async fn the_cli_prints_provider_text_without_terminal_escapes() {
         tokio::task::spawn_blocking(move || {
             use std::io::BufRead;
             let mut line = String::new();
-            std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+            std::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .unwrap();
             line
         }),
     )
@@ -753,7 +772,11 @@ async fn the_cli_prints_provider_text_without_terminal_escapes() {
     watcher.kill().unwrap();
     watcher.wait().unwrap();
     assert!(line.contains("failed"), "{line:?}");
-    assert_eq!(dangerous(line.trim_end_matches('\n')), "", "watch printed {line:?}");
+    assert_eq!(
+        dangerous(line.trim_end_matches('\n')),
+        "",
+        "watch printed {line:?}"
+    );
     let shown = ok(&cli(&h, &config, &[], &["nodes", "show", &id]).await);
     assert_eq!(dangerous(&shown), "", "show printed {shown:?}");
     assert!(shown.contains("reason"), "{shown}");

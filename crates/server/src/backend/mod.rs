@@ -110,6 +110,17 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Replaces the node's password; the old one stops working at once.
     async fn rotate(&self, node_id: &str)
         -> Result<erigolem_primitives::Credentials, BackendError>;
+    /// Sets a running node's password back to `password` (after a restart of the server, the
+    /// credentials its owner has). Passed over the runtime API, never on a command line.
+    async fn restore_password(
+        &self,
+        node_id: &str,
+        _password: erigolem_primitives::EndpointPassword,
+    ) -> Result<(), BackendError> {
+        Err(BackendError::Other(format!(
+            "node {node_id}: this backend does not restore passwords"
+        )))
+    }
     /// Price and spend of a node, where the backend pays for nodes.
     fn billing(&self, _node_id: &str) -> Option<Billing> {
         None
@@ -122,6 +133,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Whether nodes cost money here (budgets and price caps apply).
     fn pays(&self) -> bool {
         false
+    }
+    /// Whether `owner` may start another node now, beyond the per-user node cap (checked by the
+    /// server): where nodes cost money, the per-user and server-wide spend caps of the period.
+    /// `Err` carries the reason shown to the user (HTTP 429 `spend_cap_reached`).
+    async fn admit(&self, _owner: &str) -> Result<(), String> {
+        Ok(())
     }
     /// Running nodes that must end now, and why (e.g. their budget is used up).
     fn ending(&self) -> Vec<(String, String)> {

@@ -146,6 +146,7 @@ pub(crate) async fn create(
     body: Result<Json<CreateNode>, axum::extract::rejection::JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(body) = body?;
+    crate::admission::admit_create(&state, &user.address).await?;
     let name = match body.name {
         Some(name) => {
             let name = name.trim().to_owned();
@@ -231,27 +232,28 @@ pub(crate) async fn create(
             ));
         }
     }
-    let active = state.store.count_active(&user.address).await?;
-    if active >= i64::from(state.config.max_active_nodes) {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_nodes",
-            format!(
-                "you have {active} active nodes; the limit is {}",
-                state.config.max_active_nodes
-            ),
-        ));
-    }
-    let node = state
+    // The per-user cap is checked in the same statement as the insert (see Store::insert_node_capped).
+    let new = NewNode {
+        owner: user.address.clone(),
+        name,
+        network: body.network.to_string(),
+        mode: mode.to_string(),
+        prune: body.prune.unwrap_or_default().to_string(),
+    };
+    let node = match state
         .store
-        .insert_node(&NewNode {
-            owner: user.address.clone(),
-            name,
-            network: body.network.to_string(),
-            mode: mode.to_string(),
-            prune: body.prune.unwrap_or_default().to_string(),
-        })
-        .await?;
+        .insert_node_capped(&new, state.config.max_active_nodes)
+        .await
+    {
+        Err(erigolem_store::StoreError::TooManyNodes { active, max }) => {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_nodes",
+                format!("you have {active} active nodes; the limit is {max}"),
+            ))
+        }
+        other => other?,
+    };
     let node = if terms == crate::backend::NodeTerms::default() {
         node
     } else {
@@ -262,7 +264,7 @@ pub(crate) async fn create(
             ..node
         }
     };
-    state.notify();
+    state.notify_owner(&node.owner);
     reconciler::start(state.clone(), node.clone());
     Ok((
         StatusCode::CREATED,

@@ -14,7 +14,10 @@ use serde_json::{json, Value};
 
 use crate::sign_in;
 
-pub(crate) async fn server_with_nodes(dir: &std::path::Path, tweak: impl FnOnce(&mut ServerConfig)) -> Handle {
+pub(crate) async fn server_with_nodes(
+    dir: &std::path::Path,
+    tweak: impl FnOnce(&mut ServerConfig),
+) -> Handle {
     let mut config = ServerConfig::test(dir);
     config.chain_ids = vec![1];
     config.backend = Some(BackendConfig::Local(LocalConfig {
@@ -597,7 +600,12 @@ async fn a_hostile_nginx_dir_created_in_tmp_beforehand_is_not_used() {
     let _ = std::fs::remove_dir_all(&hostile);
     std::fs::create_dir(&hostile).unwrap();
     let nobody = nix::unistd::Uid::from_raw(65534);
-    nix::unistd::chown(&hostile, Some(nobody), Some(nix::unistd::Gid::from_raw(65534))).unwrap();
+    nix::unistd::chown(
+        &hostile,
+        Some(nobody),
+        Some(nix::unistd::Gid::from_raw(65534)),
+    )
+    .unwrap();
     std::fs::set_permissions(&hostile, std::fs::Permissions::from_mode(0o777)).unwrap();
     struct Remove(std::path::PathBuf);
     impl Drop for Remove {
@@ -616,17 +624,30 @@ async fn a_hostile_nginx_dir_created_in_tmp_beforehand_is_not_used() {
         node["auth"]["user"].as_str().unwrap(),
         node["auth"]["password"].as_str().unwrap(),
     );
-    rpc(node["url"].as_str().unwrap(), Some(auth), "eth_blockNumber", json!([]))
-        .await
-        .unwrap();
+    rpc(
+        node["url"].as_str().unwrap(),
+        Some(auth),
+        "eth_blockNumber",
+        json!([]),
+    )
+    .await
+    .unwrap();
     let written: Vec<_> = std::fs::read_dir(&hostile)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert!(written.is_empty(), "root's Nginx files went into {}: {written:?}", hostile.display());
+    assert!(
+        written.is_empty(),
+        "root's Nginx files went into {}: {written:?}",
+        hostile.display()
+    );
     let meta = std::fs::metadata(&hostile).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 65534);
-    assert_eq!(meta.permissions().mode() & 0o777, 0o777, "the server changed its mode");
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o777,
+        "the server changed its mode"
+    );
     alice.post(&format!("/nodes/{id}/stop"), json!({})).await;
     alice.wait_state(&id, "stopped").await;
 }

@@ -81,6 +81,10 @@ both!(
     password_encrypted_at_rest,
     restart_keeps_everything,
     provider_text_is_length_capped,
+    capped_inserts_race_to_exactly_the_cap,
+    nonces_per_client_are_capped,
+    purge_removes_old_events_only,
+    counts_by_state,
 );
 
 const ALICE: &str = "0xaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -169,8 +173,18 @@ async fn sessions_expire_and_revoke(db: Db) {
     assert_eq!(db.store.session("h2", now).await.unwrap(), None, "revoked");
     assert!(db.store.session("h1", now).await.unwrap().is_some());
 
-    assert_eq!(db.store.purge_expired(now).await.unwrap(), 1, "h3");
+    assert_eq!(
+        db.store.purge_expired(now).await.unwrap(),
+        2,
+        "h2 (revoked) and h3 (expired)"
+    );
     assert!(db.store.session("h1", now).await.unwrap().is_some());
+    let live = db
+        .store
+        .live_sessions(&["h1".into(), "h2".into(), "h3".into(), "nope".into()], now)
+        .await
+        .unwrap();
+    assert_eq!(live, ["h1"]);
 }
 
 async fn node_lifecycle_and_events(db: Db) {
@@ -758,7 +772,10 @@ async fn sqlite_settings_and_parent_dir() {
         .fetch_one(store.pool())
         .await
         .unwrap();
-    assert_eq!(applied, 1);
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+        .unwrap()
+        .count();
+    assert_eq!(applied, files as i64);
 }
 
 #[tokio::test]
@@ -808,4 +825,129 @@ async fn provider_text_is_length_capped(db: Db) {
     assert!(events
         .iter()
         .all(|e| e.reason.as_ref().is_none_or(|r| r.len() <= 4096)));
+}
+
+/// 50 concurrent capped inserts for one owner: exactly the cap gets in (per owner: another
+/// owner's nodes do not count), the rest are refused with the count.
+async fn capped_inserts_race_to_exactly_the_cap(db: Db) {
+    let s = &db.store;
+    s.insert_node(&new_node(BOB, "bob's")).await.unwrap();
+    let tries = (0..50).map(|i| {
+        let store = s.clone();
+        tokio::spawn(async move {
+            store
+                .insert_node_capped(&new_node(ALICE, &format!("n{i}")), 3)
+                .await
+        })
+    });
+    let mut created = 0;
+    for t in tries.collect::<Vec<_>>() {
+        match t.await.unwrap() {
+            Ok(_) => created += 1,
+            Err(StoreError::TooManyNodes { active, max }) => {
+                assert_eq!((active, max), (3, 3));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(created, 3);
+    assert_eq!(s.count_active(ALICE).await.unwrap(), 3);
+    // Stopped and failed nodes make room.
+    let first = s.nodes(ALICE).await.unwrap().pop().unwrap();
+    s.transition(&first.id, NodeState::Failed, None)
+        .await
+        .unwrap();
+    s.insert_node_capped(&new_node(ALICE, "again"), 3)
+        .await
+        .unwrap();
+    assert!(s
+        .insert_node_capped(&new_node(ALICE, "over"), 3)
+        .await
+        .is_err());
+    // Every node that got in has its `pending` event.
+    let events = s.events(ALICE, 0, 100).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.state == NodeState::Pending)
+            .count(),
+        4
+    );
+}
+
+async fn nonces_per_client_are_capped(db: Db) {
+    let s = &db.store;
+    let now = now_ms();
+    let issued = (0..40).map(|i| {
+        let store = s.clone();
+        tokio::spawn(async move {
+            store
+                .issue_nonce(&format!("a{i}"), now + 60_000, "192.0.2.1", 8, now)
+                .await
+                .unwrap()
+        })
+    });
+    let mut ok = 0;
+    for t in issued.collect::<Vec<_>>() {
+        ok += t.await.unwrap() as u32;
+    }
+    assert_eq!(ok, 8);
+    assert!(s
+        .issue_nonce("b", now + 60_000, "192.0.2.2", 8, now)
+        .await
+        .unwrap());
+    assert!(!s
+        .issue_nonce("c", now + 60_000, "192.0.2.1", 8, now)
+        .await
+        .unwrap());
+    // Expired nonces free the slots.
+    let later = now + 61_000;
+    assert!(s
+        .issue_nonce("e", later + 60_000, "192.0.2.1", 8, later)
+        .await
+        .unwrap());
+    assert_eq!(s.purge_expired(later).await.unwrap(), 9);
+    assert!(s.consume_nonce("e", later).await.unwrap());
+}
+
+async fn purge_removes_old_events_only(db: Db) {
+    use NodeState::*;
+    let s = &db.store;
+    let n = s.insert_node(&new_node(ALICE, "n")).await.unwrap();
+    s.transition(&n.id, Starting, None).await.unwrap();
+    let cut = now_ms() + 1;
+    while now_ms() <= cut {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    s.transition(&n.id, Running, None).await.unwrap();
+    let purged = s.purge(now_ms(), cut).await.unwrap();
+    assert_eq!(purged.events, 2);
+    let left: Vec<_> = s.events(ALICE, 0, 10).await.unwrap();
+    assert_eq!(left.iter().map(|e| e.state).collect::<Vec<_>>(), [Running]);
+    assert_eq!(s.latest_event_id(ALICE).await.unwrap(), left[0].id);
+    assert_eq!(s.latest_event_id(BOB).await.unwrap(), 0);
+    // The node itself stays.
+    assert_eq!(s.node(&n.id, ALICE).await.unwrap().unwrap().state, Running);
+}
+
+async fn counts_by_state(db: Db) {
+    use NodeState::*;
+    let s = &db.store;
+    for owner in [ALICE, BOB, BOB] {
+        s.insert_node(&new_node(owner, "n")).await.unwrap();
+    }
+    let n = s.insert_node(&new_node(ALICE, "f")).await.unwrap();
+    s.transition(&n.id, Failed, None).await.unwrap();
+    let counts = s.count_by_state().await.unwrap();
+    assert_eq!(
+        counts,
+        [
+            (Pending, 3),
+            (Starting, 0),
+            (Running, 0),
+            (Stopping, 0),
+            (Stopped, 0),
+            (Failed, 1)
+        ]
+    );
 }
