@@ -90,7 +90,9 @@ pub(crate) async fn events(
     let stream = stream::unfold(stream, |mut st| async move {
         st.next().await.map(|event| (Ok(event), st))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    // Often enough that the connection's idle timeout never ends a quiet stream.
+    let keep_alive = (state.config.limits.idle_timeout / 3).min(Duration::from_secs(15));
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(keep_alive)))
 }
 
 /// One open event stream.

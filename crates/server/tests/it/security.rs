@@ -648,11 +648,87 @@ async fn a_session_ends_at_the_signed_expiration_time() {
         }
     };
     assert_eq!(me(token.clone()).await, StatusCode::OK);
+    let stream = open_stream(&reqwest::Client::new(), &h, &token)
+        .await
+        .expect("an event stream");
     wait_for("the session to expire", Duration::from_secs(10), || {
         let token = token.clone();
         async { (me(token).await == StatusCode::UNAUTHORIZED).then_some(()) }
     })
     .await;
+    // Its event stream ended with it.
+    let mut body = stream.bytes_stream();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the event stream outlived its session");
+}
+
+/// A session signed out on another server (here: revoked in the shared database) ends this
+/// server's streams of it too, within a few seconds.
+#[tokio::test]
+async fn a_session_revoked_elsewhere_ends_its_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = server_with(dir.path(), |_| {}).await;
+    let token = sign_in(&h, DEV_KEY_0).await;
+    let stream = open_stream(&reqwest::Client::new(), &h, &token)
+        .await
+        .expect("an event stream");
+    let store = open_store(dir.path()).await;
+    assert!(store
+        .revoke_session(&erigolem_auth::hash_token(&token))
+        .await
+        .unwrap());
+    let mut body = stream.bytes_stream();
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its revoked session");
+}
+
+/// Connections that go quiet are closed after the idle timeout: one that never sends a byte, and
+/// a keep-alive one after its request. An event stream is not quiet: keep-alives keep it open.
+#[tokio::test]
+async fn quiet_connections_are_closed_after_the_idle_timeout() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let limits = erigolem_server::Limits {
+        idle_timeout: Duration::from_secs(1),
+        header_read_timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let h = server_with(dir.path(), |c| c.limits = limits).await;
+    let token = sign_in(&h, DEV_KEY_0).await;
+    let silent = tokio::net::TcpStream::connect(h.local_addr())
+        .await
+        .unwrap();
+    let mut kept = tokio::net::TcpStream::connect(h.local_addr())
+        .await
+        .unwrap();
+    kept.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", h.local_addr()).as_bytes())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let stream = open_stream(&reqwest::Client::new(), &h, &token)
+        .await
+        .expect("an event stream");
+    wait_for(
+        "quiet connections to be closed",
+        Duration::from_secs(10),
+        || async { (closed(&silent) && closed(&kept)).then_some(()) },
+    )
+    .await;
+    // The event stream, quiet but for its keep-alives, lives on past several idle timeouts.
+    let mut body = stream.bytes_stream();
+    let open = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+    assert!(open.is_err(), "the event stream was closed");
 }
 
 /// The web UI (and the API) come with headers that keep other sites from framing or sniffing it.
