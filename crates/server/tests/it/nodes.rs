@@ -650,4 +650,47 @@ async fn a_hostile_nginx_dir_created_in_tmp_beforehand_is_not_used() {
     );
     alice.post(&format!("/nodes/{id}/stop"), json!({})).await;
     alice.wait_state(&id, "stopped").await;
+    h.shutdown().await;
+
+    // The directory it made is remembered for the next start. If it is gone (a tmp cleaner) and
+    // a local user put their own in its place — a world-writable dir, or a symlink to one — the
+    // next start makes a new one instead of writing into theirs.
+    let record = local.join("nginx-dir");
+    let bait = std::env::temp_dir().join(format!("erigolem-bait-{}", std::process::id()));
+    let _bait_cleanup = Remove(bait.clone());
+    for plant in ["world-writable dir", "symlink"] {
+        let used = std::path::PathBuf::from(std::fs::read_to_string(&record).unwrap());
+        assert!(used.starts_with(std::env::temp_dir()) && used != hostile);
+        std::fs::remove_dir_all(&used).unwrap();
+        let target = if plant == "symlink" {
+            std::fs::create_dir_all(&bait).unwrap();
+            std::os::unix::fs::symlink(&bait, &used).unwrap();
+            bait.clone()
+        } else {
+            std::fs::create_dir(&used).unwrap();
+            used.clone()
+        };
+        nix::unistd::chown(&target, Some(nobody), None).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let _planted = Remove(used.clone());
+
+        let h = server_with_nodes(&data, |_| {}).await;
+        let alice = Api::signed_in(&h, DEV_KEY_0).await;
+        let (_, created) = alice.post("/nodes", json!({"network": "dev"})).await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        alice.wait_state(&id, "running").await;
+        let written: Vec<_> = std::fs::read_dir(&target).unwrap().collect();
+        assert!(
+            written.is_empty(),
+            "{plant}: the server wrote into {}",
+            target.display()
+        );
+        let now = std::path::PathBuf::from(std::fs::read_to_string(&record).unwrap());
+        assert_ne!(now, used, "{plant}: the planted path is in use");
+        alice.post(&format!("/nodes/{id}/stop"), json!({})).await;
+        alice.wait_state(&id, "stopped").await;
+        h.shutdown().await;
+        let _ = std::fs::remove_file(&used);
+    }
+    let _ = std::fs::remove_dir_all(std::fs::read_to_string(&record).unwrap());
 }
