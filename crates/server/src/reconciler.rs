@@ -374,9 +374,10 @@ async fn restore(state: &AppState, node: &NodeRecord) -> Result<(), StoreError> 
             other => break other,
         }
     };
-    // The node is back with a fresh password; its owner has the stored one: set that again.
+    // A node started anew has a fresh password; its owner has the stored one: set that again.
+    // (A node the backend picked up where it ran has its own already.)
     let result = match (result, password) {
-        (Ok(status), Some(password)) => {
+        (Ok(status), Some(password)) if status.auth.password.expose() != password => {
             let restored = match erigolem_primitives::EndpointPassword::new(password) {
                 Ok(password) => backend.restore_password(&node.id, password).await,
                 Err(e) => Err(BackendError::Other(format!("the stored password: {e}"))),

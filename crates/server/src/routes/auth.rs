@@ -93,7 +93,7 @@ pub(crate) struct LoginResponse {
 
 /// Verifies a signed SIWE message, consumes its nonce and opens a session.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = LoginResponse), (status = 400, body = crate::routes::ErrorBody), (status = 401, body = crate::routes::ErrorBody)))]
+    responses((status = 200, body = LoginResponse), (status = 400, body = crate::routes::ErrorBody), (status = 401, body = crate::routes::ErrorBody), (status = 403, body = crate::routes::ErrorBody)))]
 pub(crate) async fn login(
     State(state): State<Arc<AppState>>,
     Extension(client): Extension<ClientIp>,

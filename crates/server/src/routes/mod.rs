@@ -180,7 +180,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         }
         Err(e) => tracing::warn!("metrics: counting nodes: {e}"),
     }
-    metrics::gauge!("erigolem_rate_limited_clients").set(state.limiter.len() as f64);
+    metrics::gauge!("erigolem_rate_limiter_clients").set(state.limiter.len() as f64);
     state.metrics.render()
 }
 

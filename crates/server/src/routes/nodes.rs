@@ -139,7 +139,7 @@ pub(crate) struct CreateNode {
 
 /// Starts a node; it is `pending` at once and moves on in the background (watch `GET /nodes/{id}`).
 #[utoipa::path(post, path = "/api/v1/nodes", tag = "nodes", request_body = CreateNode,
-    responses((status = 201, body = NodeView), (status = 400, body = super::ErrorBody), (status = 401, body = super::ErrorBody), (status = 429, body = super::ErrorBody)))]
+    responses((status = 201, body = NodeView), (status = 400, body = super::ErrorBody), (status = 401, body = super::ErrorBody), (status = 403, body = super::ErrorBody), (status = 429, body = super::ErrorBody)))]
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     user: AuthUser,

@@ -869,13 +869,13 @@ async fn the_rate_limiter_forgets_idle_clients() {
             .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
     }
-    let seen = gauge(&scrape(&h).await, "erigolem_rate_limited_clients");
+    let seen = gauge(&scrape(&h).await, "erigolem_rate_limiter_clients");
     assert!(seen.is_some_and(|n| n >= 1.0), "{seen:?}");
     wait_for(
         "the limiter to forget idle clients",
         Duration::from_secs(10),
         || async {
-            (gauge(&scrape(&h).await, "erigolem_rate_limited_clients") == Some(0.0)).then_some(())
+            (gauge(&scrape(&h).await, "erigolem_rate_limiter_clients") == Some(0.0)).then_some(())
         },
     )
     .await;
