@@ -3,6 +3,10 @@
 //! the user (where nodes cost money: the per-user and server-wide spend caps, through
 //! [`Backend::admit`](crate::backend::Backend::admit)). The per-user node cap is not here: it is
 //! checked atomically with the insert (`Store::insert_node_capped`).
+//!
+//! Spend caps (issue 13) plug in there: their figures belong to the paying backend's config
+//! (`GolemConfig`: a per-user and a server-wide cap per period, in GLM as decimals) and their
+//! check to `GolemBackend::admit`, refusing with the reason the user sees.
 
 use axum::http::StatusCode;
 
