@@ -12,8 +12,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use erigolem_test_utils::bench::{ms, percentile};
-use erigolem_test_utils::{anvil_bin, free_port, free_port_block, wait_for, workspace_bin};
 use erigolem_test_utils::ChildGuard;
+use erigolem_test_utils::{anvil_bin, free_port, free_port_block, wait_for, workspace_bin};
 use tokio::io::AsyncWriteExt;
 
 const PROBES: usize = 300;
@@ -58,7 +58,10 @@ async fn main() {
         .args(["--node-ports", &ports.to_string(), "--max-nodes", "2"])
         // Long enough that the attack holds while it is measured.
         .args(["--header-read-timeout", "60", "--idle-timeout", "120"])
-        .args([OsStr::new("--data-dir"), dir.path().join("data").as_os_str()])
+        .args([
+            OsStr::new("--data-dir"),
+            dir.path().join("data").as_os_str(),
+        ])
         .args([OsStr::new("--anvil"), anvil_bin().as_os_str()])
         .args([
             OsStr::new("--runtime"),
