@@ -232,7 +232,7 @@ async fn hundred_parallel_creates_hold_the_per_user_cap_postgres() {
 
 /// 10,000 `GET /auth/nonce` from ten addresses: outstanding nonces per address are capped at
 /// once, and the purge removes the expired ones.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_nonce_requests_leave_bounded_rows_after_the_purge() {
     let dir = tempfile::tempdir().unwrap();
     let per_ip = erigolem_server::Limits::default().max_nonces_per_ip as i64;
