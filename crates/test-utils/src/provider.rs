@@ -51,6 +51,8 @@ impl Provider {
                 max_restarts: 2,
                 ..Limits::default()
             },
+            rpc_limits: erigolem_node_service::dedicated_rpc_limits(),
+            health: Default::default(),
         };
         customize(&mut config);
         let provider = Self {

@@ -5,6 +5,7 @@
 
 mod lifecycle;
 mod misuse;
+mod releases;
 mod scale;
 
 use std::time::Duration;
