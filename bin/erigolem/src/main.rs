@@ -91,6 +91,56 @@ struct ServeArgs {
     /// API requests per second per client IP, bursts of twice that [default: 50].
     #[arg(long, env = "ERIGOLEM_RATE_LIMIT")]
     rate_limit: Option<std::num::NonZeroU32>,
+    /// More hosts (`name` or `name:port`) that `Host`/`Origin` may name besides the public URL's,
+    /// e.g. the upstream address a proxy forwards to (repeatable) [default: none].
+    #[arg(
+        long = "allowed-host",
+        env = "ERIGOLEM_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    allowed_hosts: Option<Vec<String>>,
+    /// Who may sign in and create nodes: `open` (any wallet, within the per-user caps) or
+    /// `allow-list` (only --allow-address) [default: open].
+    #[arg(long, env = "ERIGOLEM_ADMISSION", value_enum)]
+    admission: Option<AdmissionKind>,
+    /// An address the allow-list admits (repeatable).
+    #[arg(
+        long = "allow-address",
+        env = "ERIGOLEM_ALLOW_ADDRESSES",
+        value_delimiter = ','
+    )]
+    allow_addresses: Option<Vec<String>>,
+    /// A proxy (IP or CIDR) whose X-Forwarded-For / X-Forwarded-Proto are believed (repeatable)
+    /// [default: none: the peer address is the client].
+    #[arg(
+        long = "trusted-proxy",
+        env = "ERIGOLEM_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Option<Vec<String>>,
+    /// Serve /metrics on this address only (not on --listen) [default: on --listen].
+    #[arg(long, env = "ERIGOLEM_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Require `Authorization: Bearer <this>` for /metrics [default: none].
+    #[arg(long, env = "ERIGOLEM_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
+    /// Open connections at most; more are closed at once [default: 4096, less if the open-file
+    /// limit is lower].
+    #[arg(long, env = "ERIGOLEM_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Open connections per client address (IPv6: per /64); trusted proxies are exempt
+    /// [default: 256].
+    #[arg(long, env = "ERIGOLEM_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
+    /// Seconds a client has to send a request's headers [default: 10].
+    #[arg(long, env = "ERIGOLEM_HEADER_READ_TIMEOUT")]
+    header_read_timeout: Option<u64>,
+    /// Seconds a connection may neither read nor write before it is closed [default: 60].
+    #[arg(long, env = "ERIGOLEM_IDLE_TIMEOUT")]
+    idle_timeout: Option<u64>,
+    /// Event streams (GET /api/v1/events) one user may have open [default: 16].
+    #[arg(long, env = "ERIGOLEM_MAX_STREAMS_PER_USER")]
+    max_streams_per_user: Option<usize>,
     /// A running node more than this many blocks behind its network is lagging [default: 40].
     #[arg(long, env = "ERIGOLEM_LAG_BLOCKS")]
     lag_blocks: Option<u64>,
@@ -206,6 +256,15 @@ impl<'de> serde::Deserialize<'de> for Cap {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum AdmissionKind {
+    /// Any wallet, within the per-user caps.
+    Open,
+    /// Only the --allow-address addresses.
+    AllowList,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum BackendKind {
@@ -234,6 +293,17 @@ impl ServeArgs {
             node_ports: self.node_ports.or(file.node_ports),
             max_nodes_per_user: self.max_nodes_per_user.or(file.max_nodes_per_user),
             rate_limit: self.rate_limit.or(file.rate_limit),
+            allowed_hosts: self.allowed_hosts.or(file.allowed_hosts),
+            admission: self.admission.or(file.admission),
+            allow_addresses: self.allow_addresses.or(file.allow_addresses),
+            trusted_proxies: self.trusted_proxies.or(file.trusted_proxies),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            metrics_token: self.metrics_token.or(file.metrics_token),
+            max_connections: self.max_connections.or(file.max_connections),
+            max_connections_per_ip: self.max_connections_per_ip.or(file.max_connections_per_ip),
+            header_read_timeout: self.header_read_timeout.or(file.header_read_timeout),
+            idle_timeout: self.idle_timeout.or(file.idle_timeout),
+            max_streams_per_user: self.max_streams_per_user.or(file.max_streams_per_user),
             lag_blocks: self.lag_blocks.or(file.lag_blocks),
             lag_seconds: self.lag_seconds.or(file.lag_seconds),
             yagna_url: self.yagna_url.or(file.yagna_url),
@@ -338,6 +408,33 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The admission policy from `--admission` and `--allow-address`.
+fn admission(
+    kind: Option<AdmissionKind>,
+    addresses: Option<Vec<String>>,
+) -> anyhow::Result<erigolem_server::Admission> {
+    let addresses = addresses.unwrap_or_default();
+    for a in &addresses {
+        let hex = a.strip_prefix("0x").unwrap_or_default();
+        anyhow::ensure!(
+            hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit()),
+            "--allow-address {a:?}: not an Ethereum address (0x and 40 hex digits)"
+        );
+    }
+    match kind.unwrap_or(AdmissionKind::Open) {
+        AdmissionKind::Open if addresses.is_empty() => Ok(erigolem_server::Admission::Open),
+        AdmissionKind::Open => {
+            anyhow::bail!("--allow-address needs --admission allow-list (the default is open)")
+        }
+        AdmissionKind::AllowList if addresses.is_empty() => {
+            anyhow::bail!("--admission allow-list needs at least one --allow-address")
+        }
+        AdmissionKind::AllowList => Ok(erigolem_server::Admission::AllowList(
+            addresses.iter().map(|a| a.to_ascii_lowercase()).collect(),
+        )),
+    }
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let file = match &args.config {
         Some(path) => {
@@ -398,6 +495,46 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }),
     };
     let defaults = ServerConfig::new(args.data_dir.unwrap_or_else(|| PathBuf::from(".erigolem")));
+    let admission = admission(args.admission, args.allow_addresses)?;
+    let trusted_proxies = args
+        .trusted_proxies
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            p.parse::<ipnet::IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .with_context(|| format!("--trusted-proxy {p:?}: not an IP address or CIDR"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let secs = std::time::Duration::from_secs;
+    let limits = erigolem_server::Limits {
+        max_connections: args
+            .max_connections
+            .unwrap_or(defaults.limits.max_connections),
+        max_connections_per_ip: args
+            .max_connections_per_ip
+            .unwrap_or(defaults.limits.max_connections_per_ip),
+        header_read_timeout: args
+            .header_read_timeout
+            .map(secs)
+            .unwrap_or(defaults.limits.header_read_timeout),
+        idle_timeout: args
+            .idle_timeout
+            .map(secs)
+            .unwrap_or(defaults.limits.idle_timeout),
+        max_streams_per_user: args
+            .max_streams_per_user
+            .unwrap_or(defaults.limits.max_streams_per_user),
+        ..defaults.limits.clone()
+    };
+    anyhow::ensure!(
+        limits.max_connections > 0 && limits.max_connections_per_ip > 0,
+        "--max-connections and --max-connections-per-ip must be positive"
+    );
+    anyhow::ensure!(
+        !limits.header_read_timeout.is_zero() && !limits.idle_timeout.is_zero(),
+        "--header-read-timeout and --idle-timeout must be positive"
+    );
     let config = ServerConfig {
         listen: args.listen.unwrap_or(defaults.listen),
         database_url: args.database_url,
@@ -407,6 +544,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_active_nodes: args.max_nodes_per_user.unwrap_or(defaults.max_active_nodes),
         rate_limit: args.rate_limit.unwrap_or(defaults.rate_limit),
         payments,
+        allowed_hosts: args.allowed_hosts.unwrap_or_default(),
+        admission,
+        trusted_proxies,
+        metrics: erigolem_server::MetricsConfig {
+            listen: args.metrics_listen,
+            token: args.metrics_token.filter(|t| !t.is_empty()),
+        },
+        limits,
         lag_blocks: args.lag_blocks.unwrap_or(defaults.lag_blocks),
         lag_seconds: args.lag_seconds.unwrap_or(defaults.lag_seconds),
         ..defaults

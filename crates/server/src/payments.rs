@@ -186,7 +186,7 @@ async fn process(
                 if let Err(e) = payer.refuse(document, &reason).await {
                     tracing::warn!(document = %document.id, "telling the provider: {e}");
                 }
-                state.notify();
+                state.notify_owner(&deal.owner);
                 // A breach on a live agreement fails its node; on one already ended (a failed
                 // start attempt, a stopped node) the refusal is all there is to do.
                 if refusal.provider_at_fault() && deal.ended_at.is_none() {
@@ -244,7 +244,7 @@ async fn carry_out(
     match payer.accept(&document, &deal.allocation_id).await {
         Ok(()) => {
             store.confirm_payment(&decided.id).await?;
-            state.notify();
+            state.notify_owner(&deal.owner);
             if decided.kind == DocumentKind::Invoice {
                 // Nothing more to pay on this set-aside unless another open agreement uses it.
                 let shared = store.open_deals().await?.iter().any(|d| {

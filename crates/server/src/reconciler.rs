@@ -72,7 +72,7 @@ async fn decide_and_execute(
                     .await
                 {
                     Ok(n) => {
-                        state.notify();
+                        state.notify_owner(&n.owner);
                         n
                     }
                     Err(StoreError::IllegalTransition { .. }) => continue,
@@ -174,7 +174,7 @@ async fn execute(
             Action::Delete => {
                 state.store.delete_node(&node.id, &node.owner).await?;
                 state.clear_health(&node.id);
-                state.notify();
+                state.notify_owner(&node.owner);
                 return Ok(Handled::Deleted);
             }
             Action::Replace { reason } => replace(state, &node, &reason).await?,
@@ -242,7 +242,7 @@ async fn run_start(state: &Arc<AppState>, node: &NodeRecord) -> Result<(), Store
     let Some(backend) = state.backend.clone() else {
         return Ok(());
     };
-    let args = match start_args(node, None) {
+    let args = match start_args(node) {
         Ok(args) => args,
         Err(reason) => {
             handle(state, &node.id, Event::StartFailed { reason }).await?;
@@ -280,9 +280,10 @@ async fn run_start(state: &Arc<AppState>, node: &NodeRecord) -> Result<(), Store
 }
 
 /// The runtime's start arguments for `node`: the node id is the instance name, so the endpoint's
-/// URL is the same every time the node is started; `password` restores its credentials. A stored
-/// node whose network is no longer served (holesky) gets the reason, never another network.
-fn start_args(node: &NodeRecord, password: Option<String>) -> Result<StartArgs, String> {
+/// URL is the same every time the node is started. A stored node whose network is no longer
+/// served (holesky) gets the reason, never another network. (Never its password: see
+/// `Backend::restore_password`.)
+fn start_args(node: &NodeRecord) -> Result<StartArgs, String> {
     let network = node
         .network
         .parse()
@@ -292,7 +293,6 @@ fn start_args(node: &NodeRecord, password: Option<String>) -> Result<StartArgs, 
         mode: node.mode.parse().ok(),
         prune: node.prune.parse().ok(),
         instance: InstanceName::new(node.id.clone()).ok(),
-        password: password.and_then(|p| erigolem_primitives::EndpointPassword::new(p).ok()),
     })
 }
 
@@ -303,13 +303,15 @@ async fn run_resume(state: &Arc<AppState>, node: &NodeRecord) -> Result<(), Stor
         return Ok(());
     };
     let password = state.store.password(&node.id, &node.owner).await?;
-    let args = match start_args(node, password) {
+    let args = match start_args(node) {
         Ok(args) => args,
         Err(reason) => {
             handle(state, &node.id, Event::ResumeFailed { reason }).await?;
             return Ok(());
         }
     };
+    // The old server's runtimes end on their own (stdin EOF) and release the node's endpoint
+    // only once they removed it; until then the new start is refused as busy.
     let deadline = Instant::now() + RECOVERY_WAIT;
     let result = loop {
         match backend.resume(&node.id, args.clone()).await {
@@ -319,11 +321,28 @@ async fn run_resume(state: &Arc<AppState>, node: &NodeRecord) -> Result<(), Stor
             other => break other,
         }
     };
+    // A node started anew has a fresh password; its owner has the stored one: set that again,
+    // over the runtime API (never on a command line). A node picked up where it ran (Golem) has
+    // its own already.
+    let result = match (result, password) {
+        (Ok(status), Some(password)) if status.auth.password.expose() != password => {
+            let restored = match erigolem_primitives::EndpointPassword::new(password) {
+                Ok(password) => backend.restore_password(&node.id, password).await,
+                Err(e) => Err(BackendError::Other(format!("the stored password: {e}"))),
+            };
+            match restored {
+                Ok(()) => Ok(status),
+                // Not with credentials nobody has: the failure below stops it.
+                Err(e) => Err(e),
+            }
+        }
+        (result, _) => result,
+    };
     match result {
         Ok(status) => {
             tracing::info!(node = %node.id, url = %status.url, "node picked up after a restart");
             record_progress(state, node, &status).await?;
-            state.notify();
+            state.notify_owner(&node.owner);
         }
         Err(e) => {
             handle(
@@ -356,7 +375,7 @@ async fn replace(
     let reason = text::provider_text(reason);
     match state.store.replace_node(failed, &new, &reason).await? {
         Some(node) => {
-            state.notify();
+            state.notify_owner(&node.owner);
             alert(
                 failed,
                 AlertKind::Replaced,
@@ -375,10 +394,12 @@ async fn record_progress(
     node: &NodeRecord,
     status: &erigolem_primitives::NodeStatus,
 ) -> Result<(), StoreError> {
-    let sync = status
-        .sync
-        .as_ref()
-        .and_then(|s| serde_json::to_value(s).ok());
+    let sync = erigolem_store::cap_sync(
+        status
+            .sync
+            .as_ref()
+            .and_then(|s| serde_json::to_value(s).ok()),
+    );
     let block = status.block.map(|b| b as i64);
     state
         .store

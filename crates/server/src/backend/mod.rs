@@ -180,6 +180,17 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Replaces the node's password; the old one stops working at once.
     async fn rotate(&self, node_id: &str)
         -> Result<erigolem_primitives::Credentials, BackendError>;
+    /// Sets a running node's password back to `password` (after a restart of the server, the
+    /// credentials its owner has). Passed over the runtime API, never on a command line.
+    async fn restore_password(
+        &self,
+        node_id: &str,
+        _password: erigolem_primitives::EndpointPassword,
+    ) -> Result<(), BackendError> {
+        Err(BackendError::Other(format!(
+            "node {node_id}: this backend does not restore passwords"
+        )))
+    }
     /// Whether a node may be asked for on a network `networks()` does not list now (the market
     /// changes: the backend looks for providers when the node starts).
     fn accepts_any_network(&self) -> bool {

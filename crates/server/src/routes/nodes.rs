@@ -209,13 +209,14 @@ pub(crate) struct CreateNode {
 
 /// Starts a node; it is `pending` at once and moves on in the background (watch `GET /nodes/{id}`).
 #[utoipa::path(post, path = "/api/v1/nodes", tag = "nodes", request_body = CreateNode,
-    responses((status = 201, body = NodeView), (status = 400, body = super::ErrorBody), (status = 401, body = super::ErrorBody), (status = 429, body = super::ErrorBody)))]
+    responses((status = 201, body = NodeView), (status = 400, body = super::ErrorBody), (status = 401, body = super::ErrorBody), (status = 403, body = super::ErrorBody), (status = 429, body = super::ErrorBody)))]
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     user: AuthUser,
     body: Result<Json<CreateNode>, axum::extract::rejection::JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(body) = body?;
+    crate::admission::admit_create(&state, &user.address).await?;
     let name = match body.name {
         Some(name) => {
             let name = name.trim().to_owned();
@@ -303,43 +304,29 @@ pub(crate) async fn create(
         }
         _ => ApiError::bad_request("invalid_terms", e.to_string()),
     })?;
-    if pays {
-        let (mine, server) = policy
-            .ledgers(&state.store, &user.address, erigolem_store::now_ms())
-            .await?;
-        if let Some(why) = crate::money::cap_reached(&mine, &server) {
+    // (Spend caps were checked by `admission::admit_create`.) The per-user cap is checked in the same statement as the insert (see Store::insert_node_capped).
+    let new = NewNode {
+        owner: user.address.clone(),
+        name,
+        network: body.network.to_string(),
+        mode: mode.to_string(),
+        prune: prune.to_string(),
+    };
+    let (node, _) = match state
+        .store
+        .insert_node_with_plan(&new, &plan, Some(state.config.max_active_nodes))
+        .await
+    {
+        Err(erigolem_store::StoreError::TooManyNodes { active, max }) => {
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "spend_cap_reached",
-                why,
-            ));
+                "too_many_nodes",
+                format!("you have {active} active nodes; the limit is {max}"),
+            ))
         }
-    }
-    let active = state.store.count_active(&user.address).await?;
-    if active >= i64::from(state.config.max_active_nodes) {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_nodes",
-            format!(
-                "you have {active} active nodes; the limit is {}",
-                state.config.max_active_nodes
-            ),
-        ));
-    }
-    let (node, _) = state
-        .store
-        .insert_node_with_plan(
-            &NewNode {
-                owner: user.address.clone(),
-                name,
-                network: body.network.to_string(),
-                mode: mode.to_string(),
-                prune: prune.to_string(),
-            },
-            &plan,
-        )
-        .await?;
-    state.notify();
+        other => other?,
+    };
+    state.notify_owner(&node.owner);
     // Answered as created (`pending`); it moves on at once.
     reconciler::handle(&state, &node.id, Event::Created).await?;
     Ok((

@@ -654,3 +654,121 @@ async fn a_local_node_that_fails_releases_its_runtime_ports_and_credentials() {
         StatusCode::NO_CONTENT
     );
 }
+
+/// As root, the Nginx files fall back to a directory under /tmp when the data dir is not
+/// searchable. A local user who creates that directory first (predictable name, their own,
+/// world-writable) must not get root's Nginx config written into it.
+#[tokio::test]
+async fn a_hostile_nginx_dir_created_in_tmp_beforehand_is_not_used() {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::PermissionsExt;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the /tmp fallback exists only for root (CI runs as root)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let data = dir.path().join("data");
+    let local = data.join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    // The name the server used to choose: a hash of the canonical backend dir.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    local.canonicalize().unwrap().hash(&mut hasher);
+    let hostile = std::env::temp_dir().join(format!("erigolem-nginx-{:016x}", hasher.finish()));
+    let _ = std::fs::remove_dir_all(&hostile);
+    std::fs::create_dir(&hostile).unwrap();
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    nix::unistd::chown(
+        &hostile,
+        Some(nobody),
+        Some(nix::unistd::Gid::from_raw(65534)),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hostile, std::fs::Permissions::from_mode(0o777)).unwrap();
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Remove(hostile.clone());
+
+    let h = server_with_nodes(&data, |_| {}).await;
+    let alice = Api::signed_in(&h, DEV_KEY_0).await;
+    let (_, created) = alice.post("/nodes", json!({"network": "dev"})).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let node = alice.wait_state(&id, "running").await;
+    let auth = (
+        node["auth"]["user"].as_str().unwrap(),
+        node["auth"]["password"].as_str().unwrap(),
+    );
+    rpc(
+        node["url"].as_str().unwrap(),
+        Some(auth),
+        "eth_blockNumber",
+        json!([]),
+    )
+    .await
+    .unwrap();
+    let written: Vec<_> = std::fs::read_dir(&hostile)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        written.is_empty(),
+        "root's Nginx files went into {}: {written:?}",
+        hostile.display()
+    );
+    let meta = std::fs::metadata(&hostile).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 65534);
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o777,
+        "the server changed its mode"
+    );
+    alice.post(&format!("/nodes/{id}/stop"), json!({})).await;
+    alice.wait_state(&id, "stopped").await;
+    h.shutdown().await;
+
+    // The directory it made is remembered for the next start. If it is gone (a tmp cleaner) and
+    // a local user put their own in its place — a world-writable dir, or a symlink to one — the
+    // next start makes a new one instead of writing into theirs.
+    let record = local.join("nginx-dir");
+    let bait = std::env::temp_dir().join(format!("erigolem-bait-{}", std::process::id()));
+    let _bait_cleanup = Remove(bait.clone());
+    for plant in ["world-writable dir", "symlink"] {
+        let used = std::path::PathBuf::from(std::fs::read_to_string(&record).unwrap());
+        assert!(used.starts_with(std::env::temp_dir()) && used != hostile);
+        std::fs::remove_dir_all(&used).unwrap();
+        let target = if plant == "symlink" {
+            std::fs::create_dir_all(&bait).unwrap();
+            std::os::unix::fs::symlink(&bait, &used).unwrap();
+            bait.clone()
+        } else {
+            std::fs::create_dir(&used).unwrap();
+            used.clone()
+        };
+        nix::unistd::chown(&target, Some(nobody), None).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let _planted = Remove(used.clone());
+
+        let h = server_with_nodes(&data, |_| {}).await;
+        let alice = Api::signed_in(&h, DEV_KEY_0).await;
+        let (_, created) = alice.post("/nodes", json!({"network": "dev"})).await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        alice.wait_state(&id, "running").await;
+        let written: Vec<_> = std::fs::read_dir(&target).unwrap().collect();
+        assert!(
+            written.is_empty(),
+            "{plant}: the server wrote into {}",
+            target.display()
+        );
+        let now = std::path::PathBuf::from(std::fs::read_to_string(&record).unwrap());
+        assert_ne!(now, used, "{plant}: the planted path is in use");
+        alice.post(&format!("/nodes/{id}/stop"), json!({})).await;
+        alice.wait_state(&id, "stopped").await;
+        h.shutdown().await;
+        let _ = std::fs::remove_file(&used);
+    }
+    let _ = std::fs::remove_dir_all(std::fs::read_to_string(&record).unwrap());
+}

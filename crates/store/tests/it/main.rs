@@ -89,6 +89,11 @@ both!(
     deals_freeze_billing_once_and_survive_a_restart,
     payments_are_reserved_once_and_totals_compare_and_set,
     concurrent_payments_never_exceed_what_was_read,
+    provider_text_is_length_capped,
+    capped_inserts_race_to_exactly_the_cap,
+    nonces_per_client_are_capped,
+    purge_removes_old_events_only,
+    counts_by_state,
 );
 
 const ALICE: &str = "0xaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -177,8 +182,18 @@ async fn sessions_expire_and_revoke(db: Db) {
     assert_eq!(db.store.session("h2", now).await.unwrap(), None, "revoked");
     assert!(db.store.session("h1", now).await.unwrap().is_some());
 
-    assert_eq!(db.store.purge_expired(now).await.unwrap(), 1, "h3");
+    assert_eq!(
+        db.store.purge_expired(now).await.unwrap(),
+        2,
+        "h2 (revoked) and h3 (expired)"
+    );
     assert!(db.store.session("h1", now).await.unwrap().is_some());
+    let live = db
+        .store
+        .live_sessions(&["h1".into(), "h2".into(), "h3".into(), "nope".into()], now)
+        .await
+        .unwrap();
+    assert_eq!(live, ["h1"]);
 }
 
 async fn node_lifecycle_and_events(db: Db) {
@@ -869,7 +884,7 @@ async fn transition_from_is_a_compare_and_set(db: Db) {
 async fn plans_allow_a_bounded_number_of_replacements_each_recorded(db: Db) {
     let (first, p) = db
         .store
-        .insert_node_with_plan(&new_node(ALICE, "keeper"), &plan("2", 2))
+        .insert_node_with_plan(&new_node(ALICE, "keeper"), &plan("2", 2), None)
         .await
         .unwrap();
     assert_eq!(first.plan_id.as_deref(), Some(first.id.as_str()));
@@ -927,7 +942,7 @@ async fn plans_allow_a_bounded_number_of_replacements_each_recorded(db: Db) {
     // Concurrent replacements of one failure: exactly one wins the last slot.
     let (n, p) = db
         .store
-        .insert_node_with_plan(&new_node(BOB, "race"), &plan("1", 1))
+        .insert_node_with_plan(&new_node(BOB, "race"), &plan("1", 1), None)
         .await
         .unwrap();
     let tasks: Vec<_> = (0..4)
@@ -957,6 +972,7 @@ async fn plans_allow_a_bounded_number_of_replacements_each_recorded(db: Db) {
                 auto_replace: false,
                 ..plan("1", 2)
             },
+            None,
         )
         .await
         .unwrap();
@@ -969,9 +985,24 @@ async fn plans_allow_a_bounded_number_of_replacements_each_recorded(db: Db) {
 }
 
 async fn deals_freeze_billing_once_and_survive_a_restart(mut db: Db) {
+    // A plan comes with its node, within the owner's node cap, or not at all.
+    let carol = "0xcccccccccccccccccccccccccccccccccccccccc";
+    db.store
+        .insert_node_with_plan(&new_node(carol, "one"), &plan("1", 0), Some(1))
+        .await
+        .unwrap();
+    let over = db
+        .store
+        .insert_node_with_plan(&new_node(carol, "two"), &plan("1", 0), Some(1))
+        .await;
+    assert!(
+        matches!(over, Err(StoreError::TooManyNodes { active: 1, max: 1 })),
+        "{over:?}"
+    );
+    assert_eq!(db.store.nodes(carol).await.unwrap().len(), 1);
     let (n, p) = db
         .store
-        .insert_node_with_plan(&new_node(ALICE, "paid"), &plan("2", 0))
+        .insert_node_with_plan(&new_node(ALICE, "paid"), &plan("2", 0), None)
         .await
         .unwrap();
     db.store
@@ -1065,7 +1096,7 @@ fn doc(id: &str, kind: DocumentKind, agreement: &str, amount: &str) -> NewDocume
 async fn payments_are_reserved_once_and_totals_compare_and_set(db: Db) {
     let (n, p) = db
         .store
-        .insert_node_with_plan(&new_node(ALICE, "paid"), &plan("2", 0))
+        .insert_node_with_plan(&new_node(ALICE, "paid"), &plan("2", 0), None)
         .await
         .unwrap();
     db.store
@@ -1200,7 +1231,7 @@ async fn payments_are_reserved_once_and_totals_compare_and_set(db: Db) {
 async fn concurrent_payments_never_exceed_what_was_read(db: Db) {
     let (n, p) = db
         .store
-        .insert_node_with_plan(&new_node(ALICE, "race"), &plan("1", 0))
+        .insert_node_with_plan(&new_node(ALICE, "race"), &plan("1", 0), None)
         .await
         .unwrap();
     db.store
@@ -1238,4 +1269,164 @@ async fn concurrent_payments_never_exceed_what_was_read(db: Db) {
     assert_eq!(done, 1);
     assert_eq!(db.store.plan(&p.id).await.unwrap().unwrap().spent, g("0.6"));
     assert_eq!(db.store.spent(SERVER_LEDGER, 0).await.unwrap(), g("0.6"));
+}
+
+/// Whatever a provider sends (failure reasons, URLs, user names, sync JSON) is stored at a
+/// bounded length: a megabyte of reason does not become a megabyte per event row.
+async fn provider_text_is_length_capped(db: Db) {
+    use NodeState::*;
+    let s = &db.store;
+    let n = s.insert_node(&new_node(ALICE, "n")).await.unwrap();
+    s.transition(&n.id, Starting, None).await.unwrap();
+    let huge = "é".repeat(1 << 20);
+    s.set_endpoint(&n.id, &huge, Some(&huge), &huge, "pw-1", Some(&huge), None)
+        .await
+        .unwrap();
+    let sync = json!({"stages": vec![huge.clone(); 4]});
+    s.set_progress(&n.id, Some(1), Some(sync)).await.unwrap();
+    let stored = s.node(&n.id, ALICE).await.unwrap().unwrap();
+    for (what, text) in [
+        ("url", stored.url.clone()),
+        ("ws_url", stored.ws_url.clone()),
+        ("username", stored.username.clone()),
+        ("instance", stored.instance.clone()),
+    ] {
+        let len = text.map(|t| t.len()).unwrap_or(0);
+        assert!(len <= 4096, "{what}: {len} bytes stored");
+    }
+    let sync_len = stored.sync.map(|v| v.to_string().len()).unwrap_or(0);
+    assert!(sync_len <= 16 * 1024, "sync: {sync_len} bytes stored");
+    let failed = s.transition(&n.id, Failed, Some(&huge)).await.unwrap();
+    let reason = failed.reason.unwrap();
+    assert!(reason.len() <= 4096, "reason: {} bytes", reason.len());
+    assert!(reason.starts_with("éé"), "cut on a character boundary");
+    let events = s.events(ALICE, 0, 10).await.unwrap();
+    assert!(events
+        .iter()
+        .all(|e| e.reason.as_ref().is_none_or(|r| r.len() <= 4096)));
+}
+
+/// 50 concurrent capped inserts for one owner: exactly the cap gets in (per owner: another
+/// owner's nodes do not count), the rest are refused with the count.
+async fn capped_inserts_race_to_exactly_the_cap(db: Db) {
+    let s = &db.store;
+    s.insert_node(&new_node(BOB, "bob's")).await.unwrap();
+    let tries = (0..50).map(|i| {
+        let store = s.clone();
+        tokio::spawn(async move {
+            store
+                .insert_node_capped(&new_node(ALICE, &format!("n{i}")), 3)
+                .await
+        })
+    });
+    let mut created = 0;
+    for t in tries.collect::<Vec<_>>() {
+        match t.await.unwrap() {
+            Ok(_) => created += 1,
+            Err(StoreError::TooManyNodes { active, max }) => {
+                assert_eq!((active, max), (3, 3));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(created, 3);
+    assert_eq!(s.count_active(ALICE).await.unwrap(), 3);
+    // Stopped and failed nodes make room.
+    let first = s.nodes(ALICE).await.unwrap().pop().unwrap();
+    s.transition(&first.id, NodeState::Failed, None)
+        .await
+        .unwrap();
+    s.insert_node_capped(&new_node(ALICE, "again"), 3)
+        .await
+        .unwrap();
+    assert!(s
+        .insert_node_capped(&new_node(ALICE, "over"), 3)
+        .await
+        .is_err());
+    // Every node that got in has its `pending` event.
+    let events = s.events(ALICE, 0, 100).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.state == NodeState::Pending)
+            .count(),
+        4
+    );
+}
+
+async fn nonces_per_client_are_capped(db: Db) {
+    let s = &db.store;
+    let now = now_ms();
+    let issued = (0..40).map(|i| {
+        let store = s.clone();
+        tokio::spawn(async move {
+            store
+                .issue_nonce(&format!("a{i}"), now + 60_000, "192.0.2.1", 8, now)
+                .await
+                .unwrap()
+        })
+    });
+    let mut ok = 0;
+    for t in issued.collect::<Vec<_>>() {
+        ok += t.await.unwrap() as u32;
+    }
+    assert_eq!(ok, 8);
+    assert!(s
+        .issue_nonce("b", now + 60_000, "192.0.2.2", 8, now)
+        .await
+        .unwrap());
+    assert!(!s
+        .issue_nonce("c", now + 60_000, "192.0.2.1", 8, now)
+        .await
+        .unwrap());
+    // Expired nonces free the slots.
+    let later = now + 61_000;
+    assert!(s
+        .issue_nonce("e", later + 60_000, "192.0.2.1", 8, later)
+        .await
+        .unwrap());
+    assert_eq!(s.purge_expired(later).await.unwrap(), 9);
+    assert!(s.consume_nonce("e", later).await.unwrap());
+}
+
+async fn purge_removes_old_events_only(db: Db) {
+    use NodeState::*;
+    let s = &db.store;
+    let n = s.insert_node(&new_node(ALICE, "n")).await.unwrap();
+    s.transition(&n.id, Starting, None).await.unwrap();
+    let cut = now_ms() + 1;
+    while now_ms() <= cut {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    s.transition(&n.id, Running, None).await.unwrap();
+    let purged = s.purge(now_ms(), cut).await.unwrap();
+    assert_eq!(purged.events, 2);
+    let left: Vec<_> = s.events(ALICE, 0, 10).await.unwrap();
+    assert_eq!(left.iter().map(|e| e.state).collect::<Vec<_>>(), [Running]);
+    assert_eq!(s.latest_event_id(ALICE).await.unwrap(), left[0].id);
+    assert_eq!(s.latest_event_id(BOB).await.unwrap(), 0);
+    // The node itself stays.
+    assert_eq!(s.node(&n.id, ALICE).await.unwrap().unwrap().state, Running);
+}
+
+async fn counts_by_state(db: Db) {
+    use NodeState::*;
+    let s = &db.store;
+    for owner in [ALICE, BOB, BOB] {
+        s.insert_node(&new_node(owner, "n")).await.unwrap();
+    }
+    let n = s.insert_node(&new_node(ALICE, "f")).await.unwrap();
+    s.transition(&n.id, Failed, None).await.unwrap();
+    let counts = s.count_by_state().await.unwrap();
+    assert_eq!(
+        counts,
+        [
+            (Pending, 3),
+            (Starting, 0),
+            (Running, 0),
+            (Stopping, 0),
+            (Stopped, 0),
+            (Failed, 1)
+        ]
+    );
 }
