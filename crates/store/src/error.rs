@@ -34,6 +34,12 @@ pub enum StoreError {
     KeyFilePermissions { path: PathBuf, mode: u32 },
     #[error("key file {}: expected 64 hex digits (a 32-byte key)", path.display())]
     KeyFileInvalid { path: PathBuf },
+    #[error(
+        "this database's node passwords are encrypted with another key (fingerprint {stored}…, \
+         this server's is {ours}…): give every server on one database the same key file \
+         (--key-file), or it could not read what the others stored"
+    )]
+    KeyMismatch { stored: String, ours: String },
     #[error("corrupt database row: {0}")]
     Corrupt(String),
 }

@@ -11,6 +11,7 @@
 mod deals;
 mod error;
 mod key;
+mod replicas;
 
 use std::fmt;
 use std::str::FromStr;
@@ -29,8 +30,10 @@ pub use deals::{
     DealRecord, DocumentRecord, DocumentState, NewDeal, NewDocument, NewPlan, PlanRecord,
     ReplacementRecord, Reservation, Reserved, SERVER_LEDGER,
 };
+pub use erigolem_lifecycle::lease::Lease;
 pub use error::StoreError;
 pub use key::{Key, KeyFile};
+pub use replicas::{channel, Listener, NewReplica, NodeRequest, ReplicaRecord};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -189,6 +192,11 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     cipher: Arc<XChaCha20Poly1305>,
+    key: Arc<Key>,
+    /// For `LISTEN` (a connection of its own).
+    url: Arc<str>,
+    /// The replica a node inserted through this handle is leased to, and for how long (ms).
+    replica: Option<(Arc<str>, i64)>,
 }
 
 impl fmt::Debug for Store {
@@ -245,7 +253,22 @@ impl Store {
             pool,
             backend,
             cipher: Arc::new(XChaCha20Poly1305::new(&key.0)),
+            key: Arc::new(key),
+            url: url.into(),
+            replica: None,
         })
+    }
+
+    /// This handle's node inserts (created, replacements) lease the new node to `replica` for
+    /// `ttl_ms`, in the insert's transaction: no other replica can take a node between its
+    /// creation and its start.
+    pub fn for_replica(mut self, replica: &str, ttl_ms: i64) -> Store {
+        self.replica = Some((replica.into(), ttl_ms));
+        self
+    }
+
+    pub(crate) fn key_bytes(&self) -> &[u8] {
+        self.key.0.as_slice()
     }
 
     /// The pool, for health checks and tests.
@@ -489,6 +512,7 @@ impl Store {
             let active = self.count_active(&new.owner).await?;
             return Err(StoreError::TooManyNodes { active, max });
         };
+        self.lease_new(&mut tx, &id).await?;
         tx.commit().await?;
         Ok((node, plan))
     }
@@ -530,6 +554,7 @@ impl Store {
             ));
         };
         deals::insert_replacement(&mut tx, plan_id, seq, &failed.id, &id, reason).await?;
+        self.lease_new(&mut tx, &id).await?;
         tx.commit().await?;
         Ok(Some(node))
     }
@@ -852,6 +877,23 @@ impl Store {
 
     // ---- internals ----------------------------------------------------------------------------
 
+    /// A node just inserted is leased (epoch 1) to this handle's replica, if it has one.
+    async fn lease_new(&self, tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: &str) -> Result<()> {
+        if let Some((replica, ttl)) = &self.replica {
+            let now = self.now_sql();
+            sqlx::query(&format!(
+                "INSERT INTO node_leases (node_id, holder, epoch, expires_at, acquired_at) \
+                 VALUES ($1, $2, 1, {now} + $3, {now})"
+            ))
+            .bind(id)
+            .bind(replica.as_ref())
+            .bind(*ttl)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+
     /// PostgreSQL: holds a transaction-scoped advisory lock on `(scope, key)`, serialising the
     /// check-then-insert of concurrent transactions for that key. (SQLite has a single writer.)
     async fn lock_key(
@@ -1029,7 +1071,7 @@ pub(crate) fn found(rows: u64) -> Result<()> {
 }
 
 /// `'a', 'b'` — literals from the enum, never from input.
-fn state_list(states: &[NodeState]) -> String {
+pub(crate) fn state_list(states: &[NodeState]) -> String {
     states
         .iter()
         .map(|s| format!("'{}'", s.as_str()))
