@@ -56,6 +56,10 @@ struct ServeArgs {
     /// `sqlite://…` or `postgres://…` [default: SQLite in the data dir].
     #[arg(long, env = "ERIGOLEM_DATABASE_URL")]
     database_url: Option<String>,
+    /// The key that encrypts node passwords in the database; every server on one database needs
+    /// the same one (created, mode 0600, if missing) [default: <data dir>/secret.key].
+    #[arg(long, env = "ERIGOLEM_KEY_FILE")]
+    key_file: Option<PathBuf>,
     /// Where nodes run [default: local]: `local` (this machine is the provider) or `golem`
     /// (providers on the Golem market, through the requestor's yagna).
     #[arg(long, env = "ERIGOLEM_BACKEND", value_enum)]
@@ -282,6 +286,7 @@ impl ServeArgs {
             listen: self.listen.or(file.listen),
             data_dir: self.data_dir.or(file.data_dir),
             database_url: self.database_url.or(file.database_url),
+            key_file: self.key_file.or(file.key_file),
             backend: self.backend.or(file.backend),
             public_url: self.public_url.or(file.public_url),
             chain_ids: self.chain_ids.or(file.chain_ids),
@@ -538,6 +543,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServerConfig {
         listen: args.listen.unwrap_or(defaults.listen),
         database_url: args.database_url,
+        key_file: args.key_file,
         public_url: args.public_url,
         chain_ids: args.chain_ids.unwrap_or_default(),
         backend: Some(backend),

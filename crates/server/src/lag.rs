@@ -13,7 +13,7 @@ pub(crate) struct Thresholds {
 }
 
 /// What the last STATUS of a node said beyond its block and sync progress.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub(crate) struct LiveStatus {
     pub(crate) engine_version: Option<String>,
     pub(crate) limits: Option<RpcLimits>,

@@ -18,6 +18,7 @@ mod error;
 mod feed;
 mod housekeeping;
 mod lag;
+mod leases;
 pub mod money;
 mod payments;
 mod reconciler;
@@ -69,6 +70,12 @@ pub struct ServerConfig {
     pub lag_blocks: u64,
     /// A running node whose head block is older than this many seconds is shown as lagging.
     pub lag_seconds: u64,
+    /// The node-password key file; every server on one database needs the same one. Default:
+    /// `<data_dir>/secret.key`.
+    pub key_file: Option<PathBuf>,
+    /// How long a node's lease lasts unrenewed: after a replica dies, another one takes its nodes
+    /// over within about this long (renewed every sixth of it).
+    pub lease_ttl: Duration,
 }
 
 /// Who may use the server.
@@ -153,6 +160,8 @@ impl ServerConfig {
             // Chainstack fails a node over at 40 blocks; 120 s is ten mainnet slots.
             lag_blocks: 40,
             lag_seconds: 120,
+            key_file: None,
+            lease_ttl: Duration::from_secs(6),
         }
     }
 
@@ -187,6 +196,8 @@ pub enum ServerError {
     Local(#[from] backend::local::LocalError),
     #[error("golem backend: {0}")]
     Golem(#[from] backend::golem::GolemError),
+    #[error("{0}")]
+    Replicas(String),
 }
 
 /// Shared state of all routes.
@@ -216,6 +227,10 @@ pub(crate) struct AppState {
     /// Set when the server shuts down: every task it started ends at its next await, as in a
     /// crash (nothing half-done is finished on the way out; the next start picks it up).
     pub(crate) shutting_down: tokio::sync::watch::Sender<bool>,
+    /// The nodes this replica controls.
+    pub(crate) leases: leases::Leases,
+    /// Where this replica listens (as registered).
+    pub(crate) listen: String,
 }
 
 impl AppState {
@@ -263,6 +278,38 @@ impl AppState {
     pub(crate) fn forget_health_except(&self, running: &[erigolem_store::NodeRecord]) {
         if let Ok(mut u) = self.unhealthy.lock() {
             u.retain(|id, _| running.iter().any(|n| &n.id == id));
+        }
+    }
+
+    /// `local`, `golem` or `none`: as registered among the replicas.
+    pub(crate) fn backend_name(&self) -> &'static str {
+        match &self.config.backend {
+            Some(BackendConfig::Local(_)) => "local",
+            Some(BackendConfig::Golem(_)) => "golem",
+            None => "none",
+        }
+    }
+
+    /// What another replica's poll of a node said beyond block and sync.
+    pub(crate) fn cache_live(&self, id: &str, live: lag::LiveStatus) {
+        if let Ok(mut all) = self.live.lock() {
+            all.insert(id.to_owned(), live);
+        }
+    }
+
+    /// Whether another replica's poll of a node found it unhealthy (shown; not counted here).
+    pub(crate) fn note_health(&self, id: &str, health: Option<String>) {
+        let Ok(mut u) = self.unhealthy.lock() else {
+            return;
+        };
+        match health {
+            Some(why) => {
+                let entry = u.entry(id.to_owned()).or_insert((0, String::new()));
+                entry.1 = why;
+            }
+            None => {
+                u.remove(id);
+            }
         }
     }
 
@@ -365,14 +412,23 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         path: config.data_dir.clone(),
         source,
     })?;
-    let key = erigolem_store::KeyFile::load_or_create(config.data_dir.join("secret.key"))?;
+    let key_file = config
+        .key_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("secret.key"));
+    let key = erigolem_store::KeyFile::load_or_create(key_file)?;
     let database_url = config.database_url.clone().unwrap_or_else(|| {
         format!(
             "sqlite://{}?mode=rwc",
             config.data_dir.join("erigolem.db").display()
         )
     });
-    let store = Store::connect(&database_url, key).await?;
+    let replica = uuid::Uuid::now_v7().to_string();
+    let lease_ms = i64::try_from(config.lease_ttl.as_millis()).unwrap_or(i64::MAX);
+    let store = Store::connect(&database_url, key)
+        .await?
+        .for_replica(&replica, lease_ms);
+    store.check_key().await?;
 
     let bind = |addr: SocketAddr| async move {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -435,6 +491,7 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
     limits.max_connections = serve::connection_budget(limits.max_connections);
     let metrics = prometheus_handle();
     let config_rate = config.rate_limit;
+    let config_lease_ttl = config.lease_ttl;
     let backend: Option<Arc<dyn backend::Backend>> = match &config.backend {
         Some(BackendConfig::Local(local)) => {
             let dir = config.data_dir.join("local");
@@ -466,6 +523,8 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         unhealthy: Default::default(),
         shutting_down: tokio::sync::watch::channel(false).0,
         live: Default::default(),
+        leases: leases::Leases::new(replica, config_lease_ttl),
+        listen: local_addr.to_string(),
         limiter: governor::RateLimiter::keyed(
             governor::Quota::per_second(config_rate).allow_burst(
                 std::num::NonZeroU32::new(config_rate.get().saturating_mul(2))
@@ -479,13 +538,19 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
              for requests a proxy forwarded with X-Forwarded-Proto: https"
         );
     }
-    reconciler::recover(state.clone()).await?;
+    leases::register(&state, state.backend_name(), &state.listen).await?;
+    let notifications = leases::spawn_listener(state.clone()).await?;
+    // The nodes nobody holds (all of them after a restart of a lone server) are taken and picked
+    // up before the API answers.
+    leases::tick(&state).await?;
     let mut background = vec![
+        leases::spawn(state.clone()),
         reconciler::spawn_poller(state.clone()),
         housekeeping::spawn(state.clone()),
         spawn_progress_router(state.clone()),
     ];
     background.extend(payments::spawn(state.clone()));
+    background.extend(notifications);
     let app = routes::router(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -521,8 +586,10 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         for task in background {
             task.abort();
         }
-        // Whatever the server started ends now, as in a crash: the next start picks it up.
+        // Whatever the server started ends now, as in a crash: the next start (or another
+        // replica, at once: the leases are handed back) picks it up.
         state.shutting_down.send_replace(true);
+        leases::hand_back(&state).await;
     });
     tracing::info!(%local_addr, "erigolem server listening");
     Ok(Handle {

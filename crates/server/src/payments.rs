@@ -74,7 +74,8 @@ async fn run(state: Arc<AppState>) {
 /// What became of a document.
 enum Processed {
     Done,
-    /// Its node is still starting: decided again next round.
+    /// Its node is still starting, or is another replica's: looked at again next round (the
+    /// holder decides it; if that replica dies, whoever takes the node over does).
     Wait,
 }
 
@@ -110,6 +111,9 @@ async fn process(
             tracing::debug!(document = %document.id, agreement = %document.agreement_id, "not an agreement of ours: left alone");
             return Ok(Processed::Done);
         };
+        if !state.leases.holds(&deal.node_id) {
+            return Ok(Processed::Wait);
+        }
         let Some(plan) = store.plan(&deal.plan_id).await? else {
             return Err(StoreError::Corrupt(format!(
                 "deal {} names plan {} which does not exist",
@@ -234,6 +238,10 @@ async fn carry_out(
     let Some(deal) = store.deal(&decided.agreement_id).await? else {
         return Ok(());
     };
+    // Only the replica holding the node accepts at yagna (once).
+    if !state.leases.holds(&deal.node_id) {
+        return Ok(());
+    }
     let document = PaymentDocument {
         id: decided.id.clone(),
         kind: decided.kind,

@@ -182,7 +182,7 @@ async fn execute(
             Action::Unhealthy { message } => {
                 let misses = state.add_miss(&node.id, &message);
                 tracing::warn!(node = %node.id, misses, "unhealthy: {message}");
-                send_progress(state, &node, Some(message));
+                send_progress(state, &node, Some(message)).await;
             }
             Action::Healthy => state.clear_health(&node.id),
         }
@@ -375,6 +375,8 @@ async fn replace(
     let reason = text::provider_text(reason);
     match state.store.replace_node(failed, &new, &reason).await? {
         Some(node) => {
+            // Leased to this replica in the same transaction.
+            state.leases.adopt(&node.id, 1);
             state.notify_owner(&node.owner);
             alert(
                 failed,
@@ -418,14 +420,14 @@ async fn record_progress(
         sync,
         ..node.clone()
     };
-    send_progress(state, &node, state.health(&node.id));
+    send_progress(state, &node, state.health(&node.id)).await;
     Ok(())
 }
 
-fn send_progress(state: &AppState, node: &NodeRecord, health: Option<String>) {
+/// To the owner's event streams here, and on the other replicas.
+async fn send_progress(state: &AppState, node: &NodeRecord, health: Option<String>) {
     let live = state.live(&node.id).unwrap_or_default();
-    // No receivers (nobody watching) is not an error.
-    let _ = state.progress.send(crate::routes::events::Progress {
+    let progress = crate::routes::events::Progress {
         owner: node.owner.clone(),
         node_id: node.id.clone(),
         block: node.block,
@@ -436,11 +438,14 @@ fn send_progress(state: &AppState, node: &NodeRecord, health: Option<String>) {
         peers: live.peers,
         lagging: live.lagging,
         at: erigolem_store::now_ms(),
-    });
+    };
+    crate::leases::share_progress(state, &progress, live).await;
+    // No receivers (nobody watching) is not an error.
+    let _ = state.progress.send(progress);
 }
 
-/// Polls running nodes (each on its own, so a silent provider delays nobody else) and checks
-/// whether their money or agreement runs out.
+/// Polls the running nodes this replica holds (each on its own, so a silent provider delays
+/// nobody else) and checks whether their money or agreement runs out.
 pub(crate) fn spawn_poller(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     crate::spawn_until(state.shutting_down.subscribe(), async move {
         if state.backend.is_none() {
@@ -450,13 +455,15 @@ pub(crate) fn spawn_poller(state: Arc<AppState>) -> tokio::task::JoinHandle<()> 
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         loop {
             tick.tick().await;
-            let Ok(nodes) = state.store.nodes_in_states(&[NodeState::Running]).await else {
+            let Ok(mut nodes) = state.store.nodes_in_states(&[NodeState::Running]).await else {
                 continue;
             };
             state.forget_health_except(&nodes);
             if let Ok(mut live) = state.live.lock() {
                 live.retain(|id, _| nodes.iter().any(|n| &n.id == id));
             }
+            // The others' nodes are polled by the replicas holding them.
+            nodes.retain(|n| state.leases.holds(&n.id));
             for node in nodes {
                 if let Err(e) = check_ending(&state, &node).await {
                     tracing::warn!(node = %node.id, "ending check: {e}");
@@ -486,6 +493,7 @@ async fn poll(state: &Arc<AppState>, node: &NodeRecord) -> Result<(), StoreError
     let Some(backend) = state.backend.clone() else {
         return Ok(());
     };
+    state.leases.polled(&node.id);
     let event = match backend.status(&node.id).await {
         Ok(status) if status.state == RuntimeState::Failed => {
             let reason = status.error.as_deref().unwrap_or("the node failed");
@@ -538,44 +546,6 @@ async fn check_ending(state: &Arc<AppState>, node: &NodeRecord) -> Result<(), St
     if let Some(reason) = reason {
         tracing::info!(node = %node.id, %reason, "stopping");
         spawn_handle(state.clone(), node.id.clone(), Event::Ending { reason });
-    }
-    Ok(())
-}
-
-/// After a restart every node the store knows goes through the core again: pending ones start,
-/// half-started ones fail (ending what they held), running ones are picked up, unfinished stops
-/// finish, and down nodes whose agreement is still open are stopped.
-pub(crate) async fn recover(state: Arc<AppState>) -> Result<(), StoreError> {
-    let mut ids: Vec<String> = state
-        .store
-        .nodes_in_states(&[
-            NodeState::Pending,
-            NodeState::Starting,
-            NodeState::Running,
-            NodeState::Stopping,
-        ])
-        .await?
-        .into_iter()
-        .map(|n| n.id)
-        .collect();
-    for deal in state.store.open_deals().await? {
-        if deal.ended_at.is_none() && !ids.contains(&deal.node_id) {
-            ids.push(deal.node_id);
-        }
-    }
-    for id in ids {
-        match handle(&state, &id, Event::Restarted).await {
-            // A deleted node's agreement left open: end it.
-            Ok(Handled::Missing) => {
-                if let Some(backend) = &state.backend {
-                    if let Err(e) = backend.stop(&id).await {
-                        tracing::warn!(node = %id, "ending a deleted node's agreement: {e}");
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::error!(node = %id, "recovery: {e}"),
-        }
     }
     Ok(())
 }

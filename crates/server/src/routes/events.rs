@@ -28,7 +28,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
 }
 
 /// A running node's latest block height and sync progress, for its owner's event streams.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Progress {
     #[serde(skip)]
     pub(crate) owner: String,

@@ -7,7 +7,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Extension, Router};
+use axum::{Extension, Json, Router};
 use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -128,8 +128,51 @@ async fn openapi() -> Response {
         .into_response()
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// This replica: its id, backend and database, and the nodes it controls (their leases: since
+/// when, at which epoch; its STATUS polls of them). In memory only, never the database: it
+/// answers at once under load. Node ids only with the metrics token when one is set.
+async fn healthz(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> Json<serde_json::Value> {
+    let polls = state.leases.polls();
+    let held = state.leases.held();
+    let shown = match &state.config.metrics.token {
+        None => true,
+        Some(token) => headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| erigolem_auth::hash_token(t) == erigolem_auth::hash_token(token)),
+    };
+    let mut body = serde_json::json!({
+        "status": "ok",
+        "replica": state.leases.me,
+        "backend": state.backend_name(),
+        "database": state.store.backend_name(),
+        "held": held.len(),
+    });
+    if shown {
+        let poll = |id: &str| polls.get(id).copied().unwrap_or((0, 0));
+        body["nodes"] = held
+            .iter()
+            .map(|(id, h)| {
+                let (n, last) = poll(id);
+                serde_json::json!({"id": id, "epoch": h.epoch, "since": h.since, "polls": n, "last_poll": last})
+            })
+            .collect();
+        body["polled"] = polls
+            .iter()
+            .map(|(id, (n, last))| {
+                (
+                    id.clone(),
+                    serde_json::json!({"polls": n, "last_poll": last}),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
+    Json(body)
 }
 
 /// `/metrics` (behind the bearer token if one is set), and `/healthz`: what a metrics listener

@@ -326,6 +326,8 @@ pub(crate) async fn create(
         }
         other => other?,
     };
+    // Leased to this replica in the insert's transaction.
+    state.leases.adopt(&node.id, 1);
     state.notify_owner(&node.owner);
     // Answered as created (`pending`); it moves on at once.
     reconciler::handle(&state, &node.id, Event::Created).await?;
@@ -380,7 +382,7 @@ pub(crate) async fn stop(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     owned(&state, &id, &user).await?;
-    reconciler::handle(&state, &id, Event::StopAsked).await?;
+    crate::leases::user_request(&state, &id, Event::StopAsked).await?;
     let node = owned(&state, &id, &user).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -397,7 +399,7 @@ pub(crate) async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     owned(&state, &id, &user).await?;
-    match reconciler::handle(&state, &id, Event::DeleteAsked).await? {
+    match crate::leases::user_request(&state, &id, Event::DeleteAsked).await? {
         Handled::Deleted | Handled::Missing => Ok(StatusCode::NO_CONTENT),
         Handled::Conflict(Conflict::NotStopped(state)) => Err(ApiError::new(
             StatusCode::CONFLICT,
