@@ -317,6 +317,15 @@ impl Client {
 
     /// The caller's node transitions as they happen (server-sent events), from now on.
     pub async fn events(&self) -> Result<impl futures::Stream<Item = Result<Transition>>> {
+        self.events_after(None).await
+    }
+
+    /// [`Client::events`], resuming after transition `last` (`Last-Event-ID`): what happened
+    /// since comes first, in order — from whichever server of the same database answers.
+    pub async fn events_after(
+        &self,
+        last: Option<i64>,
+    ) -> Result<impl futures::Stream<Item = Result<Transition>>> {
         use eventsource_stream::Eventsource;
         use futures::StreamExt;
         let url = format!("{}/api/v1/events", self.base);
@@ -324,6 +333,9 @@ impl Client {
         let mut req = reqwest::Client::new().get(&url);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
+        }
+        if let Some(last) = last {
+            req = req.header("Last-Event-ID", last.to_string());
         }
         let resp = req.send().await.map_err(|source| ClientError::Transport {
             url: url.clone(),

@@ -38,6 +38,9 @@ pub(crate) struct HeldNode {
 pub(crate) struct Leases {
     pub(crate) me: String,
     pub(crate) ttl: Duration,
+    /// Other replicas may share the database (PostgreSQL). With SQLite this is the only one:
+    /// nobody can take its leases, so a late tick fences nothing.
+    shared: bool,
     held: Mutex<BTreeMap<String, HeldNode>>,
     /// When a renewal last went through.
     renewed: Mutex<Instant>,
@@ -48,10 +51,11 @@ pub(crate) struct Leases {
 }
 
 impl Leases {
-    pub(crate) fn new(me: String, ttl: Duration) -> Self {
+    pub(crate) fn new(me: String, ttl: Duration, shared: bool) -> Self {
         Self {
             me,
             ttl,
+            shared,
             held: Mutex::default(),
             renewed: Mutex::new(Instant::now()),
             wake: Notify::new(),
@@ -63,9 +67,16 @@ impl Leases {
         i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX)
     }
 
-    /// Whether this replica controls node `id` now.
+    /// Whether this replica controls node `id` now: it took the lease, and its last renewal is
+    /// recent enough that nobody else may have taken it (a replica whose ticks are late — a
+    /// pause, a slow database — stops acting on its nodes before they can expire).
     pub(crate) fn holds(&self, id: &str) -> bool {
-        self.lock().contains_key(id)
+        let since = self
+            .renewed
+            .lock()
+            .map(|at| i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(i64::MAX);
+        !(self.shared && lease::fenced(since, self.ttl_ms())) && self.lock().contains_key(id)
     }
 
     /// A lease this replica just took (a node it created, a replacement, a takeover).
@@ -134,35 +145,37 @@ pub(crate) fn refusal(backend: &str, others: &[ReplicaRecord]) -> Option<String>
     ))
 }
 
-/// Registers this replica, refusing to run beside a local-backend one (or, with the local
-/// backend, beside any), and takes over at once the leases of earlier processes on this host
-/// with this data dir (a restart after a crash: they are dead).
+/// Registers replica `me` (`backend`, `data_dir`, `listen`), refusing to run beside a
+/// local-backend one (or, with the local backend, beside any), and hands back at once the leases
+/// of earlier processes on this host with this data dir (a restart after a crash: they are dead).
+/// Runs before the backend starts: a refused server starts nothing.
 pub(crate) async fn register(
-    state: &Arc<AppState>,
+    store: &erigolem_store::Store,
+    me: &str,
+    ttl: Duration,
     backend: &str,
+    data_dir: &std::path::Path,
     listen: &str,
 ) -> Result<(), crate::ServerError> {
-    let store = &state.store;
-    let leases = &state.leases;
     let host = hostname();
-    let data_dir = state.config.data_dir.display().to_string();
+    let data_dir = data_dir.display().to_string();
     let others = store
         .register_replica(
             &NewReplica {
-                id: leases.me.clone(),
+                id: me.to_owned(),
                 backend: backend.to_owned(),
                 host: host.clone(),
                 data_dir: data_dir.clone(),
                 listen: listen.to_owned(),
             },
-            leases.ttl_ms(),
+            i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
         )
         .await?;
     let (predecessors, others): (Vec<_>, Vec<_>) = others
         .into_iter()
         .partition(|o| o.host == host && o.data_dir == data_dir);
     if let Some(why) = refusal(backend, &others) {
-        let _ = store.remove_replica(&leases.me).await;
+        let _ = store.remove_replica(me).await;
         return Err(crate::ServerError::Replicas(why));
     }
     for dead in predecessors {
@@ -187,15 +200,24 @@ pub(crate) async fn tick(state: &Arc<AppState>) -> Result<(), StoreError> {
     let ttl = leases.ttl_ms();
     if !store.heartbeat(&leases.me, ttl).await? {
         // Removed as dead (it paused for long): register again; what it held was taken.
-        let backend = state.backend_name();
-        let listen = state.listen.clone();
-        if let Err(e) = register(state, backend, &listen).await {
+        if let Err(e) = register(
+            store,
+            &leases.me,
+            leases.ttl,
+            state.backend_name(),
+            &state.config.data_dir,
+            &state.listen,
+        )
+        .await
+        {
             tracing::error!("registering again: {e}");
         }
     }
+    // The leases last from when the renewal was sent, at the latest: count from then.
+    let sent = Instant::now();
     store.renew_leases(&leases.me, ttl).await?;
     if let Ok(mut at) = leases.renewed.lock() {
-        *at = Instant::now();
+        *at = sent;
     }
     let rows = store.leases().await?;
     let needed = store.needed_nodes().await?;
@@ -286,7 +308,7 @@ pub(crate) fn spawn(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
                     .unwrap_or_default();
                 let since = i64::try_from(since.as_millis()).unwrap_or(i64::MAX);
                 tracing::warn!("leases: {e}");
-                if lease::fenced(since, state.leases.ttl_ms()) {
+                if state.leases.shared && lease::fenced(since, state.leases.ttl_ms()) {
                     let held: Vec<String> = state.leases.held().into_keys().collect();
                     if !held.is_empty() {
                         tracing::error!(

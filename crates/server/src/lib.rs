@@ -283,11 +283,7 @@ impl AppState {
 
     /// `local`, `golem` or `none`: as registered among the replicas.
     pub(crate) fn backend_name(&self) -> &'static str {
-        match &self.config.backend {
-            Some(BackendConfig::Local(_)) => "local",
-            Some(BackendConfig::Golem(_)) => "golem",
-            None => "none",
-        }
+        backend_name(&self.config.backend)
     }
 
     /// What another replica's poll of a node said beyond block and sync.
@@ -316,6 +312,14 @@ impl AppState {
     /// `owner` has new transitions in the store: wakes their event feed.
     pub(crate) fn notify_owner(&self, owner: &str) {
         self.hub.notify(owner);
+    }
+}
+
+fn backend_name(backend: &Option<BackendConfig>) -> &'static str {
+    match backend {
+        Some(BackendConfig::Local(_)) => "local",
+        Some(BackendConfig::Golem(_)) => "golem",
+        None => "none",
     }
 }
 
@@ -490,8 +494,18 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
     let mut limits = config.limits.clone();
     limits.max_connections = serve::connection_budget(limits.max_connections);
     let metrics = prometheus_handle();
+    leases::register(
+        &store,
+        &replica,
+        config.lease_ttl,
+        backend_name(&config.backend),
+        &config.data_dir,
+        &local_addr.to_string(),
+    )
+    .await?;
     let config_rate = config.rate_limit;
     let config_lease_ttl = config.lease_ttl;
+    let shared_store = store.shared();
     let backend: Option<Arc<dyn backend::Backend>> = match &config.backend {
         Some(BackendConfig::Local(local)) => {
             let dir = config.data_dir.join("local");
@@ -523,7 +537,7 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         unhealthy: Default::default(),
         shutting_down: tokio::sync::watch::channel(false).0,
         live: Default::default(),
-        leases: leases::Leases::new(replica, config_lease_ttl),
+        leases: leases::Leases::new(replica.clone(), config_lease_ttl, shared_store),
         listen: local_addr.to_string(),
         limiter: governor::RateLimiter::keyed(
             governor::Quota::per_second(config_rate).allow_burst(
@@ -538,7 +552,6 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
              for requests a proxy forwarded with X-Forwarded-Proto: https"
         );
     }
-    leases::register(&state, state.backend_name(), &state.listen).await?;
     let notifications = leases::spawn_listener(state.clone()).await?;
     // The nodes nobody holds (all of them after a restart of a lone server) are taken and picked
     // up before the API answers.

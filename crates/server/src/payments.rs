@@ -114,6 +114,7 @@ async fn process(
         if !state.leases.holds(&deal.node_id) {
             return Ok(Processed::Wait);
         }
+
         let Some(plan) = store.plan(&deal.plan_id).await? else {
             return Err(StoreError::Corrupt(format!(
                 "deal {} names plan {} which does not exist",

@@ -494,7 +494,8 @@ async fn poll(state: &Arc<AppState>, node: &NodeRecord) -> Result<(), StoreError
         return Ok(());
     };
     state.leases.polled(&node.id);
-    let event = match backend.status(&node.id).await {
+    let status = backend.status(&node.id).await;
+    let event = match status {
         Ok(status) if status.state == RuntimeState::Failed => {
             let reason = status.error.as_deref().unwrap_or("the node failed");
             Event::Status {

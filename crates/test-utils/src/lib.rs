@@ -16,6 +16,8 @@ pub mod bench;
 pub mod golem;
 pub mod postgres;
 pub mod provider;
+pub mod replicas;
+pub mod serve;
 pub mod wallet;
 pub use provider::Provider;
 

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 mod erigon;
 mod quickstart;
+mod replicas;
 
 async fn server(dir: &Path) -> Handle {
     let mut config = ServerConfig::test(dir);

@@ -1430,3 +1430,5 @@ async fn counts_by_state(db: Db) {
         ]
     );
 }
+
+mod leases;
