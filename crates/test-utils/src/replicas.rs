@@ -98,6 +98,8 @@ impl ReplicaStack {
             "127.0.0.1",
             "--rate-limit",
             "10000",
+            "--max-nodes-per-user",
+            "10",
             "--budget",
             "10",
             "--payment-slack",

@@ -78,7 +78,9 @@ async fn answers(node: &Node) {
 
 /// Collects the transitions an event stream delivers, in order.
 fn collect(
-    stream: impl futures::Stream<Item = erigolem_client::Result<Transition>> + Send + 'static,
+    stream: impl futures::Stream<Item = Result<Transition, erigolem_client::ClientError>>
+        + Send
+        + 'static,
 ) -> (Arc<Mutex<Vec<Transition>>>, tokio::task::JoinHandle<()>) {
     let seen: Arc<Mutex<Vec<Transition>>> = Arc::default();
     let task = tokio::spawn({
@@ -347,7 +349,7 @@ async fn a_killed_replica_s_nodes_are_taken_over_stopped_and_paid_once_and_event
     )
     .await
     .unwrap();
-    let owner = on_c.me().await.unwrap().to_lowercase();
+    let owner = store.node_by_id(&ids[0]).await.unwrap().unwrap().owner;
     let all = store.events(&owner, 0, 10_000).await.unwrap();
     wait_for_every(
         "C's stream to catch up",
