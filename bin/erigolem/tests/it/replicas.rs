@@ -523,6 +523,37 @@ async fn nodes_across_three_replicas_killed_and_restarted_are_never_lost_nor_pai
             theirs.len()
         );
     }
+    // A graceful stop hands the leases back at once: no row names the replica once it is gone,
+    // and the others take them without waiting for them to expire.
+    let store = erigolem_store::Store::connect(
+        &stack.database_url,
+        erigolem_store::KeyFile::load(&stack.key_file).unwrap(),
+    )
+    .await
+    .unwrap();
+    let leaving = replicas[2].healthz().await["replica"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let handing = replicas[2].held().await;
+    replicas[2].stop();
+    let rows = store.leases().await.unwrap();
+    assert!(
+        rows.iter().all(|l| l.holder.as_deref() != Some(&leaving)),
+        "{rows:?}"
+    );
+    assert!(store
+        .live_replicas()
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.id != leaving));
+    let stopped_at = now_ms();
+    let survivors: Vec<&ServeProcess> = replicas.iter().filter(|r| r.running()).collect();
+    for id in &handing {
+        polled_after(&survivors, id, stopped_at).await;
+    }
+    replicas[2] = stack.restart(2, &replicas[2]).await;
     let via = on(&replicas[1].url, &token);
     for id in &ids {
         let n = via.node(id).await.unwrap();
