@@ -41,7 +41,10 @@ async fn taken_over(by: &ServeProcess, node: &str, since: i64) -> (i64, i64) {
                 .unwrap_or(polled);
             return (polled - since, lease - since);
         }
-        assert!(std::time::Instant::now() < deadline, "no takeover within 60 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no takeover within 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -130,10 +133,28 @@ async fn main() {
     }
     println!("\n| takeover (lease ttl 6 s, renewed every 1 s; STATUS every 2 s) | runs | median s | p90 s | min s | max s |");
     println!("|---|---|---|---|---|---|");
-    println!("{}", row("SIGKILL → the other replica holds the lease", &mut kill_lease));
-    println!("{}", row("SIGKILL → the other replica polls the node", &mut kill_poll));
-    println!("{}", row("SIGTERM → the other replica holds the lease", &mut stop_lease));
-    println!("{}", row("SIGTERM → the other replica polls the node", &mut stop_poll));
+    println!(
+        "{}",
+        row(
+            "SIGKILL → the other replica holds the lease",
+            &mut kill_lease
+        )
+    );
+    println!(
+        "{}",
+        row("SIGKILL → the other replica polls the node", &mut kill_poll)
+    );
+    println!(
+        "{}",
+        row(
+            "SIGTERM → the other replica holds the lease",
+            &mut stop_lease
+        )
+    );
+    println!(
+        "{}",
+        row("SIGTERM → the other replica polls the node", &mut stop_poll)
+    );
     for mut r in replicas {
         r.stop();
     }

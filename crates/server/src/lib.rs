@@ -602,7 +602,8 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         // Whatever the server started ends now, as in a crash: the next start (or another
         // replica, at once: the leases are handed back) picks it up.
         state.shutting_down.send_replace(true);
-        leases::hand_back(&state).await;
+        // Not held up by a database that is gone: its leases then expire on their own.
+        let _ = tokio::time::timeout(Duration::from_secs(5), leases::hand_back(&state)).await;
     });
     tracing::info!(%local_addr, "erigolem server listening");
     Ok(Handle {

@@ -314,6 +314,8 @@ async fn run_resume(state: &Arc<AppState>, node: &NodeRecord) -> Result<(), Stor
     // only once they removed it; until then the new start is refused as busy.
     let deadline = Instant::now() + RECOVERY_WAIT;
     let result = loop {
+        // Picking a node up asks its STATUS (on Golem, through its activity): a poll.
+        state.leases.polled(&node.id);
         match backend.resume(&node.id, args.clone()).await {
             Err(BackendError::InstanceBusy) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;

@@ -283,16 +283,30 @@ async fn a_killed_replica_s_nodes_are_taken_over_stopped_and_paid_once_and_event
         "B and C hold them all"
     );
 
-    // A stop sent to B reaches whoever holds the node.
-    on_b.stop(&ids[0]).await.unwrap();
-    let stopped = wait_node(&on_b, &ids[0], "stopped", |n| n.state == "stopped").await;
+    // A stop sent to the replica that does not hold the node is handed to the one that does,
+    // which ends the agreement.
+    let held_by_c: BTreeSet<String> = c.held().await.into_iter().collect();
+    let target = 0;
+    let (via, via_log): (&Client, &ServeProcess) = if held_by_c.contains(&ids[target]) {
+        (&on_b, &b)
+    } else {
+        (&on_c, &c)
+    };
+    via.stop(&ids[target]).await.unwrap();
+    let stopped = wait_node(via, &ids[target], "stopped", |n| n.state == "stopped").await;
     assert!(
         stopped.url.is_none() || stopped.auth.is_none(),
         "{stopped:?}"
     );
+    assert!(
+        via_log
+            .log_text()
+            .contains("handing the request to the node's replica"),
+        "the stop was not handed over"
+    );
     let gone = rpc(
-        before[0].url.as_ref().unwrap(),
-        before[0]
+        before[target].url.as_ref().unwrap(),
+        before[target]
             .auth
             .as_ref()
             .map(|a| (a.user.as_str(), a.password.as_str())),
