@@ -63,8 +63,9 @@ pub struct Plan {
 
 /// One tick: renew what is still ours, give up what was taken, hand back what needs nobody, and
 /// take free leases up to a fair share (`⌈needed / replicas⌉`) — all of those that have been
-/// free for a whole time to live whatever the share (nobody else took them: their replica is
-/// gone or full), so no node is left without a holder for long.
+/// free for a whole time to live whatever the share (never taken, or nobody else took them:
+/// their replica is gone or full), so no node is left without a holder for long. A lease handed
+/// back expires at that moment: it is shared out like one that just expired.
 pub fn plan(t: &Tick<'_>) -> Plan {
     let mut out = Plan::default();
     let row = |id: &str| t.leases.iter().find(|l| l.node_id == id);
@@ -89,9 +90,11 @@ pub fn plan(t: &Tick<'_>) -> Plan {
         .filter(|l| needed(&l.node_id) && !t.held.contains_key(&l.node_id))
         .filter(|l| l.free(t.now))
         .collect();
+    // Handed back (expiring now) or just expired: shared out fairly among the live replicas.
+    // Free for a whole ttl (never taken, or its taker is gone too): whoever sees it first.
     let orphaned = free
         .iter()
-        .filter(|l| l.holder.is_none() || t.now - l.expires_at >= t.ttl)
+        .filter(|l| t.now - l.expires_at >= t.ttl)
         .count();
     let within_share = share.saturating_sub(kept);
     out.take = free.len().min(within_share.max(orphaned));
@@ -312,6 +315,17 @@ mod tests {
                 want: Plan {
                     renew: s(&["n0", "n1"]),
                     take: 1,
+                    ..Plan::default()
+                },
+            },
+            Case {
+                name: "leases handed back just now are shared out, not grabbed by the first to look",
+                replicas: 2,
+                leases: ids(6).iter().map(|id| lease(id, None, 3, NOW - 5)).collect(),
+                needed: ids(6),
+                held: vec![],
+                want: Plan {
+                    take: 3,
                     ..Plan::default()
                 },
             },

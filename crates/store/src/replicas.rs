@@ -344,13 +344,14 @@ impl Store {
             .collect()
     }
 
-    /// Hands back `me`'s leases of `nodes` (all of them when `None`) at once, and tells the other
-    /// replicas. Returns how many.
+    /// Hands back `me`'s leases of `nodes` (all of them when `None`) at once — free, expiring
+    /// now — and tells the other replicas. Returns how many.
     pub async fn release_leases(&self, me: &str, nodes: Option<&[String]>) -> Result<u64> {
+        let now = self.now_sql();
         let released = match nodes {
-            None => sqlx::query(
-                "UPDATE node_leases SET holder = NULL, expires_at = 0 WHERE holder = $1",
-            )
+            None => sqlx::query(&format!(
+                "UPDATE node_leases SET holder = NULL, expires_at = {now} WHERE holder = $1"
+            ))
             .bind(me)
             .execute(self.pool())
             .await?
@@ -358,10 +359,10 @@ impl Store {
             Some(nodes) => {
                 let mut n = 0;
                 for node in nodes {
-                    n += sqlx::query(
-                        "UPDATE node_leases SET holder = NULL, expires_at = 0 \
-                         WHERE holder = $1 AND node_id = $2",
-                    )
+                    n += sqlx::query(&format!(
+                        "UPDATE node_leases SET holder = NULL, expires_at = {now} \
+                         WHERE holder = $1 AND node_id = $2"
+                    ))
                     .bind(me)
                     .bind(node)
                     .execute(self.pool())
