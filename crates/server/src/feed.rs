@@ -1,6 +1,7 @@
 //! The event fan-out behind `GET /events`: one feed per owner with open streams. A feed reads its
-//! owner's new transitions from the store once per change (and every few seconds, for transitions
-//! another server wrote) and hands them to every stream of that owner; a stream reads the store
+//! owner's new transitions from the store once per change — written here, or by another replica
+//! (PostgreSQL `NOTIFY`, see `leases::spawn_listener`), and every few seconds in case a
+//! notification was lost — and hands them to every stream of that owner; a stream reads the store
 //! itself only to replay what it missed (`Last-Event-ID`, or after falling behind). Progress
 //! updates are routed to the owner's feed only. Streams are capped per user, and end when their
 //! session is revoked (at once on this server; within [`RECHECK`] when another server revoked
