@@ -104,6 +104,13 @@ impl Leases {
         }
     }
 
+    /// Forgets the polls of nodes that no longer run (bounded: one entry per running node).
+    pub(crate) fn forget_polls_except(&self, running: &[erigolem_store::NodeRecord]) {
+        if let Ok(mut p) = self.polls.lock() {
+            p.retain(|id, _| running.iter().any(|n| &n.id == id));
+        }
+    }
+
     /// STATUS polls this process made: node → (count, last at).
     pub(crate) fn polls(&self) -> HashMap<String, (u64, i64)> {
         self.polls.lock().map(|p| p.clone()).unwrap_or_default()

@@ -461,6 +461,7 @@ pub(crate) fn spawn_poller(state: Arc<AppState>) -> tokio::task::JoinHandle<()> 
                 continue;
             };
             state.forget_health_except(&nodes);
+            state.leases.forget_polls_except(&nodes);
             if let Ok(mut live) = state.live.lock() {
                 live.retain(|id, _| nodes.iter().any(|n| &n.id == id));
             }
