@@ -880,3 +880,40 @@ async fn the_rate_limiter_forgets_idle_clients() {
     )
     .await;
 }
+
+/// `/healthz` says which replica answers and which nodes it controls; with a metrics token the
+/// node ids (endpoint paths) are only for whoever has it.
+#[tokio::test]
+async fn healthz_names_the_replica_and_its_nodes_only_to_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = server_with(dir.path(), |c| {
+        c.metrics.token = Some("s3cret-scrape-token".into())
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/healthz", h.url());
+    let open: serde_json::Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(open["status"], "ok", "{open}");
+    assert_eq!(open["database"], "sqlite", "{open}");
+    assert!(
+        open["replica"].as_str().is_some_and(|r| r.len() == 36),
+        "{open}"
+    );
+    assert_eq!(open["held"], 0, "{open}");
+    assert!(
+        open.get("nodes").is_none() && open.get("polled").is_none(),
+        "{open}"
+    );
+    let told: serde_json::Value = http
+        .get(&url)
+        .bearer_auth("s3cret-scrape-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(told["nodes"], serde_json::json!([]), "{told}");
+    assert_eq!(told["replica"], open["replica"]);
+    h.shutdown().await;
+}
