@@ -557,6 +557,7 @@ impl Instance {
             peers,
             restarts,
             error: process_problem,
+            usage: None,
         }
     }
 
