@@ -178,6 +178,11 @@ impl Guard {
         self.shared.meter.requests()
     }
 
+    /// A cheap handle on [`requests`](Self::requests), for reporting it from elsewhere.
+    pub fn request_counter(&self) -> RequestCounter {
+        RequestCounter(self.shared.clone())
+    }
+
     /// How long the guard has served.
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
@@ -220,6 +225,16 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// Reads a guard's request count; keeps reading the last count after the guard is gone.
+#[derive(Debug, Clone)]
+pub struct RequestCounter(Arc<Shared>);
+
+impl RequestCounter {
+    pub fn get(&self) -> u64 {
+        self.0.meter.requests()
     }
 }
 

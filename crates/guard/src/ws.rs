@@ -28,13 +28,19 @@ use crate::{revoked, Live, Shared};
 /// How long a closing frame may take to leave before the socket is dropped anyway.
 const CLOSE_WAIT: Duration = Duration::from_millis(200);
 
-fn config(max_message: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
+/// Small buffers (a socket mostly carries small messages); messages from a client are limited to
+/// `max_message`, the node's (`None`) are not.
+fn config(max_message: Option<usize>) -> WebSocketConfig {
+    let config = WebSocketConfig::default()
         .read_buffer_size(16 * 1024)
-        .write_buffer_size(16 * 1024)
-        .max_write_buffer_size(16 * 1024 + 2 * max_message)
-        .max_message_size(Some(max_message))
-        .max_frame_size(Some(max_message))
+        .write_buffer_size(16 * 1024);
+    match max_message {
+        Some(max) => config
+            .max_write_buffer_size((16 * 1024usize).saturating_add(max.saturating_mul(2)))
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max)),
+        None => config.max_message_size(None).max_frame_size(None),
+    }
 }
 
 /// A WebSocket counted against `max_websockets` (and in `open_websockets`) while it lives.
@@ -91,7 +97,7 @@ pub(crate) async fn upgrade(
     let max = shared.limits.max_body_bytes as usize;
     let node = tokio_tungstenite::connect_async_with_config(
         shared.node_ws.as_str(),
-        Some(config(usize::MAX >> 1)),
+        Some(config(None)),
         true,
     );
     let node = match tokio::time::timeout(Duration::from_secs(10), node).await {
@@ -110,7 +116,7 @@ pub(crate) async fn upgrade(
                 let client = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
-                    Some(config(max)),
+                    Some(config(Some(max))),
                 )
                 .await;
                 pump(&shared, authed, client, node).await;

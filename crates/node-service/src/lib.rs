@@ -1,7 +1,8 @@
 //! The provider runtime's logic as a plain library, with no Golem SDK types: validate a provider
 //! (`deploy`/`test`), start an instance (a dedicated node or credentials in front of a shared one,
-//! behind Nginx), report its STATUS/HEALTH/LOGS, rotate its password, and stop it leaving nothing
-//! behind. `ya-runtime-erigon` is a thin adapter of this crate to `ya-runtime-sdk`.
+//! behind Nginx and the instance's endpoint guard), report its STATUS/HEALTH/LOGS, rotate its
+//! password, and stop it leaving nothing behind. `ya-runtime-erigon` is a thin adapter of this
+//! crate to `ya-runtime-sdk`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -10,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use erigolem_engine::{engine_for, PortBlock, RpcClient};
 use erigolem_gateway::{htpasswd, Gateway, GatewayError, Upstream};
+use erigolem_guard::{Guard, GuardConfig, GuardError, Policy};
 use erigolem_primitives::{
     Credentials, EngineKind, Health, InstanceName, InvalidStartArgs, Mode, Network, NodeState,
-    NodeStatus, Prune, Secret, StartArgs,
+    NodeStatus, Prune, Secret, StartArgs, Usage,
 };
 use erigolem_supervisor::{ProcessState, RestartPolicy, Supervised, SupervisorError};
 use serde::Serialize;
@@ -20,8 +22,11 @@ use serde::Serialize;
 mod config;
 mod locks;
 
-pub use config::{Engines, Limits, PortRange, RuntimeConfig};
+pub use config::{Engines, GuardSettings, Limits, PortRange, RuntimeConfig};
 use locks::{InstanceLock, PortLease};
+
+/// The Golem usage counter of an endpoint: JSON-RPC calls the node answered through it.
+pub const REQUESTS_COUNTER: &str = "golem.usage.erigolem.requests";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -52,6 +57,8 @@ pub enum ServiceError {
     InstanceExists(InstanceName),
     #[error("gateway: {0}")]
     Gateway(#[from] GatewayError),
+    #[error("endpoint guard: {0}")]
+    Guard(#[from] GuardError),
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
     #[error("the {engine} node exited during start: {reason}")]
@@ -120,6 +127,14 @@ impl NodeService {
             Upstream::parse(url)
                 .map_err(|e| ServiceError::Config(format!("shared.{network}: {e}")))?;
         }
+        for (mode, limits) in [
+            ("shared", &config.guard.shared),
+            ("dedicated", &config.guard.dedicated),
+        ] {
+            limits
+                .validate()
+                .map_err(|e| ServiceError::Config(format!("guard.{mode}: {e}")))?;
+        }
         let gateway = Gateway::new(config.nginx.clone());
         Ok(Self { config, gateway })
     }
@@ -167,6 +182,12 @@ impl NodeService {
     pub async fn self_test(&self) -> Result<DeployReport, ServiceError> {
         let report = self.deploy().await?;
         self.gateway.validate().await?;
+        let longest = InstanceName::new("x".repeat(63)).unwrap_or_else(|_| unreachable!());
+        let socket = self.gateway.socket(&longest);
+        let len = socket.as_os_str().len();
+        if len > erigolem_guard::MAX_SOCKET_PATH {
+            return Err(GuardError::SocketPathTooLong { path: socket, len }.into());
+        }
         for (network, url) in &self.config.shared {
             let rpc = RpcClient::new(url.clone());
             if let Err(e) = rpc.chain_id().await {
@@ -231,8 +252,13 @@ impl NodeService {
             Some(p) => p.expose().to_owned(),
             None => htpasswd::random_password(),
         };
+        let access = Access {
+            methods: args.methods,
+            allow_origins: args.allow_origins,
+            allow_ips: args.allow_ips,
+        };
         let result = self
-            .start_locked(&name, network, mode, prune, &lock, password)
+            .start_locked(&name, network, mode, prune, &lock, password, access)
             .await;
         match result {
             Ok(parts) => Ok(Instance::new(self, name, network, mode, lock, parts)),
@@ -243,6 +269,7 @@ impl NodeService {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn start_locked(
         &self,
         name: &InstanceName,
@@ -251,6 +278,7 @@ impl NodeService {
         prune: Prune,
         lock: &InstanceLock,
         password: String,
+        access: Access,
     ) -> Result<Parts, ServiceError> {
         let engine = engine_for(network);
         let (upstream, processes, ports) = match mode {
@@ -329,13 +357,19 @@ impl NodeService {
             password: Secret::new(password),
         };
         let adding = Instant::now();
-        if let Err(e) = self.gateway.add(name, &upstream, &credentials).await {
-            stop_all(processes).await;
-            return Err(e.into());
-        }
+        let guard = match self
+            .open_endpoint(name, engine, mode, &upstream, &credentials, access)
+            .await
+        {
+            Ok(guard) => guard,
+            Err(e) => {
+                stop_all(processes).await;
+                return Err(e);
+            }
+        };
         tracing::info!(
-            gateway_ms = adding.elapsed().as_millis() as u64,
-            "gateway entry live"
+            gateway_us = adding.elapsed().as_micros() as u64,
+            "endpoint live"
         );
         Ok(Parts {
             engine,
@@ -344,7 +378,44 @@ impl NodeService {
             processes,
             ports,
             credentials,
+            guard,
         })
+    }
+
+    /// The endpoint: the gateway entry (no credentials yet: 401), the guard on its socket, then
+    /// the credentials. Undone on failure.
+    async fn open_endpoint(
+        &self,
+        name: &InstanceName,
+        engine: EngineKind,
+        mode: Mode,
+        upstream: &Upstream,
+        credentials: &Credentials,
+        access: Access,
+    ) -> Result<Guard, ServiceError> {
+        self.gateway.add(name).await?;
+        let settings = &self.config.guard;
+        let config = GuardConfig {
+            instance: name.clone(),
+            socket: self.gateway.socket(name),
+            socket_group: self.config.nginx.password_group.clone(),
+            node: upstream.to_string(),
+            credentials: credentials.clone(),
+            policy: Policy::new(engine, mode, &settings.policy(), access.methods),
+            limits: settings.limits(mode),
+            allow_origins: access.allow_origins,
+            allow_ips: access.allow_ips,
+        };
+        let opened = async {
+            let guard = Guard::spawn(config)?;
+            self.gateway.set_credentials(name, credentials).await?;
+            Ok::<_, ServiceError>(guard)
+        }
+        .await;
+        if opened.is_err() {
+            let _ = self.gateway.remove(name).await;
+        }
+        opened
     }
 
     async fn wait_ready(
@@ -411,6 +482,14 @@ impl NodeService {
     }
 }
 
+/// What the requestor restricts the endpoint to (start arguments).
+#[derive(Debug, Default)]
+struct Access {
+    methods: Option<Vec<erigolem_primitives::MethodPattern>>,
+    allow_origins: Option<Vec<erigolem_primitives::OriginPattern>>,
+    allow_ips: Option<Vec<erigolem_primitives::IpBlock>>,
+}
+
 /// What a successful start made.
 #[derive(Debug)]
 struct Parts {
@@ -420,6 +499,7 @@ struct Parts {
     processes: Vec<Supervised>,
     ports: Option<PortLease>,
     credentials: Credentials,
+    guard: Guard,
 }
 
 /// One running instance: its node (if dedicated), its gateway entry and credentials.
@@ -494,6 +574,22 @@ impl Instance {
         self.lock.dir()
     }
 
+    /// What the endpoint served so far.
+    pub fn usage(&self) -> Usage {
+        self.parts.guard.usage()
+    }
+
+    /// JSON-RPC calls the node answered through the endpoint: the Golem usage counter
+    /// [`REQUESTS_COUNTER`].
+    pub fn requests(&self) -> u64 {
+        self.parts.guard.requests()
+    }
+
+    /// A handle on [`requests`](Self::requests) that needs no access to the instance.
+    pub fn request_counter(&self) -> erigolem_guard::RequestCounter {
+        self.parts.guard.request_counter()
+    }
+
     /// The STATUS document.
     pub async fn status(&self) -> NodeStatus {
         let mut restarts = 0;
@@ -557,7 +653,7 @@ impl Instance {
             peers,
             restarts,
             error: process_problem,
-            usage: None,
+            usage: Some(self.parts.guard.usage()),
         }
     }
 
@@ -578,7 +674,8 @@ impl Instance {
         erigolem_supervisor::tail_lines(&self.lock.dir().join("node.log"), n).unwrap_or_default()
     }
 
-    /// Replaces the password; the old one stops working at once.
+    /// Replaces the password; the old one stops working at once, and every connection and
+    /// WebSocket opened with it is closed.
     pub async fn rotate(&mut self) -> Result<Credentials, ServiceError> {
         let credentials = Credentials {
             user: self.name.to_string(),
@@ -587,15 +684,19 @@ impl Instance {
         self.gateway
             .set_credentials(&self.name, &credentials)
             .await?;
+        self.parts.guard.set_credentials(&credentials);
         self.parts.credentials = credentials.clone();
         tracing::info!(instance = %self.name, "password rotated");
         Ok(credentials)
     }
 
-    /// Revokes the credentials, removes the Nginx entry, stops a dedicated node gracefully and
-    /// deletes the instance's directory.
+    /// Revokes the credentials (Nginx answers 401), closes every connection and WebSocket (the
+    /// guard), removes the gateway entry (404), stops a dedicated node gracefully and deletes
+    /// the instance's directory.
     pub async fn stop(self) -> Result<(), ServiceError> {
-        let gateway = self.gateway.remove(&self.name).await;
+        let revoked = self.gateway.revoke(&self.name).await;
+        self.parts.guard.shutdown().await;
+        let gateway = revoked.and(self.gateway.remove(&self.name).await);
         stop_all(self.parts.processes).await;
         drop(self.parts.ports);
         self.lock.remove();

@@ -154,9 +154,8 @@ impl Plan {
             });
         }
         let dirs = vec![
-            s.gateway_dir.join("upstreams"),
-            s.gateway_dir.join("locations"),
             s.gateway_dir.join("htpasswd"),
+            s.gateway_dir.join("sockets"),
             PathBuf::from(PROVIDER_DATA_DIR),
         ];
         let mut data_dirs = vec![s.data_dir.join("instances")];
@@ -255,6 +254,7 @@ fn runtime_config(s: &Settings, prefix: &Path) -> RuntimeConfig {
             max_instances: s.max_instances,
             ..Limits::default()
         },
+        guard: Default::default(),
     }
 }
 
@@ -301,8 +301,9 @@ fn nginx_site(s: &Settings, prefix: &Path) -> String {
     let burst = s.rate_limit.saturating_mul(2);
     format!(
         r#"# Erigolem provider site, written by `erigolem-provider setup` (removed by `uninstall`).
-# Included at http level (sites-enabled/); nginx.conf itself is not touched. The runtime only writes
-# under {gateway}/{{upstreams,locations,htpasswd}}/.
+# Included at http level (sites-enabled/); nginx.conf itself is not touched. It is static: the
+# runtime never changes it and never reloads Nginx; each activity's runtime only writes its password
+# file under {gateway}/htpasswd/ and serves its socket under {gateway}/sockets/.
 
 {http}limit_req_zone $binary_remote_addr zone=erigolem:10m rate={rate}r/s;
 
@@ -320,10 +321,11 @@ server {{
     keepalive_timeout 75s;
     proxy_connect_timeout 10s;
 
-    # Per-instance locations (WebSocket upgrade included, see {gateway}/locations/*.conf).
+    # Every instance at /<instance>/: its password file, then its runtime's socket (HTTP and
+    # WebSocket; the runtime's endpoint guard applies the method policy and per-activity limits).
 {server}}}
 "#,
-        http = site::http_snippet(&gateway),
+        http = site::http_snippet(),
         server = indent(&site::server_snippet(&gateway), "    "),
         rate = s.rate_limit,
         server_name = s.server_name,

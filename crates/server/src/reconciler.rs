@@ -85,6 +85,7 @@ fn start_args(node: &NodeRecord, password: Option<String>) -> StartArgs {
         prune: node.prune.parse().ok(),
         instance: InstanceName::new(node.id.clone()).ok(),
         password: password.and_then(|p| erigolem_primitives::EndpointPassword::new(p).ok()),
+        ..StartArgs::default()
     }
 }
 

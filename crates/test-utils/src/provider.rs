@@ -51,6 +51,7 @@ impl Provider {
                 max_restarts: 2,
                 ..Limits::default()
             },
+            guard: Default::default(),
         };
         customize(&mut config);
         let provider = Self {
@@ -91,12 +92,9 @@ impl Provider {
         self.config.data_dir.join("instances").join(name)
     }
 
-    /// Names of the instances that have an Nginx location file.
+    /// Names of the instances that have a gateway entry (a password file Nginx reads).
     pub fn gateway_entries(&self) -> Vec<String> {
-        list(&self.nginx.gateway.dir.join("locations"))
-            .into_iter()
-            .filter_map(|n| n.strip_suffix(".conf").map(str::to_owned))
-            .collect()
+        list(&self.nginx.gateway.dir.join("htpasswd"))
     }
 
     /// Names in the instances directory.
@@ -104,9 +102,9 @@ impl Provider {
         list(&self.config.data_dir.join("instances"))
     }
 
-    /// Files in the password directory.
-    pub fn password_files(&self) -> Vec<String> {
-        list(&self.nginx.gateway.dir.join("htpasswd"))
+    /// Files in the sockets directory (the instances' endpoint guards).
+    pub fn sockets(&self) -> Vec<String> {
+        list(&self.nginx.gateway.dir.join("sockets"))
     }
 }
 

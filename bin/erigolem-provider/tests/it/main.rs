@@ -237,7 +237,7 @@ async fn an_agent_killed_mid_activity_ends_it_cleanly_when_restarted() {
     .await;
     let remembered = std::fs::read_to_string(data_dir.join("agent-state.json")).unwrap();
     assert!(!remembered.contains(&deal.agreement_id), "{remembered}");
-    assert!(machine.gateway_entries().is_empty() && machine.password_files().is_empty());
+    assert!(machine.gateway_entries().is_empty() && machine.sockets().is_empty());
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ async fn start_fails(provider: &Provider, args: &str) -> String {
         "entry left behind for {args}"
     );
     assert!(
-        provider.password_files().is_empty(),
+        provider.sockets().is_empty(),
         "password file left behind for {args}"
     );
     assert!(

@@ -332,7 +332,7 @@ async fn requestor_gets_a_node_through_the_exe_unit_until_destroy() {
     wait_gone(&runtime_pids).await;
     wait_gone(&node_pids).await;
     assert!(machine.gateway_entries().is_empty());
-    assert!(machine.password_files().is_empty());
+    assert!(machine.sockets().is_empty());
     assert!(machine.instance_dirs().is_empty());
     assert_eq!(
         yagna_state(requestor, &id).await["state"],

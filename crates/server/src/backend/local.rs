@@ -165,6 +165,7 @@ impl LocalBackend {
                 max_instances: u32::from(local.max_nodes),
                 ..Limits::default()
             },
+            guard: Default::default(),
         };
         let config_path = dir.join("xdg/ya-runtime-erigon/ya-runtime-erigon.json");
         std::fs::create_dir_all(dir.join("xdg/ya-runtime-erigon")).map_err(io(dir))?;
