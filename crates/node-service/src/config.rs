@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use erigolem_engine::{AnvilEngine, ErigonEngine, PortBlock};
 use erigolem_gateway::GatewayConfig;
 use erigolem_guard::GuardLimits;
-use erigolem_primitives::{Mode, MethodPattern, Network};
+use erigolem_primitives::{MethodPattern, Mode, Network};
 use serde::{Deserialize, Serialize};
 
 /// Everything the runtime needs to know about its provider machine. See `conf/ya-runtime-erigon.json`.

@@ -26,14 +26,24 @@ fn auth(c: &Credentials) -> Option<(&str, &str)> {
     Some((c.user.as_str(), c.password.expose()))
 }
 
-fn guard_config(gw: &Gateway, instance: &InstanceName, node_port: u16, c: &Credentials) -> GuardConfig {
+fn guard_config(
+    gw: &Gateway,
+    instance: &InstanceName,
+    node_port: u16,
+    c: &Credentials,
+) -> GuardConfig {
     GuardConfig {
         instance: instance.clone(),
         socket: gw.socket(instance),
         socket_group: gw.config().password_group.clone(),
         node: format!("127.0.0.1:{node_port}"),
         credentials: c.clone(),
-        policy: Policy::new(EngineKind::Anvil, Mode::Dedicated, &PolicySettings::default(), None),
+        policy: Policy::new(
+            EngineKind::Anvil,
+            Mode::Dedicated,
+            &PolicySettings::default(),
+            None,
+        ),
         limits: GuardLimits::DEDICATED,
         allow_origins: None,
         allow_ips: None,
@@ -86,19 +96,31 @@ async fn entries_serve_only_their_credentials_and_go_away_without_a_reload() {
     let text = std::fs::read_to_string(gw.password_file(&a)).unwrap();
     let meta = std::fs::metadata(gw.password_file(&a)).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o640);
-    assert!(text.starts_with("# erigolem instance node-a; owner pid="), "{text}");
+    assert!(
+        text.starts_with("# erigolem instance node-a; owner pid="),
+        "{text}"
+    );
     assert!(text.contains("\nnode-a:{SSHA}") && !text.contains(ca.password.expose()));
     let socket = std::fs::metadata(gw.socket(&a)).unwrap();
     assert_eq!(socket.permissions().mode() & 0o777, 0o660);
 
     // Wrong, missing and another instance's credentials: 401; an unknown instance: 404.
-    assert_eq!(status_of(&url_a, Some(("node-a", "wrong"))).await, Some(401));
+    assert_eq!(
+        status_of(&url_a, Some(("node-a", "wrong"))).await,
+        Some(401)
+    );
     assert_eq!(status_of(&url_a, None).await, Some(401));
     assert_eq!(status_of(&url_a, auth(&cb)).await, Some(401));
     let unknown = format!("{}/node-c/", nginx.base_url());
     assert_eq!(status_of(&unknown, auth(&ca)).await, Some(404));
-    assert_eq!(status_of(&format!("{}/../node-a/", nginx.base_url()), auth(&ca)).await, None);
-    assert_eq!(status_of(&format!("{}/NODE-A/", nginx.base_url()), auth(&ca)).await, Some(404));
+    assert_eq!(
+        status_of(&format!("{}/../node-a/", nginx.base_url()), auth(&ca)).await,
+        None
+    );
+    assert_eq!(
+        status_of(&format!("{}/NODE-A/", nginx.base_url()), auth(&ca)).await,
+        Some(404)
+    );
 
     // Rotation: the old password stops working at once, the new one works.
     let rotated = creds("node-a");
@@ -202,7 +224,10 @@ async fn the_client_address_comes_from_nginx_never_from_the_client() {
     let spoofed = send("far-only", &cf).await.unwrap();
     assert_eq!(spoofed.status(), 403);
     let text = spoofed.text().await.unwrap();
-    assert!(text.contains("address 127.0.0.1 is not in this endpoint's allow_ips"), "{text}");
+    assert!(
+        text.contains("address 127.0.0.1 is not in this endpoint's allow_ips"),
+        "{text}"
+    );
     let allowed = send("near-only", &cn).await.unwrap();
     assert_eq!(allowed.status(), 200);
 }

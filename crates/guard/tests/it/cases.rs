@@ -14,9 +14,16 @@ async fn a_known_mix_is_forwarded_and_counted_exactly() {
     let node = Node::start().await;
     let (guard, socket) = spawn(config(dir.path(), &node, Mode::Dedicated));
     let mut sent = Vec::new();
-    for (i, method) in ["eth_blockNumber", "eth_blockNumber", "eth_blockNumber", "eth_call", "eth_call", "fail_me"]
-        .iter()
-        .enumerate()
+    for (i, method) in [
+        "eth_blockNumber",
+        "eth_blockNumber",
+        "eth_blockNumber",
+        "eth_call",
+        "eth_call",
+        "fail_me",
+    ]
+    .iter()
+    .enumerate()
     {
         let body = json!({"jsonrpc":"2.0","id":i,"method":method,"params":[]}).to_string();
         let answer = call(&socket, &body).await;
@@ -40,15 +47,28 @@ async fn a_known_mix_is_forwarded_and_counted_exactly() {
     let usage = guard.usage();
     assert_eq!(usage.requests, 8);
     assert_eq!(guard.requests(), 8);
-    let methods: Vec<(&str, u64)> = usage.methods.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let methods: Vec<(&str, u64)> = usage
+        .methods
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
     assert_eq!(
         methods,
-        [("eth_blockNumber", 3), ("eth_call", 2), ("eth_chainId", 1), ("eth_getBalance", 1), ("fail_me", 1)]
+        [
+            ("eth_blockNumber", 3),
+            ("eth_call", 2),
+            ("eth_chainId", 1),
+            ("eth_getBalance", 1),
+            ("fail_me", 1)
+        ]
     );
     assert_eq!(usage.errors, 1);
     assert_eq!(usage.refused.total(), 0);
     assert_eq!(usage.http_requests, 7);
-    assert_eq!(usage.bytes_in, sent.iter().map(|s| s.len() as u64).sum::<u64>());
+    assert_eq!(
+        usage.bytes_in,
+        sent.iter().map(|s| s.len() as u64).sum::<u64>()
+    );
     assert!(usage.bytes_out > 0);
     assert_eq!(usage.latency.total(), 7, "one per HTTP request");
 }
@@ -68,10 +88,22 @@ async fn refused_methods_never_reach_the_node_one_call_or_in_a_batch() {
     let fork = r#"{"jsonrpc":"2.0","id":1,"method":"anvil_reset","params":[{"forking":{"jsonRpcUrl":"http://127.0.0.1:1/"}}]}"#;
     let cases = [
         (fork, "makes the node fetch state from a URL"),
-        (r#"{"jsonrpc":"2.0","id":1,"method":"anvil_setRpcUrl","params":["http://127.0.0.1:1/"]}"#, "fetch state from a URL"),
-        (r#"{"jsonrpc":"2.0","id":1,"method":"admin_peers"}"#, "administers the node"),
-        (r#"{"jsonrpc":"2.0","id":1,"method":"net_version"}"#, "not in this endpoint's allowlist"),
-        (r#"{"jsonrpc":"2.0","id":1,"method":"anvil\u005fsetRpcUrl","params":["http://x"]}"#, "fetch state from a URL"),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"anvil_setRpcUrl","params":["http://127.0.0.1:1/"]}"#,
+            "fetch state from a URL",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"admin_peers"}"#,
+            "administers the node",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"net_version"}"#,
+            "not in this endpoint's allowlist",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"anvil\u005fsetRpcUrl","params":["http://x"]}"#,
+            "fetch state from a URL",
+        ),
     ];
     for (body, says) in cases {
         let a = call(&socket, body).await;
@@ -92,7 +124,10 @@ async fn refused_methods_never_reach_the_node_one_call_or_in_a_batch() {
         assert_eq!(a.json()["error"]["code"], -32600, "{body}");
     }
     let a = call(&socket, "{not json").await;
-    assert_eq!((a.status, a.json()["error"]["code"].as_i64()), (400, Some(-32700)));
+    assert_eq!(
+        (a.status, a.json()["error"]["code"].as_i64()),
+        (400, Some(-32700))
+    );
     assert_eq!(call(&socket, "[]").await.status, 400);
     assert!(node.received().is_empty(), "{:?}", node.received());
 
@@ -127,7 +162,11 @@ async fn credentials_are_checked_by_the_guard_and_replaced_at_once() {
     let node = Node::start().await;
     let (guard, socket) = spawn(config(dir.path(), &node, Mode::Dedicated));
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId"}"#;
-    for headers in [vec![], vec![("authorization", basic("wrong"))], vec![("authorization", "Bearer x".to_owned())]] {
+    for headers in [
+        vec![],
+        vec![("authorization", basic("wrong"))],
+        vec![("authorization", "Bearer x".to_owned())],
+    ] {
         let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let a = post(&socket, &h, body).await;
         assert_eq!(a.status, 401, "{headers:?}");
@@ -135,8 +174,17 @@ async fn credentials_are_checked_by_the_guard_and_replaced_at_once() {
     }
     assert_eq!(call(&socket, body).await.status, 200);
     guard.set_credentials(&creds("the-new-password-1234567"));
-    assert_eq!(call(&socket, body).await.status, 401, "the old password is refused at once");
-    let a = post(&socket, &[("authorization", &basic("the-new-password-1234567"))], body).await;
+    assert_eq!(
+        call(&socket, body).await.status,
+        401,
+        "the old password is refused at once"
+    );
+    let a = post(
+        &socket,
+        &[("authorization", &basic("the-new-password-1234567"))],
+        body,
+    )
+    .await;
     assert_eq!(a.status, 200);
     assert_eq!(guard.usage().refused.auth, 4);
     assert_eq!(node.received().len(), 2);
@@ -148,8 +196,15 @@ async fn rotation_closes_sockets_and_requests_of_the_old_password_and_nothing_el
     let node = Node::start().await;
     let (guard, socket) = spawn(config(dir.path(), &node, Mode::Dedicated));
     let mut old = websocket(&socket, PASSWORD).await.unwrap();
-    send(&mut old, r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]}"#).await;
-    assert_eq!(next_text(&mut old, Duration::from_secs(2)).await.unwrap()["result"], "0xsub1");
+    send(
+        &mut old,
+        r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]}"#,
+    )
+    .await;
+    assert_eq!(
+        next_text(&mut old, Duration::from_secs(2)).await.unwrap()["result"],
+        "0xsub1"
+    );
     let note = next_text(&mut old, Duration::from_secs(2)).await.unwrap();
     assert_eq!(note["method"], "eth_subscription");
     // An HTTP call in flight with the old password.
@@ -165,20 +220,42 @@ async fn rotation_closes_sockets_and_requests_of_the_old_password_and_nothing_el
     // The old socket is closed with a reason, at once; nothing comes after.
     let end = loop {
         match next_text(&mut old, Duration::from_secs(1)).await {
-            Ok(v) => assert_eq!(v["method"], "eth_subscription", "only notifications sent before"),
+            Ok(v) => assert_eq!(
+                v["method"], "eth_subscription",
+                "only notifications sent before"
+            ),
             Err(e) => break e,
         }
     };
     assert!(end.contains("credentials revoked"), "{end}");
-    assert!(rotated.elapsed() < Duration::from_secs(1), "{:?}", rotated.elapsed());
-    let cut = tokio::time::timeout(Duration::from_secs(2), slow).await.expect("hung");
-    assert!(cut.is_err(), "the in-flight request of the old password got an answer");
-    assert!(websocket(&socket, PASSWORD).await.is_err(), "old password refused");
+    assert!(
+        rotated.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        rotated.elapsed()
+    );
+    let cut = tokio::time::timeout(Duration::from_secs(2), slow)
+        .await
+        .expect("hung");
+    assert!(
+        cut.is_err(),
+        "the in-flight request of the old password got an answer"
+    );
+    assert!(
+        websocket(&socket, PASSWORD).await.is_err(),
+        "old password refused"
+    );
 
     // With the new password: a socket that keeps working, and survives another tenant-free rotation of nothing else.
     let mut fresh = websocket(&socket, new).await.unwrap();
-    send(&mut fresh, r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]}"#).await;
-    assert_eq!(next_text(&mut fresh, Duration::from_secs(2)).await.unwrap()["result"], "0xsub1");
+    send(
+        &mut fresh,
+        r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]}"#,
+    )
+    .await;
+    assert_eq!(
+        next_text(&mut fresh, Duration::from_secs(2)).await.unwrap()["result"],
+        "0xsub1"
+    );
     assert_eq!(guard.usage().open_websockets, 1);
     // Stop: every socket ends, the socket file is gone.
     guard.shutdown().await;
@@ -209,9 +286,15 @@ async fn limits_answer_at_once_over_http_and_websocket() {
     let (guard, socket) = spawn(c);
     let one = r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId"}"#;
     // Body and batch size.
-    let big = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"eth_call","params":["{}"]}}"#, "a".repeat(400));
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"eth_call","params":["{}"]}}"#,
+        "a".repeat(400)
+    );
     let a = call(&socket, &big).await;
-    assert_eq!((a.status, a.json()["error"]["code"].as_i64()), (413, Some(-32005)));
+    assert_eq!(
+        (a.status, a.json()["error"]["code"].as_i64()),
+        (413, Some(-32005))
+    );
     let four = format!("[{one},{one},{one},{one}]");
     let a = call(&socket, &four).await;
     assert_eq!(a.status, 429);
@@ -226,7 +309,10 @@ async fn limits_answer_at_once_over_http_and_websocket() {
     let a = call(&socket, one).await;
     assert_eq!(a.status, 429);
     assert!(a.body.contains("concurrent"), "{}", a.body);
-    assert!(t.elapsed() < Duration::from_millis(250), "it waited for the slot");
+    assert!(
+        t.elapsed() < Duration::from_millis(250),
+        "it waited for the slot"
+    );
     assert_eq!(slow.await.unwrap().status, 200);
     // Rate: 5 calls of burst used 2 so far (slow + refused one); 3 more pass, then refusals.
     let mut statuses = Vec::new();
@@ -237,7 +323,11 @@ async fn limits_answer_at_once_over_http_and_websocket() {
     // Over one WebSocket: the rate limit counts its messages too.
     let mut ws = websocket(&socket, PASSWORD).await.unwrap();
     for id in 0..3 {
-        send(&mut ws, &format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"eth_chainId"}}"#)).await;
+        send(
+            &mut ws,
+            &format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"eth_chainId"}}"#),
+        )
+        .await;
     }
     for id in 0..3 {
         let v = next_text(&mut ws, Duration::from_secs(2)).await.unwrap();
@@ -245,14 +335,20 @@ async fn limits_answer_at_once_over_http_and_websocket() {
         assert_eq!(v["error"]["code"], -32005, "{v}");
     }
     // A second WebSocket is over max_websockets.
-    assert!(websocket(&socket, PASSWORD).await.unwrap_err().contains("429"));
+    assert!(websocket(&socket, PASSWORD)
+        .await
+        .unwrap_err()
+        .contains("429"));
     let usage = guard.usage();
     assert_eq!(usage.refused.size, 1);
     assert_eq!(usage.refused.batch, 4);
     assert_eq!(usage.refused.concurrency, 1);
     assert_eq!(usage.refused.rate, 2 + 3);
     assert_eq!(usage.refused.websockets, 1);
-    assert_eq!(node.methods(), ["slow", "eth_chainId", "eth_chainId", "eth_chainId"]);
+    assert_eq!(
+        node.methods(),
+        ["slow", "eth_chainId", "eth_chainId", "eth_chainId"]
+    );
 }
 
 #[tokio::test]
@@ -261,20 +357,51 @@ async fn websocket_calls_are_screened_and_counted_like_http() {
     let node = Node::start().await;
     let (guard, socket) = spawn(config(dir.path(), &node, Mode::Shared));
     let mut ws = websocket(&socket, PASSWORD).await.unwrap();
-    send(&mut ws, r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber"}"#).await;
-    assert_eq!(next_text(&mut ws, Duration::from_secs(2)).await.unwrap()["result"], "eth_blockNumber");
+    send(
+        &mut ws,
+        r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber"}"#,
+    )
+    .await;
+    assert_eq!(
+        next_text(&mut ws, Duration::from_secs(2)).await.unwrap()["result"],
+        "eth_blockNumber"
+    );
     send(&mut ws, r#"{"jsonrpc":"2.0","id":2,"method":"anvil_mine"}"#).await;
     let v = next_text(&mut ws, Duration::from_secs(2)).await.unwrap();
-    assert_eq!((v["id"].as_i64(), v["error"]["code"].as_i64()), (Some(2), Some(-32601)));
-    assert!(v["error"]["message"].as_str().unwrap().contains("every tenant"), "{v}");
+    assert_eq!(
+        (v["id"].as_i64(), v["error"]["code"].as_i64()),
+        (Some(2), Some(-32601))
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("every tenant"),
+        "{v}"
+    );
     send(&mut ws, r#"[{"jsonrpc":"2.0","id":3,"method":"debug_traceCall"},{"jsonrpc":"2.0","id":4,"method":"eth_chainId"},{"jsonrpc":"2.0","id":5,"method":"fail_me"}]"#).await;
     let v = next_text(&mut ws, Duration::from_secs(2)).await.unwrap();
-    let mut ids: Vec<i64> = v.as_array().unwrap().iter().map(|a| a["id"].as_i64().unwrap()).collect();
+    let mut ids: Vec<i64> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_i64().unwrap())
+        .collect();
     ids.sort();
-    assert_eq!(ids, [3, 4, 5], "the refused call's error joins the node's answer");
+    assert_eq!(
+        ids,
+        [3, 4, 5],
+        "the refused call's error joins the node's answer"
+    );
     send(&mut ws, "not json").await;
-    assert_eq!(next_text(&mut ws, Duration::from_secs(2)).await.unwrap()["error"]["code"], -32700);
-    assert_eq!(node.methods(), ["eth_blockNumber", "eth_chainId", "fail_me"]);
+    assert_eq!(
+        next_text(&mut ws, Duration::from_secs(2)).await.unwrap()["error"]["code"],
+        -32700
+    );
+    assert_eq!(
+        node.methods(),
+        ["eth_blockNumber", "eth_chainId", "fail_me"]
+    );
     let usage = guard.usage();
     assert_eq!(usage.requests, 3);
     assert_eq!(usage.errors, 1);
@@ -298,12 +425,36 @@ async fn origin_and_address_allowlists() {
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId"}"#;
     let auth = basic(PASSWORD);
     let cases: [(&[(&str, &str)], u16); 6] = [
-        (&[("x-erigolem-client-ip", "10.1.2.3"), ("origin", "https://app.example.org")], 200),
-        (&[("x-erigolem-client-ip", "10.1.2.3"), ("origin", "https://evil.example.org")], 403),
+        (
+            &[
+                ("x-erigolem-client-ip", "10.1.2.3"),
+                ("origin", "https://app.example.org"),
+            ],
+            200,
+        ),
+        (
+            &[
+                ("x-erigolem-client-ip", "10.1.2.3"),
+                ("origin", "https://evil.example.org"),
+            ],
+            403,
+        ),
         (&[("x-erigolem-client-ip", "10.1.2.3")], 403),
-        (&[("x-erigolem-client-ip", "192.168.1.1"), ("origin", "https://app.example.org")], 403),
+        (
+            &[
+                ("x-erigolem-client-ip", "192.168.1.1"),
+                ("origin", "https://app.example.org"),
+            ],
+            403,
+        ),
         (&[("origin", "https://app.example.org")], 403),
-        (&[("x-erigolem-client-ip", "not-an-ip"), ("origin", "https://app.example.org")], 403),
+        (
+            &[
+                ("x-erigolem-client-ip", "not-an-ip"),
+                ("origin", "https://app.example.org"),
+            ],
+            403,
+        ),
     ];
     for (headers, want) in cases {
         let mut h = vec![("authorization", auth.as_str())];
@@ -325,17 +476,30 @@ async fn a_node_that_is_down_is_an_error_at_once() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     c.node = format!("127.0.0.1:{}", free_port());
     let (guard, socket) = spawn(c);
-    let a = tokio::time::timeout(Duration::from_secs(5), call(&socket, r#"{"jsonrpc":"2.0","id":4,"method":"eth_chainId"}"#))
-        .await
-        .expect("hung");
+    let a = tokio::time::timeout(
+        Duration::from_secs(5),
+        call(
+            &socket,
+            r#"{"jsonrpc":"2.0","id":4,"method":"eth_chainId"}"#,
+        ),
+    )
+    .await
+    .expect("hung");
     assert_eq!(a.status, 502);
     assert_eq!(a.json()["id"], 4);
-    assert!(websocket(&socket, PASSWORD).await.unwrap_err().contains("502"));
+    assert!(websocket(&socket, PASSWORD)
+        .await
+        .unwrap_err()
+        .contains("502"));
     assert_eq!(guard.usage().errors, 1);
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test]
@@ -345,7 +509,15 @@ async fn the_socket_replaces_a_stale_one_and_nothing_else() {
     let c = config(dir.path(), &node, Mode::Dedicated);
     drop(std::os::unix::net::UnixListener::bind(&c.socket).unwrap());
     let (guard, socket) = spawn(c.clone());
-    assert_eq!(call(&socket, r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId"}"#).await.status, 200);
+    assert_eq!(
+        call(
+            &socket,
+            r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId"}"#
+        )
+        .await
+        .status,
+        200
+    );
     drop(guard);
     assert!(!socket.exists(), "dropping the guard removes its socket");
     std::fs::write(&socket, "precious").unwrap();

@@ -4,8 +4,8 @@
 //! asserted on the node's side.
 #![allow(clippy::unwrap_used)]
 
-mod node;
 mod cases;
+mod node;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -68,11 +68,10 @@ impl Answer {
 /// One request over a fresh connection to the socket, as Nginx sends it.
 pub(crate) async fn post(socket: &Path, headers: &[(&str, &str)], body: &str) -> Answer {
     let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let mut req = hyper::Request::post("/ep1/")
         .header("host", "localhost")
@@ -124,7 +123,10 @@ pub(crate) async fn next_text(ws: &mut Ws, within: Duration) -> Result<Value, St
             Ok(Some(Err(e))) => return Err(format!("error: {e}")),
             Ok(Some(Ok(Message::Text(t)))) => return Ok(serde_json::from_str(&t).unwrap()),
             Ok(Some(Ok(Message::Close(frame)))) => {
-                return Err(format!("closed: {}", frame.map(|f| f.reason.to_string()).unwrap_or_default()))
+                return Err(format!(
+                    "closed: {}",
+                    frame.map(|f| f.reason.to_string()).unwrap_or_default()
+                ))
             }
             Ok(Some(Ok(_))) => {}
         }

@@ -34,7 +34,9 @@ fn answer_one(call: &Value) -> Option<Value> {
     let id = call.get("id")?.clone();
     let method = call["method"].as_str().unwrap_or_default();
     Some(match method {
-        "fail_me" => json!({"jsonrpc":"2.0","id":id,"error":{"code":-32000,"message":"failed as asked"}}),
+        "fail_me" => {
+            json!({"jsonrpc":"2.0","id":id,"error":{"code":-32000,"message":"failed as asked"}})
+        }
         "eth_subscribe" => json!({"jsonrpc":"2.0","id":id,"result":"0xsub1"}),
         m => json!({"jsonrpc":"2.0","id":id,"result":m}),
     })
@@ -112,7 +114,10 @@ impl Node {
     }
 }
 
-async fn serve(recorded: Arc<Mutex<Vec<String>>>, mut req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+async fn serve(
+    recorded: Arc<Mutex<Vec<String>>>,
+    mut req: Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
     let upgrade = req
         .headers()
         .get("upgrade")
