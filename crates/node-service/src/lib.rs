@@ -182,8 +182,10 @@ impl NodeService {
     pub async fn self_test(&self) -> Result<DeployReport, ServiceError> {
         let report = self.deploy().await?;
         self.gateway.validate().await?;
-        let longest = InstanceName::new("x".repeat(63)).unwrap_or_else(|_| unreachable!());
-        let socket = self.gateway.socket(&longest);
+        // Instance names are the socket's file name: those a server gives (UUIDs, 36 characters)
+        // must fit in a unix socket path.
+        let name = InstanceName::new("x".repeat(36)).unwrap_or_else(|_| unreachable!());
+        let socket = self.gateway.socket(&name);
         let len = socket.as_os_str().len();
         if len > erigolem_guard::MAX_SOCKET_PATH {
             return Err(GuardError::SocketPathTooLong { path: socket, len }.into());

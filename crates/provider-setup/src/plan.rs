@@ -258,6 +258,20 @@ fn runtime_config(s: &Settings, prefix: &Path) -> RuntimeConfig {
     }
 }
 
+/// The usage counters the runtime's activities can be priced by, as ya-provider's `ExeUnitDesc`
+/// reads them (`config.counters`: property name → `{name, description, price}`, agent/provider/
+/// src/execution/registry.rs in yagna). Declaring any replaces ya-provider's defaults, so the
+/// standard ones are declared again; `golem.usage.erigolem.requests` is the runtime's own counter
+/// (JSON-RPC calls its endpoint answered), which the exe-unit takes from the runtime's counter
+/// events and reports when the agreement's usage vector lists it.
+pub fn counters() -> serde_json::Value {
+    serde_json::json!({
+        "golem.usage.duration_sec": {"name": "duration", "description": "Duration", "price": true},
+        "golem.usage.cpu_sec": {"name": "cpu", "description": "CPU", "price": true},
+        "golem.usage.erigolem.requests": {"name": "requests", "description": "JSON-RPC requests answered", "price": true},
+    })
+}
+
 fn descriptor(runtime: &Path) -> String {
     let value = serde_json::json!([{
         "name": "erigon",
@@ -266,6 +280,7 @@ fn descriptor(runtime: &Path) -> String {
         "runtime-path": runtime,
         "description": "Ethereum JSON-RPC endpoints (Erigon; anvil for the dev chain) behind Nginx, one per activity",
         "extra-args": ["--runtime-managed-image"],
+        "config": {"counters": counters()},
     }]);
     format!(
         "{}\n",
@@ -452,6 +467,7 @@ fn preset_file(s: &Settings) -> String {
             "usage-coeffs": {
                 "golem.usage.cpu_sec": 0.0,
                 "golem.usage.duration_sec": per_second,
+                "golem.usage.erigolem.requests": 0.0,
             },
         }],
     });
