@@ -240,6 +240,16 @@ impl RuntimeHandler for Events {
     }
 }
 
+/// The last value of each counter a runtime reported (runtime API `RuntimeStatus` counter events).
+#[derive(Debug, Clone, Default)]
+pub struct Counters(Arc<Mutex<HashMap<String, f64>>>);
+
+impl Counters {
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.0.lock().ok()?.get(name).copied()
+    }
+}
+
 /// A runtime in server mode, started and answering.
 pub struct Session {
     service: Box<dyn Api>,
@@ -270,7 +280,13 @@ impl Session {
     /// The last value the runtime reported for the counter `name` (e.g.
     /// `golem.usage.erigolem.requests`), as an exe-unit receives it for the usage vector.
     pub fn counter(&self, name: &str) -> Option<f64> {
-        self.events.counters.lock().ok()?.get(name).copied()
+        self.counters().get(name)
+    }
+
+    /// The runtime's counters, readable without the session (they keep their last values
+    /// after it ends).
+    pub fn counters(&self) -> Counters {
+        Counters(self.events.counters.clone())
     }
 
     /// Runs `call` unless the runtime process exits first: the runtime API never answers a call
