@@ -132,14 +132,20 @@ impl Runtime for ErigonRuntime {
         let slot = self.slot.clone();
         let emitter = ctx.emitter.clone();
         async move {
-            if let Some(instance) = slot.lock().await.take() {
-                let counter = instance.request_counter();
-                let stopped = instance.stop().await;
-                // The final count, before Shutdown is answered: the exe-unit bills what it saw.
+            if let Some(mut instance) = slot.lock().await.take() {
+                // No call is answered after this: the count is final. It is reported while the
+                // node stops, well before Shutdown is answered — the exe-unit bills what it saw.
+                let closed = instance.close_endpoint().await;
                 if let Some(mut emitter) = emitter {
-                    emitter.counter(requests_counter(counter.get())).await;
+                    emitter.counter(requests_counter(instance.requests())).await;
+                    // The event crosses two more tasks (the SDK's, the runtime API's writer) on
+                    // this one thread before it is written; let them run before the answer.
+                    for _ in 0..8 {
+                        tokio::task::yield_now().await;
+                    }
                 }
-                stopped.map_err(Error::from_string)?;
+                let stopped = instance.stop().await;
+                closed.and(stopped).map_err(Error::from_string)?;
             }
             Ok(())
         }
@@ -263,6 +269,26 @@ async fn run(slot: &Slot, command: &RunProcess) -> Result<Output, String> {
     }
 }
 
+/// MEASUREMENT ONLY (removed after the benchmark decides): `ERIGOLEM_GUARD_THREAD=1` runs the
+/// endpoint guard on a thread of its own.
+fn guard_thread() -> Option<tokio::runtime::Handle> {
+    std::env::var_os("ERIGOLEM_GUARD_THREAD")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("guard".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            let _ = tx.send(rt.handle().clone());
+            rt.block_on(std::future::pending::<()>());
+            Some(())
+        })
+        .ok()?;
+    rx.recv().ok()
+}
+
 fn main() -> anyhow::Result<()> {
     // stdout carries the runtime API protocol: logs go to stderr only.
     tracing_subscriber::fmt()
@@ -283,6 +309,10 @@ fn main() -> anyhow::Result<()> {
             ya_runtime_sdk::env::DefaultEnv::<Cli>::default(),
             move |ctx: &mut Context<ErigonRuntime>| {
                 let service = NodeService::new(ctx.conf.clone())
+                    .map(|s| match guard_thread() {
+                        Some(handle) => s.with_guard_runtime(handle),
+                        None => s,
+                    })
                     .map_err(|e| format!("{e} (config file {})", ctx.conf_path.display()));
                 async move {
                     Ok(ErigonRuntime {

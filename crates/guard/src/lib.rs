@@ -236,6 +236,11 @@ impl RequestCounter {
     pub fn get(&self) -> u64 {
         self.0.meter.requests()
     }
+
+    /// The whole [`Usage`] (as [`Guard::usage`]).
+    pub fn usage(&self) -> Usage {
+        self.0.meter.snapshot()
+    }
 }
 
 /// Binds a unix socket at `path` with mode 0660 (and `group`): a socket left there by a killed

@@ -3,31 +3,141 @@
 //! over a keep-alive pool.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use crate::jsonrpc::{self, Code};
+use crate::jsonrpc::{self, Code, Request as Rpc};
 use crate::meter::Reason;
 use crate::screen::{self, Screened};
 use crate::{authed_at, revoked, AuthedAt, GuardLimits, Live, Shared, UNAUTHENTICATED};
 
-pub(crate) type Body = Full<Bytes>;
+/// An answer's body: made here, or the node's, streamed through and metered as it passes.
+#[derive(Debug)]
+pub(crate) enum Body {
+    Full(Full<Bytes>),
+    Node(Box<Metered>),
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Body::Full(Full::default())
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(b: Bytes) -> Self {
+        Body::Full(Full::new(b))
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Body::Full(full) => Pin::new(full)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(|never: Infallible| match never {}))),
+            Body::Node(metered) => metered.poll(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Full(full) => full.is_end_stream(),
+            Body::Node(metered) => metered.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(full) => full.size_hint(),
+            Body::Node(metered) => metered.inner.size_hint(),
+        }
+    }
+}
+
+/// How much of an answer is kept to tell a result from an error (geth, Erigon and anvil write
+/// `id` and then `result`/`error` first).
+const HEAD_BYTES: usize = 512;
+
+/// The node's answer to one call, streamed to the client: counted, its kind read from its first
+/// bytes, metered when it ends (or the client goes away). Holds the call's concurrency slot.
+#[derive(Debug)]
+pub(crate) struct Metered {
+    inner: Incoming,
+    shared: Arc<Shared>,
+    method: String,
+    started: Instant,
+    ok_status: bool,
+    head: Vec<u8>,
+    bytes_in: u64,
+    bytes_out: u64,
+    done: bool,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Metered {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes_out += data.len() as u64;
+                    if self.head.len() < HEAD_BYTES {
+                        let take = (HEAD_BYTES - self.head.len()).min(data.len());
+                        self.head.extend_from_slice(&data[..take]);
+                    }
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn finish(&mut self) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let error = !self.ok_status || jsonrpc::head(&self.head).kind == jsonrpc::Kind::Error;
+        let meter = &self.shared.meter;
+        meter.answered(
+            [self.method.as_str()],
+            u64::from(error),
+            Some(self.started.elapsed()),
+        );
+        meter.bytes(self.bytes_in, self.bytes_out);
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
 
 /// The node's JSON-RPC over HTTP, with idle connections kept for reuse.
 #[derive(Debug, Clone)]
 pub(crate) struct NodeClient {
     uri: Uri,
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl NodeClient {
@@ -36,40 +146,41 @@ impl NodeClient {
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(60))
-            .pool_max_idle_per_host(limits.max_concurrent as usize)
+            .pool_max_idle_per_host((limits.max_concurrent as usize).min(64))
             .build(connector);
         Self { uri, client }
     }
 
-    /// Posts `body`; the answer's status and whole body, or why there is none.
-    async fn call(&self, body: Bytes, limits: &GuardLimits) -> Result<(StatusCode, Bytes), String> {
+    /// Posts `body`; the answer as it starts (status, headers, body to read).
+    async fn send(&self, body: Bytes, limits: &GuardLimits) -> Result<Response<Incoming>, String> {
         let request = Request::post(self.uri.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(body))
             .map_err(|e| e.to_string())?;
-        let call = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| format!("the node does not answer: {e}"))?;
-            let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| format!("the node's answer broke off: {e}"))?
-                .to_bytes();
-            Ok((status, body))
-        };
-        tokio::time::timeout(limits.call_timeout(), call)
-            .await
-            .unwrap_or_else(|_| {
-                Err(format!(
-                    "the node did not answer within {} s",
-                    limits.call_timeout_secs
-                ))
-            })
+        match tokio::time::timeout(limits.call_timeout(), self.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(format!("the node does not answer: {e}")),
+            Err(_) => Err(format!(
+                "the node did not answer within {} s",
+                limits.call_timeout_secs
+            )),
+        }
+    }
+
+    /// Posts `body`; the answer's status and whole body, or why there is none.
+    async fn call(&self, body: Bytes, limits: &GuardLimits) -> Result<(StatusCode, Bytes), String> {
+        let deadline = tokio::time::Instant::now() + limits.call_timeout();
+        let response = self.send(body, limits).await?;
+        let status = response.status();
+        let collect = response.into_body().collect();
+        match tokio::time::timeout_at(deadline, collect).await {
+            Ok(Ok(collected)) => Ok((status, collected.to_bytes())),
+            Ok(Err(e)) => Err(format!("the node's answer broke off: {e}")),
+            Err(_) => Err(format!(
+                "the node did not answer within {} s",
+                limits.call_timeout_secs
+            )),
+        }
     }
 }
 
@@ -131,7 +242,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::UnixStream) {
 
 /// A JSON answer.
 pub(crate) fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
+    let mut response = Response::new(Body::from(body.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -301,6 +412,12 @@ async fn handle(shared: &Arc<Shared>, authed: &AuthedAt, req: Request<Incoming>)
                     screen::answer_all(&request, Code::LimitExceeded, &message).unwrap_or_default();
                 return json(StatusCode::TOO_MANY_REQUESTS, answer);
             };
+            if let (Rpc::Single(_), None, [(method, _)]) =
+                (&request, &forward.body, forward.calls.as_slice())
+            {
+                let method = (*method).to_owned();
+                return stream_single(shared, body, method, started, _slot).await;
+            }
             let out = match forward.body {
                 Some(rebuilt) => Bytes::from(rebuilt),
                 None => body.clone(),
@@ -316,7 +433,11 @@ async fn handle(shared: &Arc<Shared>, authed: &AuthedAt, req: Request<Incoming>)
                     } else {
                         forward.calls.len()
                     };
-                    let merged = screen::merge(&node_answer, &forward.append);
+                    let merged = if forward.append.is_empty() {
+                        node_answer
+                    } else {
+                        Bytes::from(screen::merge(&node_answer, &forward.append))
+                    };
                     shared.meter.answered(
                         forward.calls.iter().map(|(m, _)| *m),
                         errors as u64,
@@ -327,7 +448,7 @@ async fn handle(shared: &Arc<Shared>, authed: &AuthedAt, req: Request<Incoming>)
                     } else {
                         StatusCode::OK
                     };
-                    (status, Bytes::from(merged))
+                    (status, merged)
                 }
                 Err(why) => {
                     tracing::warn!("guard: {why}");
@@ -341,4 +462,56 @@ async fn handle(shared: &Arc<Shared>, authed: &AuthedAt, req: Request<Incoming>)
     };
     shared.meter.bytes(body.len() as u64, answer.1.len() as u64);
     json(answer.0, answer.1)
+}
+
+/// One call forwarded as it came: the node's answer streams through, metered on its way.
+async fn stream_single(
+    shared: &Arc<Shared>,
+    body: Bytes,
+    method: String,
+    started: Instant,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> Response<Body> {
+    let bytes_in = body.len() as u64;
+    match shared.client.send(body.clone(), &shared.limits).await {
+        Ok(answer) => {
+            let status = answer.status();
+            let length = answer.headers().get(header::CONTENT_LENGTH).cloned();
+            let metered = Metered {
+                inner: answer.into_body(),
+                shared: shared.clone(),
+                method,
+                started,
+                ok_status: status.is_success(),
+                head: Vec::new(),
+                bytes_in,
+                bytes_out: 0,
+                done: false,
+                _slot: slot,
+            };
+            let mut response = Response::new(Body::Node(Box::new(metered)));
+            *response.status_mut() = status;
+            let h = response.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            if let Some(length) = length {
+                h.insert(header::CONTENT_LENGTH, length);
+            }
+            response
+        }
+        Err(why) => {
+            tracing::warn!("guard: {why}");
+            shared.meter.failed(1);
+            let request = jsonrpc::parse(&body);
+            let id = request
+                .as_ref()
+                .ok()
+                .and_then(|r| r.calls().first().and_then(|c| c.id));
+            let answer = jsonrpc::error(id, Code::Internal, &why);
+            shared.meter.bytes(bytes_in, answer.len() as u64);
+            json(StatusCode::BAD_GATEWAY, answer)
+        }
+    }
 }

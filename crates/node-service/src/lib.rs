@@ -99,6 +99,8 @@ pub struct Offer {
 pub struct NodeService {
     config: RuntimeConfig,
     gateway: Gateway,
+    /// Where endpoint guards run (None: the caller's runtime).
+    guard_runtime: Option<tokio::runtime::Handle>,
 }
 
 impl NodeService {
@@ -136,7 +138,17 @@ impl NodeService {
                 .map_err(|e| ServiceError::Config(format!("guard.{mode}: {e}")))?;
         }
         let gateway = Gateway::new(config.nginx.clone());
-        Ok(Self { config, gateway })
+        Ok(Self {
+            config,
+            gateway,
+            guard_runtime: None,
+        })
+    }
+
+    /// Runs endpoint guards on `runtime` instead of the caller's.
+    pub fn with_guard_runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.guard_runtime = Some(runtime);
+        self
     }
 
     pub fn config(&self) -> &RuntimeConfig {
@@ -380,7 +392,8 @@ impl NodeService {
             processes,
             ports,
             credentials,
-            guard,
+            counter: guard.request_counter(),
+            guard: Some(guard),
         })
     }
 
@@ -409,7 +422,13 @@ impl NodeService {
             allow_ips: access.allow_ips,
         };
         let opened = async {
-            let guard = Guard::spawn(config)?;
+            let guard = match &self.guard_runtime {
+                Some(runtime) => {
+                    let _entered = runtime.enter();
+                    Guard::spawn(config)?
+                }
+                None => Guard::spawn(config)?,
+            };
             self.gateway.set_credentials(name, credentials).await?;
             Ok::<_, ServiceError>(guard)
         }
@@ -501,7 +520,10 @@ struct Parts {
     processes: Vec<Supervised>,
     ports: Option<PortLease>,
     credentials: Credentials,
-    guard: Guard,
+    /// The endpoint's guard while it serves (None once it is closed).
+    guard: Option<Guard>,
+    /// Its counts, which outlive it.
+    counter: erigolem_guard::RequestCounter,
 }
 
 /// One running instance: its node (if dedicated), its gateway entry and credentials.
@@ -578,18 +600,18 @@ impl Instance {
 
     /// What the endpoint served so far.
     pub fn usage(&self) -> Usage {
-        self.parts.guard.usage()
+        self.parts.counter.usage()
     }
 
     /// JSON-RPC calls the node answered through the endpoint: the Golem usage counter
     /// [`REQUESTS_COUNTER`].
     pub fn requests(&self) -> u64 {
-        self.parts.guard.requests()
+        self.parts.counter.get()
     }
 
     /// A handle on [`requests`](Self::requests) that needs no access to the instance.
     pub fn request_counter(&self) -> erigolem_guard::RequestCounter {
-        self.parts.guard.request_counter()
+        self.parts.counter.clone()
     }
 
     /// The STATUS document.
@@ -655,7 +677,7 @@ impl Instance {
             peers,
             restarts,
             error: process_problem,
-            usage: Some(self.parts.guard.usage()),
+            usage: Some(self.parts.counter.usage()),
         }
     }
 
@@ -686,24 +708,35 @@ impl Instance {
         self.gateway
             .set_credentials(&self.name, &credentials)
             .await?;
-        self.parts.guard.set_credentials(&credentials);
+        if let Some(guard) = &self.parts.guard {
+            guard.set_credentials(&credentials);
+        }
         self.parts.credentials = credentials.clone();
         tracing::info!(instance = %self.name, "password rotated");
         Ok(credentials)
     }
 
-    /// Revokes the credentials (Nginx answers 401), closes every connection and WebSocket (the
-    /// guard), removes the gateway entry (404), stops a dedicated node gracefully and deletes
-    /// the instance's directory.
-    pub async fn stop(self) -> Result<(), ServiceError> {
+    /// Ends the endpoint, first part of [`stop`](Self::stop): revokes the credentials (Nginx
+    /// answers 401), closes every connection and WebSocket (the guard) and removes the gateway
+    /// entry (404). From then on the counts are final. Idempotent.
+    pub async fn close_endpoint(&mut self) -> Result<(), ServiceError> {
+        let Some(guard) = self.parts.guard.take() else {
+            return Ok(());
+        };
         let revoked = self.gateway.revoke(&self.name).await;
-        self.parts.guard.shutdown().await;
-        let gateway = revoked.and(self.gateway.remove(&self.name).await);
+        guard.shutdown().await;
+        Ok(revoked.and(self.gateway.remove(&self.name).await)?)
+    }
+
+    /// Closes the endpoint (see [`close_endpoint`](Self::close_endpoint)), stops a dedicated node
+    /// gracefully and deletes the instance's directory.
+    pub async fn stop(mut self) -> Result<(), ServiceError> {
+        let gateway = self.close_endpoint().await;
         stop_all(self.parts.processes).await;
         drop(self.parts.ports);
         self.lock.remove();
         tracing::info!(instance = %self.name, "instance stopped");
-        gateway.map_err(Into::into)
+        gateway
     }
 }
 

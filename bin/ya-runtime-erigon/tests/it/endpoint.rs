@@ -101,8 +101,17 @@ async fn revocation(provider: &Provider, a: Session, b: &Session, heads: usize) 
     next_head(&mut ws_a2, Duration::from_secs(5)).await.unwrap();
     keeps_receiving(&mut ws_b, heads, "tenant B (after A's rotate)").await;
 
+    // The final count reaches the exe-unit side even for calls just before the stop.
+    let counted = a.status().await.unwrap().usage.unwrap().requests;
+    block_through(&sa, Some(creds(&new))).await.unwrap();
+    block_through(&sa, Some(creds(&new))).await.unwrap();
+    let counters = a.counters();
     let stopped_at = Instant::now();
     a.shutdown().await.unwrap();
+    assert_eq!(
+        counters.get("golem.usage.erigolem.requests"),
+        Some((counted + 2) as f64)
+    );
     let (took, reason) = closed_within(&mut ws_a2, stopped_at, Duration::from_secs(1)).await;
     eprintln!("stop: socket closed after {took:?} ({reason})");
     let after = block_through(&sa, Some(creds(&new))).await;
@@ -568,8 +577,19 @@ async fn status_counts_a_known_mix_exactly_and_the_runtime_reports_the_golem_cou
         })
         .await;
     assert_eq!(counter, 13.0);
+    // Calls right before the end still count: the runtime reports the final count before it
+    // answers Shutdown.
+    let counters = session.counters();
+    for i in 0..3 {
+        call(
+            &status,
+            json!({"jsonrpc":"2.0","id":i,"method":"eth_chainId"}),
+        )
+        .await;
+    }
     drop(ws);
     session.shutdown().await.unwrap();
+    assert_eq!(counters.get("golem.usage.erigolem.requests"), Some(16.0));
 }
 
 #[tokio::test]
