@@ -258,15 +258,25 @@ async fn rotation_closes_sockets_and_requests_of_the_old_password_and_nothing_el
     );
     assert_eq!(guard.usage().open_websockets, 1);
     // Stop: every socket ends, the socket file is gone.
+    let stopped = Instant::now();
     guard.shutdown().await;
-    let end = loop {
-        match next_text(&mut fresh, Duration::from_secs(1)).await {
-            Ok(_) => continue,
-            Err(e) => break e,
-        }
-    };
+    let end = until_closed(&mut fresh, stopped).await;
     assert!(end.contains("stopped") || end.contains("closed"), "{end}");
     assert!(!socket.exists());
+}
+
+/// Reads until the socket closes (notifications in flight may still come); panics if it still
+/// delivers a second after `since`. Returns the close reason.
+async fn until_closed(ws: &mut crate::Ws, since: Instant) -> String {
+    loop {
+        let left = (since + Duration::from_secs(1)).saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "the socket still delivers a second later");
+        match next_text(ws, left).await {
+            Ok(v) => assert_eq!(v["method"], "eth_subscription", "only notifications in flight"),
+            Err(e) if e == "nothing" => panic!("the socket still delivers a second later"),
+            Err(e) => return e,
+        }
+    }
 }
 
 #[tokio::test]
