@@ -218,15 +218,7 @@ async fn rotation_closes_sockets_and_requests_of_the_old_password_and_nothing_el
     let rotated = Instant::now();
     guard.set_credentials(&creds(new));
     // The old socket is closed with a reason, at once; nothing comes after.
-    let end = loop {
-        match next_text(&mut old, Duration::from_secs(1)).await {
-            Ok(v) => assert_eq!(
-                v["method"], "eth_subscription",
-                "only notifications sent before"
-            ),
-            Err(e) => break e,
-        }
-    };
+    let end = until_closed(&mut old, rotated).await;
     assert!(end.contains("credentials revoked"), "{end}");
     assert!(
         rotated.elapsed() < Duration::from_secs(1),
