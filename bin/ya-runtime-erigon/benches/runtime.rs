@@ -225,6 +225,10 @@ fn load_average() -> String {
         .to_owned()
 }
 
+async fn requests_of(session: &erigolem_runtime_client::Session) -> u64 {
+    session.status().await.unwrap().usage.unwrap().requests
+}
+
 fn pct(a: f64, b: f64) -> String {
     format!("{:.0}%", 100.0 * a / b)
 }
@@ -378,25 +382,24 @@ async fn main() {
     let ts = threaded.status().await.unwrap();
     let tauth = Some((ts.auth.user.as_str(), ts.auth.password.expose()));
     println!(
-        "## the guard on the runtime's thread vs a thread of its own (full path, own node each)
-"
+        "## the guard on the runtime's thread vs a thread of its own (full path, own node each)\n"
     );
-    println!("| workload | conns | same thread req/s | own thread req/s | same p50 ms | own p50 ms | same p99 ms | own p99 ms |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (label, bodies) in [("eth_blockNumber", &block_number)] {
-        for conns in [1, 16, 64] {
-            let same = load(&status.url, auth, conns, bodies).await;
-            let own = load(&ts.url, tauth, conns, bodies).await;
-            println!(
-                "| {label} | {conns} | {:.0} | {:.0} | {} | {} | {} | {} |",
-                same.rps,
-                own.rps,
-                ms(same.p50),
-                ms(own.p50),
-                ms(same.p99),
-                ms(own.p99)
-            );
-        }
+    println!("| workload | conns | same thread req/s | own thread req/s | same p50 ms | own p50 ms | same p99 ms | own p99 ms | same CPU µs/call | own CPU µs/call | load avg |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for conns in [1, 16, 64] {
+        let (c0, r0) = (cpu_secs(session.pid()), requests_of(&session).await);
+        let same = load(&status.url, auth, conns, &block_number).await;
+        let same_cpu =
+            (cpu_secs(session.pid()) - c0) / (requests_of(&session).await - r0).max(1) as f64 * 1e6;
+        let (c0, r0) = (cpu_secs(threaded.pid()), requests_of(&threaded).await);
+        let own = load(&ts.url, tauth, conns, &block_number).await;
+        let own_cpu = (cpu_secs(threaded.pid()) - c0)
+            / (requests_of(&threaded).await - r0).max(1) as f64
+            * 1e6;
+        println!(
+            "| eth_blockNumber | {conns} | {:.0} | {:.0} | {} | {} | {} | {} | {same_cpu:.1} | {own_cpu:.1} | {} |",
+            same.rps, own.rps, ms(same.p50), ms(own.p50), ms(same.p99), ms(own.p99), load_average()
+        );
     }
     println!(
         "\nRSS: same thread {:.1} MiB, own thread {:.1} MiB\n",

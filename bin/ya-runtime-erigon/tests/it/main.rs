@@ -129,7 +129,10 @@ pub(crate) async fn closed_within(
 ) -> (Duration, String) {
     loop {
         let left = (since + within).saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "the socket still delivers after {within:?}");
+        assert!(
+            !left.is_zero(),
+            "the socket still delivers after {within:?}"
+        );
         match tokio::time::timeout(left, ws.next()).await {
             Err(_) => panic!("the socket still delivers after {within:?}"),
             Ok(None) | Ok(Some(Err(_))) => return (since.elapsed(), String::new()),

@@ -264,7 +264,10 @@ async fn until_closed(ws: &mut crate::Ws, since: Instant) -> String {
         let left = (since + Duration::from_secs(1)).saturating_duration_since(Instant::now());
         assert!(!left.is_zero(), "the socket still delivers a second later");
         match next_text(ws, left).await {
-            Ok(v) => assert_eq!(v["method"], "eth_subscription", "only notifications in flight"),
+            Ok(v) => assert_eq!(
+                v["method"], "eth_subscription",
+                "only notifications in flight"
+            ),
             Err(e) if e == "nothing" => panic!("the socket still delivers a second later"),
             Err(e) => return e,
         }
