@@ -1,5 +1,5 @@
 import { QueryClient, QueryClientProvider } from '@tanstack/react-query';
-import { render, screen, waitFor, within } from '@testing-library/react';
+import { cleanup, render, screen, waitFor, within } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import type { ReactNode } from 'react';
 import { describe, expect, it } from 'vitest';
@@ -118,6 +118,58 @@ describe('NodeCard on Golem', () => {
     expect(screen.getByTestId('node-spent').textContent).toBe('0.62 of 5 GLM · budget lasts 2 h 5 min');
     expect(screen.getByText('erigolem-provider-0xabc')).toBeTruthy();
     expect(screen.getByTestId('node-refused').textContent).toContain('more than the agreed price');
+  });
+});
+
+describe('NodeCard lag, release and limits', () => {
+  const synced: Node = {
+    ...running,
+    mode: 'dedicated',
+    sync: null,
+    engine_version: '3.6.1',
+    peers: 7,
+    behind_seconds: 12,
+    behind_blocks: null,
+    lagging: false,
+    limits: { block_range: 10000, logs_max_results: 100000, batch_limit: 1000, batch_concurrency: 4, max_concurrency: null },
+    warnings: [],
+  };
+
+  it('shows the release, how far behind the head is, and the RPC limits of a node keeping up', () => {
+    renderCard(synced);
+    expect(screen.getByText(/mainnet · erigon 3\.6\.1 · dedicated · full/)).toBeTruthy();
+    expect(screen.queryByTestId('node-lagging')).toBeNull();
+    expect(screen.getByTestId('node-behind').textContent).toBe('12 s behind · 7 peers');
+    expect(screen.getByTestId('node-limits').textContent).toBe('eth_getLogs blocks ≤ 10,000 · logs ≤ 100,000 · batch ≤ 1,000');
+  });
+
+  it('shows a node that fell behind as lagging, live from a progress event, and says by how much', () => {
+    renderCard(synced);
+    const next = applyProgress([synced], { node_id: 'n1', block: 150, sync: null, behind_seconds: 300, behind_blocks: 25, peers: 7, lagging: true, at: 0 })!;
+    cleanup();
+    renderCard(next[0]!);
+    expect(screen.getByTestId('node-lagging').textContent).toBe('Lagging');
+    expect(screen.getByTestId('node-lag').textContent).toContain('5 min behind (25 blocks)');
+    expect(screen.queryByTestId('node-behind')).toBeNull();
+    const caughtUp = applyProgress(next, { node_id: 'n1', block: 180, sync: null, behind_seconds: 10, lagging: false, at: 0 })!;
+    expect(caughtUp[0]!.lagging).toBe(false);
+  });
+
+  it('shows limits a release does not have as no limit, and the runtime warnings', () => {
+    renderCard({
+      ...synced,
+      engine_version: '3.9.0',
+      limits: { block_range: null, logs_max_results: null, batch_limit: 1000, batch_concurrency: 4, max_concurrency: null },
+      warnings: ["Erigon 3.9.0 is newer than the newest release this runtime knows (3.6): it runs with 3.6's command line"],
+    });
+    expect(screen.getByTestId('node-limits').textContent).toBe('eth_getLogs blocks: no limit · logs: no limit · batch ≤ 1,000');
+    expect(screen.getByTestId('node-warning').textContent).toContain('newer than the newest release');
+  });
+
+  it('does not show lag on a stopped node', () => {
+    renderCard({ ...synced, state: 'stopped', lagging: true, url: null, ws_url: null, auth: null });
+    expect(screen.queryByTestId('node-lagging')).toBeNull();
+    expect(screen.queryByTestId('node-limits')).toBeNull();
   });
 });
 

@@ -67,8 +67,9 @@ pub(crate) struct RunArgs {
 }
 
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Paths are handed to exe-units and runtimes (other working directories): absolute, once.
     let runtime = match args.runtime {
-        Some(path) => path,
+        Some(path) => erigolem_primitives::paths::absolute(&path)?,
         None => std::env::current_exe()?
             .parent()
             .context("no directory of the current binary")?
@@ -162,6 +163,23 @@ async fn served_offer(
     })
 }
 
+/// What of the agent's environment the runtime gets: where its config is (`XDG_*`, made absolute:
+/// a relative one would be ignored by the runtime's XDG lookup) and `PATH`.
+fn runtime_env(
+    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)> {
+    vars.filter(|(k, _)| k == "XDG_DATA_HOME" || k == "XDG_CONFIG_HOME" || k == "PATH")
+        .map(|(k, v)| {
+            if k == "PATH" || v.is_empty() {
+                return (k, v);
+            }
+            let v = erigolem_primitives::paths::absolute(std::path::Path::new(&v))
+                .map(std::ffi::OsString::from)
+                .unwrap_or(v);
+            (k, v)
+        })
+}
+
 /// Runs each activity in an in-process exe-unit on yagna's GSB.
 struct ExeUnitRunner {
     gsb_url: String,
@@ -216,9 +234,7 @@ impl ActivityRunner for ExeUnitRunner {
             &self.runtime,
             self.activities_dir.join(&activity.activity_id),
         );
-        let config = std::env::vars_os()
-            .filter(|(k, _)| k == "XDG_DATA_HOME" || k == "XDG_CONFIG_HOME" || k == "PATH")
-            .fold(config, |c, (k, v)| c.env(k, v));
+        let config = runtime_env(std::env::vars_os()).fold(config, |c, (k, v)| c.env(k, v));
         let config = if activity.usage_vector.is_empty() {
             config
         } else {
@@ -238,5 +254,36 @@ impl ActivityRunner for ExeUnitRunner {
         erigolem_exe_unit::report_terminated(&self.gsb_url, activity_id, reason)
             .await
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::ffi::OsString;
+
+    #[test]
+    fn the_runtime_gets_absolute_xdg_dirs_and_nothing_else() {
+        let vars = [
+            ("XDG_DATA_HOME", "rel/share"),
+            ("XDG_CONFIG_HOME", "/etc/xdg"),
+            ("PATH", "bin:/usr/bin"),
+            ("YAGNA_APPKEY", "secret"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let env: Vec<(OsString, OsString)> = runtime_env(vars.into_iter()).collect();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            env,
+            [
+                (
+                    "XDG_DATA_HOME".into(),
+                    cwd.join("rel/share").into_os_string()
+                ),
+                ("XDG_CONFIG_HOME".into(), "/etc/xdg".into()),
+                ("PATH".into(), "bin:/usr/bin".into()),
+            ]
+        );
     }
 }

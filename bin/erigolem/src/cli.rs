@@ -33,7 +33,7 @@ pub(crate) enum NodesCommand {
     List(Output),
     /// Start a node.
     Create {
-        /// mainnet, sepolia, holesky, hoodi or dev.
+        /// mainnet, sepolia, hoodi or dev.
         #[arg(long)]
         network: String,
         #[arg(long)]
@@ -41,7 +41,7 @@ pub(crate) enum NodesCommand {
         /// shared or dedicated (default: what the server prefers).
         #[arg(long)]
         mode: Option<String>,
-        /// full, archive or minimal.
+        /// full, archive, minimal or blocks (see `GET /api/v1/networks` for each one's disk).
         #[arg(long)]
         prune: Option<String>,
         /// Wait until it is running (or failed).
@@ -223,7 +223,7 @@ fn print_nodes(nodes: &[Node], out: &Output) -> anyhow::Result<()> {
     let mut table = Table::new();
     table
         .load_preset(UTF8_FULL_CONDENSED)
-        .set_header(["ID", "NAME", "NETWORK", "STATE", "BLOCK", "URL"]);
+        .set_header(["ID", "NAME", "NETWORK", "STATE", "BLOCK", "LAG", "URL"]);
     for n in nodes {
         table.add_row([
             n.id.clone(),
@@ -231,6 +231,7 @@ fn print_nodes(nodes: &[Node], out: &Output) -> anyhow::Result<()> {
             n.network.clone(),
             n.state.clone(),
             n.block.map(|b| b.to_string()).unwrap_or_default(),
+            lag_text(n).unwrap_or_default(),
             n.url.clone().unwrap_or_default(),
         ]);
     }
@@ -261,13 +262,68 @@ fn print_node(node: &Node, out: &Output) -> anyhow::Result<()> {
     );
     row("state", Some(node.state.clone()));
     row("reason", node.reason.clone());
+    row(
+        "engine",
+        match (&node.engine, &node.engine_version) {
+            (Some(e), Some(v)) => Some(format!("{e} {v}")),
+            (e, v) => e.clone().or_else(|| v.clone()),
+        },
+    );
     row("block", node.block.map(|b| b.to_string()));
+    row("lag", lag_text(node));
+    row("peers", node.peers.map(|p| p.to_string()));
+    row("rpc limits", node.limits.as_ref().map(limits_text));
+    for w in &node.warnings {
+        row("warning", Some(w.clone()));
+    }
     row("url", node.url.clone());
     row("ws url", node.ws_url.clone());
     row("user", node.auth.as_ref().map(|a| a.user.clone()));
     row("password", node.auth.as_ref().map(|a| a.password.clone()));
     println!("{table}");
     Ok(())
+}
+
+/// `lagging: 3 min behind (25 blocks)`, `12 s behind`, or nothing when the node has not said.
+fn lag_text(node: &Node) -> Option<String> {
+    let age = node.behind_seconds.map(|s| match s {
+        0..=119 => format!("{s} s behind"),
+        120..=7199 => format!("{} min behind", s / 60),
+        _ => format!("{} h behind", s / 3600),
+    });
+    let blocks = node
+        .behind_blocks
+        .filter(|b| *b > 0)
+        .map(|b| format!("{b} blocks"));
+    let text = match (age, blocks) {
+        (Some(a), Some(b)) => format!("{a} ({b})"),
+        (Some(a), None) => a,
+        (None, Some(b)) => format!("{b} behind"),
+        (None, None) => return None,
+    };
+    Some(if node.lagging {
+        format!("lagging: {text}")
+    } else {
+        text
+    })
+}
+
+/// `block range 10000, logs 100000, batch 1000 ×4` from the node's limits.
+fn limits_text(limits: &serde_json::Value) -> String {
+    let n = |k: &str| limits.get(k).and_then(serde_json::Value::as_u64);
+    let show = |v: Option<u64>| v.map_or_else(|| "no limit".to_owned(), |v| v.to_string());
+    let mut parts = vec![
+        format!("eth_getLogs blocks {}", show(n("block_range"))),
+        format!("logs {}", show(n("logs_max_results"))),
+        format!("batch {}", show(n("batch_limit"))),
+    ];
+    if let Some(c) = n("batch_concurrency") {
+        parts.push(format!("batch concurrency {c}"));
+    }
+    if let Some(c) = n("max_concurrency") {
+        parts.push(format!("concurrency {c}"));
+    }
+    parts.join(", ")
 }
 
 /// Prints each transition of your nodes as it happens (Ctrl-C ends it).

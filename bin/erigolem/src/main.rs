@@ -48,7 +48,8 @@ struct ServeArgs {
     /// Address and port to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "ERIGOLEM_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Where the database, keys and generated config live [default: .erigolem].
+    /// Where the database, keys and generated config live; a relative path is taken from the
+    /// working directory [default: .erigolem].
     #[arg(long, env = "ERIGOLEM_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// `sqlite://…` or `postgres://…` [default: SQLite in the data dir].
@@ -71,7 +72,7 @@ struct ServeArgs {
     /// The anvil binary for `dev` nodes [default: .tools/bin/anvil, then PATH].
     #[arg(long, env = "ERIGOLEM_ANVIL")]
     anvil: Option<PathBuf>,
-    /// The erigon binary for mainnet/sepolia/holesky/hoodi nodes [default: none, not offered].
+    /// The erigon binary for mainnet/sepolia/hoodi nodes [default: none, not offered].
     #[arg(long, env = "ERIGOLEM_ERIGON")]
     erigon: Option<PathBuf>,
     /// The `ya-runtime-erigon` binary [default: next to this one].
@@ -89,6 +90,12 @@ struct ServeArgs {
     /// API requests per second per client IP, bursts of twice that [default: 50].
     #[arg(long, env = "ERIGOLEM_RATE_LIMIT")]
     rate_limit: Option<std::num::NonZeroU32>,
+    /// A running node more than this many blocks behind its network is lagging [default: 40].
+    #[arg(long, env = "ERIGOLEM_LAG_BLOCKS")]
+    lag_blocks: Option<u64>,
+    /// A running node whose head block is older than this many seconds is lagging [default: 120].
+    #[arg(long, env = "ERIGOLEM_LAG_SECONDS")]
+    lag_seconds: Option<u64>,
     /// golem: the requestor's yagna REST API [default: http://127.0.0.1:7465].
     #[arg(long, env = "YAGNA_API_URL")]
     yagna_url: Option<url::Url>,
@@ -154,6 +161,8 @@ impl ServeArgs {
             node_ports: self.node_ports.or(file.node_ports),
             max_nodes_per_user: self.max_nodes_per_user.or(file.max_nodes_per_user),
             rate_limit: self.rate_limit.or(file.rate_limit),
+            lag_blocks: self.lag_blocks.or(file.lag_blocks),
+            lag_seconds: self.lag_seconds.or(file.lag_seconds),
             yagna_url: self.yagna_url.or(file.yagna_url),
             yagna_appkey: self.yagna_appkey.or(file.yagna_appkey),
             subnet: self.subnet.or(file.subnet),
@@ -167,11 +176,21 @@ impl ServeArgs {
     }
 }
 
-/// `name` in the clone's `.tools/bin`, else on PATH.
+/// `name` in a clone's `.tools/bin` (`scripts/setup.sh` installs there): the one in the working
+/// directory, else the one of the clone this binary was built in (`<clone>/target/<profile>/`),
+/// so the quick start works from any directory; else on PATH.
 fn find_tool(name: &str) -> Option<PathBuf> {
-    let local = PathBuf::from(".tools/bin").join(name);
-    if local.exists() {
-        return std::fs::canonicalize(local).ok();
+    let cwd = std::env::current_dir().ok();
+    let exe = std::env::current_exe().ok();
+    let clones = cwd
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(exe.iter().flat_map(|e| e.ancestors().skip(1).take(4)));
+    for dir in clones {
+        let local = dir.join(".tools/bin").join(name);
+        if local.exists() {
+            return std::fs::canonicalize(local).ok();
+        }
     }
     std::env::var_os("PATH")?
         .to_str()?
@@ -265,6 +284,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         backend: Some(backend),
         max_active_nodes: args.max_nodes_per_user.unwrap_or(defaults.max_active_nodes),
         rate_limit: args.rate_limit.unwrap_or(defaults.rate_limit),
+        lag_blocks: args.lag_blocks.unwrap_or(defaults.lag_blocks),
+        lag_seconds: args.lag_seconds.unwrap_or(defaults.lag_seconds),
         ..defaults
     };
     let handle = erigolem_server::spawn(config).await?;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use erigolem_node_service::{Instance, NodeService, RuntimeConfig, ServiceError, REQUESTS_COUNTER};
+use erigolem_primitives::paths::absolute_from;
 use erigolem_primitives::StartArgs;
 use futures::FutureExt;
 use serde_json::json;
@@ -37,6 +38,23 @@ struct Cli {
     runtime_managed_image: bool,
     #[structopt(subcommand)]
     command: Command,
+}
+
+/// Where the SDK looks for the config: `$XDG_DATA_HOME/ya-runtime-erigon/`, else the user's data
+/// dir. A relative `XDG_DATA_HOME` (which the XDG spec, and so the SDK's `directories` crate,
+/// ignores, silently falling back to `~/.local/share`) is resolved against the working directory
+/// instead: whoever set it meant a directory, not the built-in defaults.
+#[derive(Debug, Default)]
+struct RuntimeEnv;
+
+impl ya_runtime_sdk::env::Env<Cli> for RuntimeEnv {
+    fn data_directory(&self, runtime_name: &str) -> anyhow::Result<PathBuf> {
+        let cwd = std::env::current_dir()?;
+        match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+            Some(xdg) => Ok(absolute_from(&cwd, std::path::Path::new(&xdg)).join(runtime_name)),
+            None => ya_runtime_sdk::env::DefaultEnv::<Cli>::default().data_directory(runtime_name),
+        }
+    }
 }
 
 impl CommandCli for Cli {
@@ -178,12 +196,16 @@ impl Runtime for ErigonRuntime {
     fn offer<'a>(&mut self, _ctx: &mut Context<Self>) -> OutputResponse<'a> {
         let service = self.service();
         async move {
-            let offer = service?.offer();
+            // Only what the engine binaries that answer `--version` can serve.
+            let offer = service?.offer().await;
             Ok(Some(json!({
                 "constraints": "",
                 "properties": {
                     "erigolem.networks": offer.networks,
                     "erigolem.modes": offer.modes,
+                    "erigolem.prunes": offer.prunes,
+                    "erigolem.engines": offer.engines,
+                    "erigolem.disk": offer.disk,
                 }
             })))
         }
@@ -199,7 +221,15 @@ impl Runtime for ErigonRuntime {
                 .iter()
                 .map(|(n, m)| format!("{n} {m:?}"))
                 .collect();
-            eprintln!("ok: serves {}", served.join(", "));
+            let engines: Vec<String> = report
+                .engines
+                .iter()
+                .map(|(e, v)| format!("{e} {v}"))
+                .collect();
+            for warning in &report.warnings {
+                eprintln!("warning: {warning}");
+            }
+            eprintln!("ok: serves {} ({})", served.join(", "), engines.join(", "));
             Ok(())
         }
         .boxed_local()
@@ -305,23 +335,29 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         let slot: Slot = Rc::default();
         let factory_slot = slot.clone();
-        let sdk = ya_runtime_sdk::build(
-            ya_runtime_sdk::env::DefaultEnv::<Cli>::default(),
-            move |ctx: &mut Context<ErigonRuntime>| {
-                let service = NodeService::new(ctx.conf.clone())
-                    .map(|s| match guard_thread() {
-                        Some(handle) => s.with_guard_runtime(handle),
-                        None => s,
-                    })
-                    .map_err(|e| format!("{e} (config file {})", ctx.conf_path.display()));
-                async move {
-                    Ok(ErigonRuntime {
-                        service,
-                        slot: factory_slot,
-                    })
-                }
-            },
-        );
+        let cwd = std::env::current_dir()?;
+        let sdk = ya_runtime_sdk::build(RuntimeEnv, move |ctx: &mut Context<ErigonRuntime>| {
+            // Relative paths of the config mean the directory the runtime was started in.
+            let config = ctx.conf.clone().absolutize(&cwd);
+            if !ctx.conf_path.exists() {
+                tracing::warn!(
+                    "no config file at {}: running with the built-in defaults",
+                    ctx.conf_path.display()
+                );
+            }
+            let service = NodeService::new(config)
+                .map(|s| match guard_thread() {
+                    Some(handle) => s.with_guard_runtime(handle),
+                    None => s,
+                })
+                .map_err(|e| format!("{e} (config file {})", ctx.conf_path.display()));
+            async move {
+                Ok(ErigonRuntime {
+                    service,
+                    slot: factory_slot,
+                })
+            }
+        });
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         // Fused: polling it again after it finished is harmless (it stays pending).

@@ -106,6 +106,28 @@ pub struct Node {
     pub auth: Option<Credentials>,
     pub block: Option<i64>,
     pub sync: Option<Value>,
+    /// `erigon` or `anvil`.
+    #[serde(default)]
+    pub engine: Option<String>,
+    /// The engine's release (e.g. Erigon `3.6.1`).
+    #[serde(default)]
+    pub engine_version: Option<String>,
+    /// JSON-RPC limits the node enforces (`block_range`, `logs_max_results`, `batch_limit`,
+    /// `batch_concurrency`, `max_concurrency`).
+    #[serde(default)]
+    pub limits: Option<Value>,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    #[serde(default)]
+    pub peers: Option<u64>,
+    /// Age of the head block in seconds.
+    #[serde(default)]
+    pub behind_seconds: Option<u64>,
+    #[serde(default)]
+    pub behind_blocks: Option<u64>,
+    /// More than the server's thresholds behind.
+    #[serde(default)]
+    pub lagging: bool,
     pub created_at: i64,
     pub updated_at: i64,
     pub stopped_at: Option<i64>,

@@ -1,15 +1,23 @@
-//! Node engines: how to run Erigon 3 (one process with embedded RPC, or the Erigon 2 style erigon +
-//! rpcdaemon pair) and anvil (the dev chain) for one instance on its own ports and data dir, and
-//! how to tell over JSON-RPC that a node is ready and healthy.
+//! Node engines: how to run Erigon (one process with embedded RPC, or erigon + rpcdaemon) and
+//! anvil (the dev chain) for one instance on its own ports and data dir, which Erigon release a
+//! binary is and what its command line accepts, how much disk a node takes, and how to tell over
+//! JSON-RPC (and Erigon's `/health`) that a node is ready and healthy.
 
 use std::path::{Path, PathBuf};
 
-use erigolem_primitives::{EngineKind, Network, Prune};
+use erigolem_primitives::{EngineKind, Network, Prune, RpcLimits};
 use erigolem_supervisor::ProcessSpec;
 use serde::{Deserialize, Serialize};
 
+mod disk;
 mod rpc;
-pub use rpc::{RpcClient, RpcError};
+mod version;
+pub use disk::{disk_estimate, DiskBasis, DiskEstimate};
+pub use rpc::{ErigonHealthQuery, Head, RpcClient, RpcError};
+pub use version::{
+    detect as detect_version, run_version, ErigonVersion, Family, FlagSet, VersionError,
+    NEWEST_KNOWN,
+};
 
 /// The ports of one dedicated instance: a contiguous block starting at `base`.
 ///
@@ -21,7 +29,8 @@ pub struct PortBlock {
 }
 
 impl PortBlock {
-    /// Ports per instance.
+    /// Ports per instance: the 11 listeners an Erigon release opens (below), plus one spare so a
+    /// listener a future release adds fits without moving every block.
     pub const LEN: u16 = 12;
 
     /// JSON-RPC over HTTP (and WebSocket, on the same port).
@@ -41,12 +50,16 @@ impl PortBlock {
     pub fn torrent(self) -> u16 {
         self.base + 4
     }
-    /// devp2p; `p2p_allowed` gives the ports for the further eth protocol versions.
+    /// devp2p (`--port`, TCP and UDP).
     pub fn p2p(self) -> u16 {
         self.base + 5
     }
-    pub fn p2p_allowed(self) -> [u16; 2] {
-        [self.base + 5, self.base + 6]
+    /// The ports of `listeners` devp2p servers: before Erigon 3.5 one per eth protocol version,
+    /// picked from `--p2p.allowed-ports`.
+    pub fn p2p_allowed(self, listeners: u8) -> Vec<u16> {
+        (0..u16::from(listeners.clamp(1, 2)))
+            .map(|i| self.base + 5 + i)
+            .collect()
     }
     /// Caplin (the embedded consensus client): discovery UDP and TCP, and its sentinel.
     pub fn caplin_discovery(self) -> u16 {
@@ -58,7 +71,7 @@ impl PortBlock {
     pub fn sentinel(self) -> u16 {
         self.base + 9
     }
-    /// Caplin's beacon API (served by newer Erigon 3 releases by default).
+    /// Caplin's beacon API.
     pub fn beacon_api(self) -> u16 {
         self.base + 10
     }
@@ -69,37 +82,131 @@ pub const ERIGON_HTTP_API: &str = "eth,erigon,web3,net,debug,trace,txpool";
 
 /// How to run Erigon.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ErigonEngine {
     /// The `erigon` binary.
     pub binary: PathBuf,
-    /// Erigon 2 layout: a separate `rpcdaemon` connected over the private API. Erigon 3 embeds
-    /// the RPC server, so this is normally absent.
+    /// A separate `rpcdaemon` connected over the private API (the Erigon 2 layout). Erigon 3
+    /// embeds the RPC server, so this is normally absent.
     #[serde(default)]
     pub rpcdaemon: Option<PathBuf>,
 }
 
-impl ErigonEngine {
-    /// The networks Erigon serves here (`dev` is served by anvil).
-    pub fn networks() -> impl Iterator<Item = Network> {
-        Network::ALL.into_iter().filter(|n| *n != Network::Dev)
+/// An Erigon binary's release and what its command line accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErigonRelease {
+    pub version: ErigonVersion,
+    pub flags: FlagSet,
+    /// Set when the release is newer than the runtime knows (its newest known flags are used).
+    pub warning: Option<String>,
+}
+
+impl ErigonRelease {
+    pub fn new(version: ErigonVersion) -> Result<Self, VersionError> {
+        let (flags, warning) = FlagSet::of(&version)?;
+        Ok(Self {
+            version,
+            flags,
+            warning,
+        })
     }
 
-    /// The processes of one instance: `erigon` alone (Erigon 3), or `erigon` then `rpcdaemon`.
-    /// The RPC answers on `ports.http()`.
+    /// The limits a node of this release runs with when the provider asks for `wanted`: what the
+    /// release has no flag for is dropped (`None`).
+    pub fn effective_limits(&self, wanted: &RpcLimits) -> RpcLimits {
+        let f = &self.flags;
+        RpcLimits {
+            block_range: wanted.block_range.filter(|_| f.block_range_limit),
+            logs_max_results: wanted.logs_max_results.filter(|_| f.logs_max_results),
+            batch_limit: wanted.batch_limit,
+            batch_concurrency: wanted.batch_concurrency,
+            max_concurrency: wanted.max_concurrency.filter(|_| f.max_concurrency),
+        }
+    }
+}
+
+/// Why a node cannot be run with an Erigon release.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgvError {
+    #[error("Erigon {version} does not serve {network} (it serves {served})")]
+    Network {
+        version: String,
+        network: Network,
+        served: String,
+    },
+    #[error("Erigon {version} has no prune mode {prune} (it has {supported})")]
+    Prune {
+        version: String,
+        prune: Prune,
+        supported: String,
+    },
+}
+
+/// One Erigon node to run.
+#[derive(Debug, Clone, Copy)]
+pub struct ErigonNode<'a> {
+    pub network: Network,
+    pub prune: Prune,
+    pub datadir: &'a Path,
+    pub ports: PortBlock,
+    /// What the provider wants; flags the release lacks are left out.
+    pub limits: &'a RpcLimits,
+}
+
+fn list<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl ErigonEngine {
+    /// The processes of one instance for `release`: `erigon` alone, or `erigon` then `rpcdaemon`.
+    /// The RPC answers on `node.ports.http()`. Pure: the argv follows from the release's flag set.
     pub fn processes(
         &self,
-        network: Network,
-        prune: Prune,
-        datadir: &Path,
-        ports: PortBlock,
-    ) -> Vec<ProcessSpec> {
+        release: &ErigonRelease,
+        node: &ErigonNode<'_>,
+    ) -> Result<Vec<ProcessSpec>, ArgvError> {
+        let f = &release.flags;
+        let version = release.version.to_string();
+        if !f.chains.contains(&node.network) {
+            return Err(ArgvError::Network {
+                version,
+                network: node.network,
+                served: list(f.chains),
+            });
+        }
+        if !f.prune_modes.contains(&node.prune) {
+            return Err(ArgvError::Prune {
+                version,
+                prune: node.prune,
+                supported: list(f.prune_modes),
+            });
+        }
+        let (ports, datadir) = (node.ports, node.datadir);
         let mut erigon = vec![
             format!("--datadir={}", datadir.display()),
-            format!("--chain={network}"),
-            format!("--prune.mode={prune}"),
-            format!("--port={}", ports.p2p()),
-            format!("--p2p.allowed-ports={}", join(ports.p2p_allowed())),
-            format!("--authrpc.addr=127.0.0.1"),
+            format!("--chain={}", node.network),
+        ];
+        match f.family {
+            Family::Erigon3 => erigon.push(format!("--prune.mode={}", node.prune)),
+            // Erigon 2's pruned node: history, receipts, tx index and call traces of the last 90k blocks.
+            Family::Erigon2 if node.prune == Prune::Full => erigon.push("--prune=hrtc".to_owned()),
+            Family::Erigon2 => {}
+        }
+        erigon.push(format!("--port={}", ports.p2p()));
+        if f.p2p_listeners > 1 {
+            let allowed: Vec<String> = ports
+                .p2p_allowed(f.p2p_listeners)
+                .iter()
+                .map(u16::to_string)
+                .collect();
+            erigon.push(format!("--p2p.allowed-ports={}", allowed.join(",")));
+        }
+        erigon.extend([
+            "--authrpc.addr=127.0.0.1".to_owned(),
             format!("--authrpc.port={}", ports.authrpc()),
             format!("--torrent.port={}", ports.torrent()),
             format!("--private.api.addr=127.0.0.1:{}", ports.private_api()),
@@ -109,22 +216,44 @@ impl ErigonEngine {
                 ports.caplin_discovery_tcp()
             ),
             format!("--sentinel.port={}", ports.sentinel()),
-            format!("--beacon.api.port={}", ports.beacon_api()),
+        ]);
+        if f.beacon_api {
+            erigon.push(format!("--beacon.api.port={}", ports.beacon_api()));
+        }
+        if f.mcp {
+            // Not exposed to users, unauthenticated to every local process, and one more listener
+            // per instance: off (docs/erigon-flags.md, "MCP").
+            erigon.push("--mcp.disable".to_owned());
+        }
+        erigon.extend([
             "--nat=none".to_owned(),
             format!("--log.dir.path={}", datadir.join("logs").display()),
-        ];
-        let rpc = vec![
+        ]);
+        let limits = release.effective_limits(node.limits);
+        let mut rpc = vec![
             "--http".to_owned(),
             "--http.addr=127.0.0.1".to_owned(),
             format!("--http.port={}", ports.http()),
             format!("--http.api={ERIGON_HTTP_API}"),
             "--ws".to_owned(),
-            format!("--ws.port={}", ports.ws()),
         ];
+        let limit_flags = [
+            ("rpc.batch.limit", limits.batch_limit),
+            ("rpc.batch.concurrency", limits.batch_concurrency),
+            ("rpc.blockrange.limit", limits.block_range),
+            ("rpc.logs.maxresults", limits.logs_max_results),
+            ("rpc.max.concurrency", limits.max_concurrency),
+        ];
+        rpc.extend(
+            limit_flags
+                .into_iter()
+                .filter_map(|(flag, value)| value.map(|v| format!("--{flag}={v}"))),
+        );
         match &self.rpcdaemon {
             None => {
+                erigon.push(format!("--ws.port={}", ports.ws()));
                 erigon.extend(rpc);
-                vec![ProcessSpec::new(&self.binary).args(erigon)]
+                Ok(vec![ProcessSpec::new(&self.binary).args(erigon)])
             }
             Some(rpcdaemon) => {
                 // The node serves no RPC itself; rpcdaemon reads its datadir and private API.
@@ -133,11 +262,11 @@ impl ErigonEngine {
                     format!("--datadir={}", datadir.display()),
                     format!("--private.api.addr=127.0.0.1:{}", ports.private_api()),
                 ];
-                daemon.extend(rpc.into_iter().filter(|a| !a.starts_with("--ws.port")));
-                vec![
+                daemon.extend(rpc);
+                Ok(vec![
                     ProcessSpec::new(&self.binary).args(erigon),
                     ProcessSpec::new(rpcdaemon).args(daemon),
-                ]
+                ])
             }
         }
     }
@@ -184,12 +313,4 @@ pub fn engine_for(network: Network) -> EngineKind {
         Network::Dev => EngineKind::Anvil,
         _ => EngineKind::Erigon,
     }
-}
-
-fn join(ports: impl IntoIterator<Item = u16>) -> String {
-    ports
-        .into_iter()
-        .map(|p| p.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
 }

@@ -1,4 +1,5 @@
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use erigolem_primitives::{Health, SyncProgress, SyncStage};
 use serde_json::{json, Value};
@@ -105,33 +106,142 @@ impl RpcClient {
         })
     }
 
+    /// The head block's number and timestamp (`eth_getBlockByNumber("latest", false)`).
+    pub async fn head(&self) -> Result<Head, RpcError> {
+        let value = self
+            .call("eth_getBlockByNumber", json!(["latest", false]))
+            .await?;
+        let field = |name: &str| value.get(name).and_then(quantity);
+        match (field("number"), field("timestamp")) {
+            (Some(number), Some(timestamp)) => Ok(Head { number, timestamp }),
+            _ => Err(RpcError::Decode {
+                method: "eth_getBlockByNumber".into(),
+                value,
+            }),
+        }
+    }
+
+    /// Erigon's `/health` endpoint with the checks of `query` (`X-ERIGON-HEALTHCHECK` headers, as
+    /// `cmd/rpcdaemon/health/health.go` reads them): each check's verdict (`HEALTHY`, `DISABLED`
+    /// or `ERROR: …`) and whether all passed (HTTP 200; 500 when one failed).
+    pub async fn erigon_health(
+        &self,
+        query: &ErigonHealthQuery,
+    ) -> Result<(bool, BTreeMap<String, String>), RpcError> {
+        let url = format!("{}/health", self.url.trim_end_matches('/'));
+        let mut req = self.http.get(&url);
+        if query.synced {
+            req = req.header(HEALTH_HEADER, "synced");
+        }
+        if let Some(n) = query.min_peer_count {
+            req = req.header(HEALTH_HEADER, format!("min_peer_count{n}"));
+        }
+        if let Some(s) = query.max_seconds_behind {
+            req = req.header(HEALTH_HEADER, format!("max_seconds_behind{s}"));
+        }
+        let transport = |source| RpcError::Transport {
+            url: url.clone(),
+            source,
+        };
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status();
+        if !matches!(status.as_u16(), 200 | 500) {
+            return Err(RpcError::Status {
+                url: url.clone(),
+                status: status.as_u16(),
+            });
+        }
+        let checks: BTreeMap<String, String> = resp.json().await.map_err(transport)?;
+        Ok((status.is_success(), checks))
+    }
+
     /// Does the node answer JSON-RPC at all?
     pub async fn is_ready(&self) -> bool {
         self.chain_id().await.is_ok()
     }
 
-    /// Block height, sync state, peers (where the engine has them) and latency.
-    pub async fn health(&self) -> Health {
+    /// Block height, sync state, peers (where the engine has them), how far behind the chain the
+    /// head is, and latency; with `erigon`, Erigon's own `/health` verdicts, which then decide
+    /// `healthy`.
+    pub async fn health(&self, erigon: Option<&ErigonHealthQuery>) -> Health {
         let started = Instant::now();
-        let block = self.block_number().await;
+        let head = self.head().await;
         let latency_ms = started.elapsed().as_millis() as u64;
-        let (syncing, peers, version) = tokio::join!(
+        let behind_seconds = head.as_ref().ok().map(Head::behind_seconds);
+        let block = head.map(|h| h.number);
+        let checks = async {
+            match erigon {
+                Some(q) => Some(self.erigon_health(q).await),
+                None => None,
+            }
+        };
+        let (syncing, peers, version, checks) = tokio::join!(
             self.syncing(),
             self.peer_count(),
-            self.call("web3_clientVersion", json!([]))
+            self.call("web3_clientVersion", json!([])),
+            checks
         );
-        let error = block.as_ref().err().map(ToString::to_string);
+        let mut error = block.as_ref().err().map(ToString::to_string);
+        let rpc_ok = block.is_ok();
         let syncing = syncing.ok().map(|s| s.is_some());
+        let mut healthy = block.is_ok() && syncing.is_some();
+        let checks = match checks {
+            None => None,
+            Some(Ok((passed, checks))) => {
+                healthy &= passed;
+                Some(checks)
+            }
+            Some(Err(e)) => {
+                healthy = false;
+                error.get_or_insert_with(|| format!("/health: {e}"));
+                None
+            }
+        };
         Health {
-            healthy: block.is_ok() && syncing.is_some(),
+            healthy,
             rpc: block.is_ok(),
             block: block.ok(),
             syncing,
             peers: peers.ok(),
             client_version: version.ok().and_then(|v| v.as_str().map(str::to_owned)),
-            latency_ms: error.is_none().then_some(latency_ms),
+            latency_ms: rpc_ok.then_some(latency_ms),
+            behind_seconds,
+            checks,
             error,
         }
+    }
+}
+
+/// The header Erigon's `/health` reads its checks from.
+const HEALTH_HEADER: &str = "X-ERIGON-HEALTHCHECK";
+
+/// Which of Erigon's `/health` checks to ask for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErigonHealthQuery {
+    /// `synced`: `eth_syncing` is false.
+    pub synced: bool,
+    /// `min_peer_count<N>`.
+    pub min_peer_count: Option<u64>,
+    /// `max_seconds_behind<S>`: the head block is at most S seconds old.
+    pub max_seconds_behind: Option<u64>,
+}
+
+/// A node's head block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub number: u64,
+    /// Unix seconds.
+    pub timestamp: u64,
+}
+
+impl Head {
+    /// Seconds between now and the head's timestamp (0 if it is in the future).
+    pub fn behind_seconds(&self) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        now.saturating_sub(self.timestamp)
     }
 }
 

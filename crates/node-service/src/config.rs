@@ -1,12 +1,13 @@
 //! The runtime's config file (the SDK's JSON config, `ya-runtime-erigon.json`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use erigolem_engine::{AnvilEngine, ErigonEngine, PortBlock};
 use erigolem_gateway::GatewayConfig;
 use erigolem_guard::GuardLimits;
-use erigolem_primitives::{MethodPattern, Mode, Network};
+use erigolem_primitives::paths::absolute_from;
+use erigolem_primitives::{MethodPattern, Mode, Network, RpcLimits};
 use serde::{Deserialize, Serialize};
 
 /// Everything the runtime needs to know about its provider machine. See `conf/ya-runtime-erigon.json`.
@@ -16,7 +17,7 @@ pub struct RuntimeConfig {
     /// Instances' data dirs, logs and locks live here (`instances/`, `ports/`).
     pub data_dir: PathBuf,
     /// Ports for dedicated instances, `[start, end)`; each instance takes a block of
-    /// `PortBlock::LEN` (10) consecutive ports.
+    /// `PortBlock::LEN` (12) consecutive ports.
     pub port_range: PortRange,
     /// The base URL users reach Nginx at, e.g. `https://node.example.org:8443`. An instance's
     /// endpoint is `<public_url>/<instance>/` (and the same with `ws(s)://`).
@@ -31,6 +32,12 @@ pub struct RuntimeConfig {
     pub shared: BTreeMap<Network, String>,
     #[serde(default)]
     pub limits: Limits,
+    /// JSON-RPC limits of dedicated Erigon nodes (`null` keeps Erigon's own default).
+    #[serde(default = "dedicated_rpc_limits")]
+    pub rpc_limits: RpcLimits,
+    /// What `HEALTH` asks Erigon's `/health` for.
+    #[serde(default)]
+    pub health: HealthChecks,
     /// The endpoint guard: limits per endpoint and the provider's method deny lists.
     #[serde(default)]
     pub guard: GuardSettings,
@@ -75,6 +82,39 @@ impl GuardSettings {
         erigolem_guard::PolicySettings {
             deny: self.deny.clone(),
             shared_deny: self.shared_deny.clone(),
+        }
+    }
+}
+
+/// Raised limits for a node one user has to themselves. Erigon's defaults (block range 1,000,
+/// 20,000 logs, batches of 100 run 2 at a time; `cmd/utils/flags.go`) protect a node many
+/// strangers share; a dedicated node's user expects what managed providers allow (10,000-block
+/// `eth_getLogs` ranges are the common ceiling) and may only hurt themselves.
+pub fn dedicated_rpc_limits() -> RpcLimits {
+    RpcLimits {
+        block_range: Some(10_000),
+        logs_max_results: Some(100_000),
+        batch_limit: Some(1_000),
+        batch_concurrency: Some(4),
+        max_concurrency: None,
+    }
+}
+
+/// The checks of Erigon's `/health` that `HEALTH` asks for (`X-ERIGON-HEALTHCHECK`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthChecks {
+    /// `min_peer_count<N>`.
+    pub min_peers: u64,
+    /// `max_seconds_behind<S>`: the head block at most this old.
+    pub max_seconds_behind: u64,
+}
+
+impl Default for HealthChecks {
+    fn default() -> Self {
+        Self {
+            min_peers: 1,
+            max_seconds_behind: 120,
         }
     }
 }
@@ -156,12 +196,36 @@ impl Default for RuntimeConfig {
             shared: BTreeMap::new(),
             limits: Limits::default(),
             guard: GuardSettings::default(),
+            rpc_limits: dedicated_rpc_limits(),
+            health: HealthChecks::default(),
         }
     }
 }
 
 impl RuntimeConfig {
-    /// The networks this host can serve, and in which modes.
+    /// Every path of the config resolved against `base` (the working directory the runtime was
+    /// started in), once, before any of them is used or handed to a node process.
+    pub fn absolutize(mut self, base: &Path) -> Self {
+        let abs = |p: &mut PathBuf| *p = absolute_from(base, p);
+        abs(&mut self.data_dir);
+        abs(&mut self.nginx.dir);
+        abs(&mut self.nginx.nginx_bin);
+        abs(&mut self.nginx.nginx_conf);
+        abs(&mut self.nginx.pid_file);
+        if let Some(erigon) = &mut self.engines.erigon {
+            abs(&mut erigon.binary);
+            if let Some(rpcdaemon) = &mut erigon.rpcdaemon {
+                abs(rpcdaemon);
+            }
+        }
+        if let Some(anvil) = &mut self.engines.anvil {
+            abs(&mut anvil.binary);
+        }
+        self
+    }
+
+    /// The networks this host's config can serve, and in which modes (before asking the engine
+    /// binaries whether they run: see `NodeService::engines`).
     pub fn offered(&self) -> BTreeMap<Network, Vec<Mode>> {
         let mut out: BTreeMap<Network, Vec<Mode>> = BTreeMap::new();
         for network in Network::ALL {
@@ -197,6 +261,28 @@ mod tests {
         );
         assert_eq!(offered[&Network::Dev], vec![Mode::Dedicated]);
         assert_eq!(config.port_range.blocks().count(), 100);
+        assert_eq!(config.rpc_limits, dedicated_rpc_limits());
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_start_directory() {
+        let mut config = RuntimeConfig {
+            data_dir: PathBuf::from("state"),
+            ..RuntimeConfig::default()
+        };
+        config.nginx.dir = PathBuf::from("./nginx/gw");
+        config.engines.anvil = Some(AnvilEngine {
+            binary: PathBuf::from(".tools/bin/anvil"),
+            block_time: 1,
+        });
+        let config = config.absolutize(Path::new("/srv/p"));
+        assert_eq!(config.data_dir, Path::new("/srv/p/state"));
+        assert_eq!(config.nginx.dir, Path::new("/srv/p/nginx/gw"));
+        assert_eq!(config.nginx.nginx_bin, Path::new("/usr/sbin/nginx"));
+        assert_eq!(
+            config.engines.anvil.unwrap().binary,
+            Path::new("/srv/p/.tools/bin/anvil")
+        );
     }
 
     #[test]

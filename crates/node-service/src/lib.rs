@@ -9,12 +9,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use erigolem_engine::{engine_for, PortBlock, RpcClient};
+use erigolem_engine::{
+    engine_for, ArgvError, ErigonHealthQuery, ErigonNode, ErigonRelease, PortBlock, RpcClient,
+    VersionError,
+};
 use erigolem_gateway::{htpasswd, Gateway, GatewayError, Upstream};
 use erigolem_guard::{Guard, GuardConfig, GuardError, Policy};
 use erigolem_primitives::{
     Credentials, EngineKind, Health, InstanceName, InvalidStartArgs, Mode, Network, NodeState,
-    NodeStatus, Prune, Secret, StartArgs, Usage,
+    NodeStatus, Prune, RpcLimits, Secret, StartArgs, Usage,
 };
 use erigolem_supervisor::{ProcessState, RestartPolicy, Supervised, SupervisorError};
 use serde::Serialize;
@@ -22,7 +25,9 @@ use serde::Serialize;
 mod config;
 mod locks;
 
-pub use config::{Engines, GuardSettings, Limits, PortRange, RuntimeConfig};
+pub use config::{
+    dedicated_rpc_limits, Engines, GuardSettings, HealthChecks, Limits, PortRange, RuntimeConfig,
+};
 use locks::{InstanceLock, PortLease};
 
 /// The Golem usage counter of an endpoint: JSON-RPC calls the node answered through it.
@@ -75,6 +80,10 @@ pub enum ServiceError {
         url: String,
         reason: String,
     },
+    #[error("the {engine} binary is not usable: {reason}")]
+    EngineBroken { engine: EngineKind, reason: String },
+    #[error("{0}")]
+    Argv(#[from] ArgvError),
     #[error("no instance is running")]
     NotStarted,
     #[error("an instance is already running in this runtime")]
@@ -85,13 +94,107 @@ pub enum ServiceError {
 #[derive(Debug, Clone, Serialize)]
 pub struct DeployReport {
     pub networks: BTreeMap<Network, Vec<Mode>>,
+    /// Engine → the version its binary reported.
+    pub engines: BTreeMap<EngineKind, String>,
+    /// Engines that are configured but do not run, and other things an operator should know.
+    pub warnings: Vec<String>,
 }
 
-/// The market-facing description of this host (`offer-template`).
+/// The market-facing description of this host (`offer-template`): only what its engine binaries
+/// can actually serve.
 #[derive(Debug, Clone, Serialize)]
 pub struct Offer {
     pub networks: Vec<Network>,
     pub modes: Vec<Mode>,
+    /// Prune modes of dedicated Erigon nodes (empty without a usable Erigon).
+    pub prunes: Vec<Prune>,
+    pub engines: BTreeMap<EngineKind, String>,
+    /// Disk one dedicated node takes: network → prune mode → bytes (Erigon's published figures,
+    /// at most the archive figure where Erigon publishes none).
+    pub disk: BTreeMap<Network, BTreeMap<Prune, u64>>,
+}
+
+/// How long an engine binary may take to print its version.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What this host's engine binaries said when asked for their version; `None`: not configured.
+#[derive(Debug, Clone)]
+pub struct EngineProbe {
+    pub erigon: Option<Result<ErigonRelease, String>>,
+    pub anvil: Option<Result<String, String>>,
+}
+
+impl EngineProbe {
+    /// Versions of the engines that run.
+    pub fn versions(&self) -> BTreeMap<EngineKind, String> {
+        let mut out = BTreeMap::new();
+        if let Some(Ok(release)) = &self.erigon {
+            out.insert(EngineKind::Erigon, release.version.to_string());
+        }
+        if let Some(Ok(version)) = &self.anvil {
+            out.insert(EngineKind::Anvil, version.clone());
+        }
+        out
+    }
+
+    /// Configured engines that do not run, with why; and warnings of those that do.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        match &self.erigon {
+            Some(Err(reason)) => out.push(format!("erigon: {reason}")),
+            Some(Ok(ErigonRelease {
+                warning: Some(w), ..
+            })) => out.push(w.clone()),
+            _ => {}
+        }
+        if let Some(Err(reason)) = &self.anvil {
+            out.push(format!("anvil: {reason}"));
+        }
+        out
+    }
+
+    /// The first configured engine that does not run.
+    fn broken(&self) -> Option<ServiceError> {
+        let broken = |engine, reason: &String| ServiceError::EngineBroken {
+            engine,
+            reason: reason.clone(),
+        };
+        match (&self.erigon, &self.anvil) {
+            (Some(Err(reason)), _) => Some(broken(EngineKind::Erigon, reason)),
+            (_, Some(Err(reason))) => Some(broken(EngineKind::Anvil, reason)),
+            _ => None,
+        }
+    }
+}
+
+/// Asks an Erigon binary for its version and what its command line accepts.
+pub async fn probe_erigon(binary: &Path) -> Result<ErigonRelease, String> {
+    check_executable("erigon binary", binary).map_err(|e| e.to_string())?;
+    let version = erigolem_engine::detect_version(binary, VERSION_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    ErigonRelease::new(version).map_err(|e: VersionError| e.to_string())
+}
+
+/// `anvil --version`: `anvil Version: 1.7.1` → `1.7.1`.
+pub async fn probe_anvil(binary: &Path) -> Result<String, String> {
+    check_executable("anvil binary", binary).map_err(|e| e.to_string())?;
+    let out = erigolem_engine::run_version(binary, VERSION_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    out.lines()
+        .find_map(|l| {
+            l.strip_prefix("anvil Version:")
+                .map(|v| v.trim().to_owned())
+        })
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            format!(
+                "`{} --version` printed {:?}: not anvil",
+                binary.display(),
+                out.trim()
+            )
+        })
 }
 
 /// The runtime's service for one host: checks the setup and starts instances.
@@ -155,43 +258,113 @@ impl NodeService {
         &self.config
     }
 
-    pub fn offer(&self) -> Offer {
-        let offered = self.config.offered();
-        let mut modes: Vec<Mode> = offered.values().flatten().copied().collect();
+    /// Asks every configured engine binary for its version.
+    pub async fn engines(&self) -> EngineProbe {
+        let erigon = async {
+            match &self.config.engines.erigon {
+                None => None,
+                Some(erigon) => Some(match probe_erigon(&erigon.binary).await {
+                    Ok(release) => match &erigon.rpcdaemon {
+                        Some(d) => check_executable("rpcdaemon binary", d)
+                            .map(|()| release)
+                            .map_err(|e| e.to_string()),
+                        None => Ok(release),
+                    },
+                    Err(e) => Err(e),
+                }),
+            }
+        };
+        let anvil = async {
+            match &self.config.engines.anvil {
+                None => None,
+                Some(anvil) => Some(probe_anvil(&anvil.binary).await),
+            }
+        };
+        let (erigon, anvil) = tokio::join!(erigon, anvil);
+        EngineProbe { erigon, anvil }
+    }
+
+    /// The networks and modes this host can serve with the engines that run: a network of a
+    /// broken (or missing) engine binary, or one its Erigon release does not know, is left out.
+    pub fn served(&self, probe: &EngineProbe) -> BTreeMap<Network, Vec<Mode>> {
+        let mut out = self.config.offered();
+        for (network, modes) in out.iter_mut() {
+            let dedicated_ok = match network {
+                Network::Dev => matches!(probe.anvil, Some(Ok(_))),
+                _ => matches!(&probe.erigon, Some(Ok(r)) if r.flags.chains.contains(network)),
+            };
+            if !dedicated_ok {
+                modes.retain(|m| *m != Mode::Dedicated);
+            }
+        }
+        out.retain(|_, modes| !modes.is_empty());
+        out
+    }
+
+    /// What the market sees: networks, modes and prune modes the engines that run can serve.
+    pub async fn offer(&self) -> Offer {
+        let probe = self.engines().await;
+        let served = self.served(&probe);
+        let mut modes: Vec<Mode> = served.values().flatten().copied().collect();
         modes.sort();
         modes.dedup();
+        let prunes = match &probe.erigon {
+            Some(Ok(release)) => release.flags.prune_modes.to_vec(),
+            _ => Vec::new(),
+        };
+        let disk = served
+            .keys()
+            .map(|n| {
+                let sizes = prunes
+                    .iter()
+                    .filter_map(|p| erigolem_engine::disk_estimate(*n, *p).map(|e| (*p, e.bytes)))
+                    .collect::<BTreeMap<_, _>>();
+                (*n, sizes)
+            })
+            .filter(|(_, sizes)| !sizes.is_empty())
+            .collect();
         Offer {
-            networks: offered.keys().copied().collect(),
+            networks: served.keys().copied().collect(),
             modes,
+            prunes,
+            engines: probe.versions(),
+            disk,
         }
     }
 
-    /// Checks that this host can serve at least one network: engine binaries, data dir, Nginx.
+    /// Checks that this host can serve at least one network: engine binaries that run and say
+    /// which version they are, data dir, Nginx. Networks of a broken engine are left out.
     pub async fn deploy(&self) -> Result<DeployReport, ServiceError> {
-        let networks = self.config.offered();
-        if networks.is_empty() {
+        if self.config.offered().is_empty() {
             return Err(ServiceError::Config(
                 "no engine and no shared node configured: nothing to serve".into(),
             ));
         }
-        if let Some(erigon) = &self.config.engines.erigon {
-            check_executable("erigon binary", &erigon.binary)?;
-            if let Some(rpcdaemon) = &erigon.rpcdaemon {
-                check_executable("rpcdaemon binary", rpcdaemon)?;
-            }
-        }
-        if let Some(anvil) = &self.config.engines.anvil {
-            check_executable("anvil binary", &anvil.binary)?;
+        let probe = self.engines().await;
+        let networks = self.served(&probe);
+        if networks.is_empty() {
+            return Err(ServiceError::Config(format!(
+                "no network can be served: {}",
+                probe.problems().join("; ")
+            )));
         }
         check_writable_dir(&self.config.data_dir)?;
         check_executable("nginx binary", &self.config.nginx.nginx_bin)?;
         self.gateway.ensure_layout()?;
         self.gateway.master_pid()?;
-        Ok(DeployReport { networks })
+        Ok(DeployReport {
+            networks,
+            engines: probe.versions(),
+            warnings: probe.problems(),
+        })
     }
 
-    /// `deploy`'s checks, plus a validation of the live Nginx config and the shared nodes.
+    /// `deploy`'s checks, plus: every configured engine runs, the live Nginx config is valid, and
+    /// every shared node answers.
     pub async fn self_test(&self) -> Result<DeployReport, ServiceError> {
+        if let Some(broken) = self.engines().await.broken() {
+            return Err(broken);
+        }
         let report = self.deploy().await?;
         self.gateway.validate().await?;
         // Instance names are the socket's file name: those a server gives (UUIDs, 36 characters)
@@ -295,6 +468,7 @@ impl NodeService {
         access: Access,
     ) -> Result<Parts, ServiceError> {
         let engine = engine_for(network);
+        let mut about = About::default();
         let (upstream, processes, ports) = match mode {
             Mode::Shared => {
                 let url = &self.config.shared[&network];
@@ -337,7 +511,29 @@ impl NodeService {
                             .erigon
                             .as_ref()
                             .ok_or_else(|| ServiceError::Config("no erigon".into()))?;
-                        erigon.processes(network, prune, &datadir, block)
+                        // The command line depends on the release: ask the binary every start
+                        // (an operator may have upgraded it since the last one).
+                        let release = probe_erigon(&erigon.binary)
+                            .await
+                            .map_err(|reason| ServiceError::EngineBroken { engine, reason })?;
+                        let node = ErigonNode {
+                            network,
+                            prune,
+                            datadir: &datadir,
+                            ports: block,
+                            limits: &self.config.rpc_limits,
+                        };
+                        let specs = erigon.processes(&release, &node)?;
+                        if let Some(w) = &release.warning {
+                            tracing::warn!("{w}");
+                        }
+                        about = About {
+                            version: Some(release.version.to_string()),
+                            limits: Some(release.effective_limits(&self.config.rpc_limits)),
+                            warnings: release.warning.iter().cloned().collect(),
+                            erigon_health: true,
+                        };
+                        specs
                     }
                 };
                 let policy = RestartPolicy {
@@ -346,8 +542,20 @@ impl NodeService {
                     ..RestartPolicy::default()
                 };
                 let log = lock.dir().join("node.log");
-                let mut processes = Vec::new();
+                let mut processes: Vec<Supervised> = Vec::new();
                 for spec in specs {
+                    if !processes.is_empty() {
+                        // rpcdaemon reads the node's database and needs its private API: start
+                        // it once the node listens there, not into a crash loop.
+                        let private = Upstream::local(block.private_api());
+                        if let Err(e) = self
+                            .wait_listening(engine, &private, &processes, &log)
+                            .await
+                        {
+                            stop_all(processes).await;
+                            return Err(e);
+                        }
+                    }
                     match Supervised::spawn(spec, &log, policy.clone()) {
                         Ok(p) => processes.push(p),
                         Err(e) => {
@@ -358,9 +566,23 @@ impl NodeService {
                 }
                 let upstream = Upstream::local(block.http());
                 let spawned = Instant::now();
-                if let Err(e) = self.wait_ready(engine, &upstream, &processes, &log).await {
+                // anvil's version is only shown, so it is asked while the node starts.
+                let anvil_version = async {
+                    match (engine, &self.config.engines.anvil) {
+                        (EngineKind::Anvil, Some(anvil)) => probe_anvil(&anvil.binary).await.ok(),
+                        _ => None,
+                    }
+                };
+                let (ready, anvil_version) = tokio::join!(
+                    self.wait_ready(engine, &upstream, &processes, &log),
+                    anvil_version
+                );
+                if let Err(e) = ready {
                     stop_all(processes).await;
                     return Err(e);
+                }
+                if anvil_version.is_some() {
+                    about.version = anvil_version;
                 }
                 tracing::info!(%engine, ready_ms = spawned.elapsed().as_millis() as u64, "node answers JSON-RPC");
                 (upstream, processes, Some(lease))
@@ -394,6 +616,7 @@ impl NodeService {
             credentials,
             counter: guard.request_counter(),
             guard: Some(guard),
+            about,
         })
     }
 
@@ -439,6 +662,22 @@ impl NodeService {
         opened
     }
 
+    /// Waits until `upstream` accepts TCP connections (the node's private API).
+    async fn wait_listening(
+        &self,
+        engine: EngineKind,
+        upstream: &Upstream,
+        processes: &[Supervised],
+        log: &Path,
+    ) -> Result<(), ServiceError> {
+        let addr = upstream.to_string();
+        self.wait_until(engine, processes, log, || {
+            let addr = addr.clone();
+            async move { tokio::net::TcpStream::connect(&addr).await.is_ok() }
+        })
+        .await
+    }
+
     async fn wait_ready(
         &self,
         engine: EngineKind,
@@ -447,6 +686,22 @@ impl NodeService {
         log: &Path,
     ) -> Result<(), ServiceError> {
         let rpc = RpcClient::new(upstream.http_url());
+        self.wait_until(engine, processes, log, || rpc.is_ready())
+            .await
+    }
+
+    /// Polls `ready` until it holds, failing when a process exits or the start timeout passes.
+    async fn wait_until<F, Fut>(
+        &self,
+        engine: EngineKind,
+        processes: &[Supervised],
+        log: &Path,
+        mut ready: F,
+    ) -> Result<(), ServiceError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
         let timeout = Duration::from_secs(self.config.limits.start_timeout_secs);
         let deadline = Instant::now() + timeout;
         // Short pauses: a local RPC probe is cheap and start latency is what users wait for.
@@ -467,7 +722,7 @@ impl NodeService {
                     return Err(ServiceError::NodeExited { engine, reason });
                 }
             }
-            if rpc.is_ready().await {
+            if ready().await {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -524,6 +779,17 @@ struct Parts {
     guard: Option<Guard>,
     /// Its counts, which outlive it.
     counter: erigolem_guard::RequestCounter,
+    about: About,
+}
+
+/// What STATUS tells about the node beyond its state: its engine's release, its limits.
+#[derive(Debug, Clone, Default)]
+struct About {
+    version: Option<String>,
+    limits: Option<RpcLimits>,
+    warnings: Vec<String>,
+    /// The node has Erigon's `/health` (every Erigon release the runtime runs).
+    erigon_health: bool,
 }
 
 /// One running instance: its node (if dedicated), its gateway entry and credentials.
@@ -538,6 +804,7 @@ pub struct Instance {
     rpc: RpcClient,
     gateway: Gateway,
     lock: InstanceLock,
+    health_checks: HealthChecks,
 }
 
 impl Instance {
@@ -561,6 +828,7 @@ impl Instance {
             rpc,
             gateway: service.gateway.clone(),
             lock,
+            health_checks: service.config.health.clone(),
             parts,
         }
     }
@@ -640,26 +908,24 @@ impl Instance {
                 ProcessState::Stopped => failed = true,
             }
         }
-        let (state, block, sync, peers) = if failed {
+        let (state, head, sync, peers) = if failed {
             (NodeState::Failed, None, None, None)
         } else {
-            let (block, syncing, peers) = tokio::join!(
-                self.rpc.block_number(),
-                self.rpc.syncing(),
-                self.rpc.peer_count()
-            );
-            match (block, syncing) {
-                (Ok(block), Ok(Some(progress))) => {
-                    (NodeState::Syncing, Some(block), Some(progress), peers.ok())
+            let (head, syncing, peers) =
+                tokio::join!(self.rpc.head(), self.rpc.syncing(), self.rpc.peer_count());
+            match (head, syncing) {
+                (Ok(head), Ok(Some(progress))) => {
+                    (NodeState::Syncing, Some(head), Some(progress), peers.ok())
                 }
-                (Ok(block), Ok(None)) => (NodeState::Running, Some(block), None, peers.ok()),
-                (Ok(block), Err(_)) => (NodeState::Running, Some(block), None, peers.ok()),
+                (Ok(head), Ok(None)) => (NodeState::Running, Some(head), None, peers.ok()),
+                (Ok(head), Err(_)) => (NodeState::Running, Some(head), None, peers.ok()),
                 (Err(e), _) => {
                     process_problem.get_or_insert_with(|| format!("RPC not answering: {e}"));
                     (NodeState::Starting, None, None, None)
                 }
             }
         };
+        let about = &self.parts.about;
         if restarts > 0 && process_problem.is_none() {
             process_problem = Some(format!("node restarted {restarts} time(s) after crashing"));
         }
@@ -672,17 +938,29 @@ impl Instance {
             mode: self.mode,
             auth: self.parts.credentials.clone(),
             state,
-            block,
+            block: head.map(|h| h.number),
             sync,
             peers,
+            behind_seconds: head.map(|h| h.behind_seconds()),
+            engine_version: about.version.clone(),
+            limits: about.limits,
+            warnings: about.warnings.clone(),
             restarts,
             error: process_problem,
             usage: Some(self.parts.counter.usage()),
         }
     }
 
+    /// Block, sync, peers, lag and latency; for Erigon, its own `/health` verdicts (synced, at
+    /// least `min_peers` peers, head at most `max_seconds_behind` old) decide `healthy`.
     pub async fn health(&self) -> Health {
-        let mut health = self.rpc.health().await;
+        let query = ErigonHealthQuery {
+            synced: true,
+            min_peer_count: Some(self.health_checks.min_peers),
+            max_seconds_behind: Some(self.health_checks.max_seconds_behind),
+        };
+        let erigon = self.parts.about.erigon_health.then_some(&query);
+        let mut health = self.rpc.health(erigon).await;
         if let Some(reason) = self.parts.processes.iter().find_map(|p| match p.state() {
             ProcessState::Failed { reason, .. } => Some(reason),
             _ => None,

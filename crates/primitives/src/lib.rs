@@ -14,26 +14,29 @@ mod usage;
 pub use access::{
     is_method_name, InvalidPattern, IpBlock, MethodPattern, OriginPattern, MAX_ALLOWLIST,
 };
+pub mod paths;
 pub use instance::{InstanceName, InvalidInstanceName};
 pub use usage::{LatencyHistogram, Refused, Usage, LATENCY_BOUNDS_US, OTHER_METHODS, TOP_METHODS};
 
 /// An Ethereum network a node can serve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Holesky is gone: the network was shut down (ethereum.org, 2025-09) and Erigon removed it
+/// (erigontech/erigon PR #17685, in 3.3). Asking for it is refused with that reason
+/// ([`Network::retired`]), never mistaken for another network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Network {
     Mainnet,
     Sepolia,
-    Holesky,
     Hoodi,
     /// A local development chain (anvil); blocks are produced on a timer.
     Dev,
 }
 
 impl Network {
-    pub const ALL: [Network; 5] = [
+    pub const ALL: [Network; 4] = [
         Network::Mainnet,
         Network::Sepolia,
-        Network::Holesky,
         Network::Hoodi,
         Network::Dev,
     ];
@@ -42,7 +45,6 @@ impl Network {
         match self {
             Network::Mainnet => "mainnet",
             Network::Sepolia => "sepolia",
-            Network::Holesky => "holesky",
             Network::Hoodi => "hoodi",
             Network::Dev => "dev",
         }
@@ -53,10 +55,38 @@ impl Network {
         match self {
             Network::Mainnet => 1,
             Network::Sepolia => 11_155_111,
-            Network::Holesky => 17_000,
             Network::Hoodi => 560_048,
             Network::Dev => 1337,
         }
+    }
+
+    /// Why a network that was once served is not any more (`None` for names never served).
+    pub fn retired(name: &str) -> Option<&'static str> {
+        match name {
+            "holesky" => Some(
+                "network holesky was shut down and is no longer served \
+                 (Erigon removed it, erigontech/erigon PR #17685); use hoodi or sepolia instead",
+            ),
+            _ => None,
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|n| n.as_str() == name)
+    }
+}
+
+impl<'de> Deserialize<'de> for Network {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<str>::deserialize(d)?;
+        if let Some(network) = Network::from_name(&name) {
+            return Ok(network);
+        }
+        if let Some(why) = Network::retired(&name) {
+            return Err(serde::de::Error::custom(why));
+        }
+        const NAMES: &[&str] = &["mainnet", "sepolia", "hoodi", "dev"];
+        Err(serde::de::Error::unknown_variant(&name, NAMES))
     }
 }
 
@@ -81,22 +111,32 @@ impl Mode {
     }
 }
 
-/// Erigon 3's `--prune.mode`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Erigon 3's `--prune.mode`: what history a node keeps (docs.erigon.tech, "Sync modes").
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Prune {
+    /// Recent state and blocks (Erigon's default).
     #[default]
     Full,
+    /// All historical state.
     Archive,
+    /// Only recent blocks and the latest state: the smallest node.
     Minimal,
+    /// Every block and transaction, but no historical state (Erigon 3.1+).
+    Blocks,
 }
 
 impl Prune {
+    pub const ALL: [Prune; 4] = [Prune::Full, Prune::Archive, Prune::Minimal, Prune::Blocks];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Prune::Full => "full",
             Prune::Archive => "archive",
             Prune::Minimal => "minimal",
+            Prune::Blocks => "blocks",
         }
     }
 }
@@ -273,7 +313,7 @@ pub struct SyncProgress {
 }
 
 /// The engine behind an endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
     Erigon,
@@ -287,6 +327,29 @@ impl fmt::Display for EngineKind {
             EngineKind::Anvil => "anvil",
         })
     }
+}
+
+/// The JSON-RPC limits a node enforces (Erigon's `--rpc.*` flags). In the runtime config they are
+/// what the provider wants; in STATUS what the node actually runs with, `null` where its Erigon
+/// release has no such limit (or, for `max_concurrency`, keeps Erigon's own default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpcLimits {
+    /// Most blocks one `eth_getLogs` / `trace_filter` range may span (`--rpc.blockrange.limit`).
+    #[serde(default)]
+    pub block_range: Option<u64>,
+    /// Most logs one query returns (`--rpc.logs.maxresults`).
+    #[serde(default)]
+    pub logs_max_results: Option<u64>,
+    /// Most requests in one JSON-RPC batch (`--rpc.batch.limit`).
+    #[serde(default)]
+    pub batch_limit: Option<u64>,
+    /// Requests of one batch served in parallel (`--rpc.batch.concurrency`).
+    #[serde(default)]
+    pub batch_concurrency: Option<u64>,
+    /// Requests served at once before new ones wait (`--rpc.max.concurrency`).
+    #[serde(default)]
+    pub max_concurrency: Option<u64>,
 }
 
 /// The answer of `run STATUS`: one JSON object on stdout.
@@ -304,6 +367,20 @@ pub struct NodeStatus {
     pub sync: Option<SyncProgress>,
     #[serde(default)]
     pub peers: Option<u64>,
+    /// Seconds between now and the timestamp of the node's head block: how far behind the chain
+    /// it is (a synced Ethereum node stays within a slot or two, 12-24 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behind_seconds: Option<u64>,
+    /// The engine's release as its binary reports it (e.g. `3.6.1` for Erigon).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_version: Option<String>,
+    /// The JSON-RPC limits the node enforces (dedicated Erigon nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<RpcLimits>,
+    /// Things the operator should know that do not stop the node (e.g. an Erigon newer than
+    /// this runtime knows).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// How often the node process was restarted after exiting unexpectedly.
     #[serde(default)]
     pub restarts: u32,
@@ -325,6 +402,12 @@ pub struct Health {
     pub peers: Option<u64>,
     pub client_version: Option<String>,
     pub latency_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behind_seconds: Option<u64>,
+    /// Erigon's own `/health` verdicts (`synced`, `min_peer_count`, `max_seconds_behind`, …:
+    /// `HEALTHY`, `DISABLED` or `ERROR: …`), where the node has that endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<std::collections::BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -420,5 +503,22 @@ mod tests {
             assert_eq!(n.as_str().parse::<Network>().unwrap(), n);
         }
         assert!("goerli".parse::<Network>().is_err());
+    }
+
+    #[test]
+    fn holesky_is_refused_with_the_reason() {
+        let err = StartArgs::parse(&[r#"{"network":"holesky"}"#.into()]).unwrap_err();
+        assert!(err.to_string().contains("holesky was shut down"), "{err}");
+        let err = "holesky".parse::<Network>().unwrap_err();
+        assert!(err.to_string().contains("hoodi or sepolia"), "{err}");
+        assert!(!Network::ALL.iter().any(|n| n.as_str() == "holesky"));
+    }
+
+    #[test]
+    fn prune_modes_round_trip() {
+        for p in Prune::ALL {
+            assert_eq!(p.as_str().parse::<Prune>().unwrap(), p);
+        }
+        assert_eq!("blocks".parse::<Prune>().unwrap(), Prune::Blocks);
     }
 }

@@ -63,25 +63,13 @@ fn skip(check: impl Into<String>, detail: impl Into<String>) -> CheckResult {
     }
 }
 
-/// Rough disk needs of one Erigon 3 node in GB (chain data as of 2025, plus room to grow).
-/// `dev` (anvil) needs next to nothing.
+/// Disk one node needs in GB: Erigon's published figure for the network and prune mode
+/// (`erigolem_engine::disk_estimate`) plus a quarter for the chain to grow into. `dev` (anvil)
+/// needs next to nothing.
 pub fn disk_need_gb(network: Network, prune: Prune) -> u64 {
-    use Network::*;
-    use Prune::*;
-    match (network, prune) {
-        (Mainnet, Archive) => 2_000,
-        (Mainnet, Full) => 1_100,
-        (Mainnet, Minimal) => 450,
-        (Sepolia, Archive) => 1_000,
-        (Sepolia, Full) => 400,
-        (Sepolia, Minimal) => 150,
-        (Holesky, Archive) => 400,
-        (Holesky, Full) => 200,
-        (Holesky, Minimal) => 100,
-        (Hoodi, Archive) => 200,
-        (Hoodi, Full) => 100,
-        (Hoodi, Minimal) => 50,
-        (Dev, _) => 1,
+    match erigolem_engine::disk_estimate(network, prune) {
+        Some(e) => (e.bytes / 1_000_000_000) * 5 / 4 + 1,
+        None => 1,
     }
 }
 

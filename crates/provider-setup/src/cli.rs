@@ -58,14 +58,45 @@ pub struct UninstallArgs {
 }
 
 fn plan(inputs: Inputs, config: Option<&Path>, prefix: &Path) -> Result<Plan, SetupError> {
-    if !prefix.is_absolute() {
-        return Err(SetupError::Invalid {
-            flag: "--prefix",
-            reason: format!("{} is not an absolute path", prefix.display()),
-        });
+    // Relative paths mean the directory setup was started in.
+    let prefix = erigolem_primitives::paths::absolute(prefix).map_err(|e| SetupError::Invalid {
+        flag: "--prefix",
+        reason: e.to_string(),
+    })?;
+    let mut inputs = inputs.with_file(config)?;
+    if inputs.erigon_version.is_none() && inputs.shared.as_ref().is_some_and(|s| !s.is_empty()) {
+        // The shared nodes' units carry the command line of the release installed, if any.
+        let erigon = inputs
+            .erigon
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/usr/local/bin/erigon"));
+        inputs.erigon_version = erigon_version(&crate::plan::rooted(&prefix, &erigon));
     }
-    let settings = inputs.with_file(config)?.resolve()?;
-    Ok(Plan::new(settings, prefix))
+    let settings = inputs.resolve()?;
+    Ok(Plan::new(settings, &prefix))
+}
+
+/// `erigon --version`'s release, if the binary runs and answers within 10 s.
+fn erigon_version(binary: &Path) -> Option<String> {
+    let mut child = std::process::Command::new(binary)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().ok()?.is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take()?, &mut out).ok()?;
+    erigolem_engine::ErigonVersion::from_version_output(&out).map(|v| v.to_string())
 }
 
 /// Runs setup; prints the report; the exit code (1: something was skipped as a conflict).

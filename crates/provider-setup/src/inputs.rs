@@ -37,8 +37,8 @@ pub struct Inputs {
     /// Prune mode of the shared nodes [default: full].
     #[arg(long)]
     pub prune: Option<Prune>,
-    /// First port of the shared nodes' port blocks; network i of (mainnet, sepolia, holesky, hoodi)
-    /// takes 12 ports from base + 12·i [default: 42000].
+    /// First port of the shared nodes' port blocks: mainnet, sepolia and hoodi take 12 ports each
+    /// from base, base + 12 and base + 36 [default: 42000].
     #[arg(long)]
     pub shared_port_base: Option<u16>,
     /// Chain data: `chains/<network>` (shared nodes), `instances/` (the runtime) [default: /var/lib/erigolem].
@@ -47,6 +47,10 @@ pub struct Inputs {
     /// The erigon binary [default: /usr/local/bin/erigon].
     #[arg(long)]
     pub erigon: Option<PathBuf>,
+    /// Its release (e.g. `3.6.1`), for the shared nodes' command line [default: what
+    /// `erigon --version` says; the newest release known to Erigolem when it cannot be run].
+    #[arg(long)]
+    pub erigon_version: Option<String>,
     /// The anvil binary: enables the `dev` network in dedicated mode.
     #[arg(long)]
     pub anvil: Option<PathBuf>,
@@ -132,7 +136,7 @@ impl Inputs {
     /// Flags (`self`) over the config file's values.
     pub fn or(self, file: Inputs) -> Inputs {
         merge!(self, file; server_name, listen_port, tls_cert, tls_key, public_url, shared, shared_url,
-            prune, shared_port_base, data_dir, erigon, anvil, runtime, provider_bin, nginx_bin,
+            prune, shared_port_base, data_dir, erigon, erigon_version, anvil, runtime, provider_bin, nginx_bin,
             nginx_conf, nginx_pid, nginx_dir, gateway_dir, password_group, port_range_start,
             port_range_end, max_instances, plugins_dir, xdg_data_home, systemd_dir, service_user,
             price_per_hour, subnet, capacity, yagna_url, yagna_bin, preset, preset_file, rate_limit)
@@ -181,6 +185,8 @@ pub struct Settings {
     pub shared_port_base: u16,
     pub data_dir: PathBuf,
     pub erigon: PathBuf,
+    /// The release of `erigon` (the newest known when it is not known).
+    pub erigon_release: erigolem_engine::ErigonRelease,
     pub anvil: Option<PathBuf>,
     pub runtime: PathBuf,
     pub provider_bin: PathBuf,
@@ -221,13 +227,10 @@ fn path(flag: &'static str, value: Option<PathBuf>, default: &str) -> Result<Pat
     absolute(flag, p)
 }
 
+/// `p` made absolute against the working directory (where it was given), and checked to be
+/// writable into a config file.
 fn absolute(flag: &'static str, p: PathBuf) -> Result<PathBuf, SetupError> {
-    if !p.is_absolute() {
-        return Err(invalid(
-            flag,
-            format!("{} is not an absolute path", p.display()),
-        ));
-    }
+    let p = erigolem_primitives::paths::absolute(&p).map_err(|e| invalid(flag, e.to_string()))?;
     let text = p.to_string_lossy();
     if text.contains(['\n', ';', '{', '}', '"', '\'', ' ', '#', '$']) {
         return Err(invalid(
@@ -252,6 +255,30 @@ fn word(flag: &'static str, s: &str) -> Result<(), SetupError> {
     Ok(())
 }
 
+/// `--erigon-version` parsed, or the newest release Erigolem knows.
+fn erigon_release(text: Option<&str>) -> Result<erigolem_engine::ErigonRelease, SetupError> {
+    let version = match text {
+        Some(t) => erigolem_engine::ErigonVersion::parse(t).ok_or_else(|| {
+            invalid(
+                "--erigon-version",
+                format!("{t:?} is not a version like 3.6.1"),
+            )
+        })?,
+        None => {
+            let (major, minor) = erigolem_engine::NEWEST_KNOWN;
+            erigolem_engine::ErigonVersion {
+                major,
+                minor,
+                patch: 0,
+                modifier: None,
+                commit: None,
+            }
+        }
+    };
+    erigolem_engine::ErigonRelease::new(version)
+        .map_err(|e| invalid("--erigon-version", e.to_string()))
+}
+
 impl Inputs {
     /// Applies defaults and validates. A missing required value names its flag.
     pub fn resolve(self) -> Result<Settings, SetupError> {
@@ -273,6 +300,7 @@ impl Inputs {
             let scheme = if tls.is_some() { "https" } else { "http" };
             format!("{scheme}://{server_name}:{listen_port}")
         });
+        let erigon_release = erigon_release(self.erigon_version.as_deref())?;
         let mut shared = self.shared.unwrap_or_default();
         shared.sort();
         shared.dedup();
@@ -281,6 +309,23 @@ impl Inputs {
                 "--shared",
                 "dev has no Erigon node; use --anvil (dedicated) or --shared-url dev=URL",
             ));
+        }
+        let prune = self.prune.unwrap_or_default();
+        for network in &shared {
+            let node = erigolem_engine::ErigonNode {
+                network: *network,
+                prune,
+                datadir: Path::new("/"),
+                ports: erigolem_engine::PortBlock { base: 0 },
+                limits: &erigolem_primitives::RpcLimits::default(),
+            };
+            let engine = erigolem_engine::ErigonEngine {
+                binary: PathBuf::from("erigon"),
+                rpcdaemon: None,
+            };
+            engine
+                .processes(&erigon_release, &node)
+                .map_err(|e| invalid("--shared", e.to_string()))?;
         }
         let mut shared_urls = Vec::new();
         for item in self.shared_url.unwrap_or_default() {
@@ -339,10 +384,11 @@ impl Inputs {
             public_url,
             shared,
             shared_urls,
-            prune: self.prune.unwrap_or_default(),
+            prune,
             shared_port_base: self.shared_port_base.unwrap_or(42_000),
             data_dir: path("--data-dir", self.data_dir, "/var/lib/erigolem")?,
             erigon: path("--erigon", self.erigon, "/usr/local/bin/erigon")?,
+            erigon_release,
             anvil: self.anvil.map(|p| absolute("--anvil", p)).transpose()?,
             runtime: path(
                 "--runtime",

@@ -70,12 +70,15 @@ pub fn rooted(prefix: &Path, path: &Path) -> PathBuf {
     prefix.join(path.strip_prefix("/").unwrap_or(path))
 }
 
-/// Erigon's port block for a shared node: network i of [`Network::ALL`] gets base + 12·i.
+/// Erigon's port block for a shared node: mainnet, sepolia and hoodi get base + 12·(0, 1, 3).
+/// Slot 2 was holesky's (shut down): the others keep the ports they always had.
 pub fn shared_ports(base: u16, network: Network) -> PortBlock {
-    let index = Network::ALL
-        .iter()
-        .position(|n| *n == network)
-        .unwrap_or_default() as u16;
+    let index = match network {
+        Network::Mainnet => 0,
+        Network::Sepolia => 1,
+        Network::Hoodi => 3,
+        Network::Dev => 4,
+    };
     PortBlock {
         base: base.saturating_add(index * PortBlock::LEN),
     }
@@ -255,6 +258,8 @@ fn runtime_config(s: &Settings, prefix: &Path) -> RuntimeConfig {
             ..Limits::default()
         },
         guard: Default::default(),
+        rpc_limits: erigolem_node_service::dedicated_rpc_limits(),
+        health: Default::default(),
     }
 }
 
@@ -373,7 +378,18 @@ fn erigon_unit(s: &Settings, prefix: &Path, network: Network) -> String {
     };
     let ports = shared_ports(s.shared_port_base, network);
     let datadir = rooted(prefix, &chain_dir(s, network));
-    let processes = engine.processes(network, s.prune, &datadir, ports);
+    // A shared node serves many activities: Erigon's own RPC limits, not a dedicated node's.
+    let node = erigolem_engine::ErigonNode {
+        network,
+        prune: s.prune,
+        datadir: &datadir,
+        ports,
+        limits: &erigolem_primitives::RpcLimits::default(),
+    };
+    // `resolve` checked that this release can run the network and prune mode.
+    let processes = engine
+        .processes(&s.erigon_release, &node)
+        .unwrap_or_default();
     let exec = processes
         .first()
         .map(|p| {
@@ -388,6 +404,7 @@ fn erigon_unit(s: &Settings, prefix: &Path, network: Network) -> String {
     format!(
         r#"# Written by `erigolem-provider setup`: the shared, synced Erigon for {network} (prune {prune}).
 # JSON-RPC on 127.0.0.1:{http} (the runtime's `shared.{network}`), ports {first}-{last}.
+# Command line of Erigon {version}: run setup again after upgrading Erigon.
 [Unit]
 Description=Erigolem shared Erigon node ({network}, prune {prune})
 After=network-online.target
@@ -406,6 +423,7 @@ LimitNOFILE=1048576
 WantedBy=multi-user.target
 "#,
         prune = s.prune,
+        version = s.erigon_release.version,
         http = ports.http(),
         first = ports.base,
         last = ports.base + PortBlock::LEN - 1,

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 pub mod backend;
 mod error;
+mod lag;
 mod reconciler;
 mod routes;
 
@@ -38,6 +39,10 @@ pub struct ServerConfig {
     pub max_active_nodes: u32,
     /// API requests per second one client IP may make (bursts of twice that).
     pub rate_limit: std::num::NonZeroU32,
+    /// A running node more than this many blocks behind the network is shown as lagging.
+    pub lag_blocks: u64,
+    /// A running node whose head block is older than this many seconds is shown as lagging.
+    pub lag_seconds: u64,
 }
 
 /// Where nodes run.
@@ -63,6 +68,9 @@ impl ServerConfig {
             backend: None,
             max_active_nodes: 3,
             rate_limit: std::num::NonZeroU32::new(50).unwrap_or(std::num::NonZeroU32::MIN),
+            // Chainstack fails a node over at 40 blocks; 120 s is ten mainnet slots.
+            lag_blocks: 40,
+            lag_seconds: 120,
         }
     }
 
@@ -113,6 +121,9 @@ pub(crate) struct AppState {
     pub(crate) progress: tokio::sync::broadcast::Sender<routes::events::Progress>,
     /// Running nodes whose last STATUS polls failed, and why (cleared when one answers again).
     pub(crate) unhealthy: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// What the last STATUS of each running node said beyond block and sync (release, limits,
+    /// lag); not stored: the next poll brings it back after a restart.
+    pub(crate) live: std::sync::Mutex<std::collections::HashMap<String, lag::LiveStatus>>,
     pub(crate) limiter: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
 }
 
@@ -127,6 +138,11 @@ impl AppState {
         let node = self.store.transition(id, to, reason).await?;
         self.notify();
         Ok(node)
+    }
+
+    /// The last STATUS extras of a node, if it was polled since the server started.
+    pub(crate) fn live(&self, id: &str) -> Option<lag::LiveStatus> {
+        self.live.lock().ok()?.get(id).cloned()
     }
 
     /// Why the node is unhealthy (its STATUS polls fail), if it is.
@@ -185,8 +201,29 @@ impl Drop for Handle {
     }
 }
 
+impl ServerConfig {
+    /// Every path made absolute against the working directory, once: they are written into the
+    /// runtime's config and handed to child processes, which must not depend on where they run.
+    fn absolutize(mut self) -> Result<Self, ServerError> {
+        let abs = |p: &std::path::Path| {
+            erigolem_primitives::paths::absolute(p).map_err(|source| ServerError::DataDir {
+                path: p.to_owned(),
+                source,
+            })
+        };
+        self.data_dir = abs(&self.data_dir)?;
+        if let Some(BackendConfig::Local(local)) = &mut self.backend {
+            local.runtime_bin = abs(&local.runtime_bin)?;
+            local.anvil_bin = local.anvil_bin.as_deref().map(abs).transpose()?;
+            local.erigon_bin = local.erigon_bin.as_deref().map(abs).transpose()?;
+        }
+        Ok(self)
+    }
+}
+
 /// Opens the store, binds the listener and serves until the handle is dropped or shut down.
 pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
+    let config = config.absolutize()?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -260,6 +297,7 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         changes: tokio::sync::watch::channel(0).0,
         progress: tokio::sync::broadcast::channel(PROGRESS_BUFFER).0,
         unhealthy: Default::default(),
+        live: Default::default(),
         limiter: governor::RateLimiter::keyed(
             governor::Quota::per_second(config_rate).allow_burst(
                 std::num::NonZeroU32::new(config_rate.get().saturating_mul(2))

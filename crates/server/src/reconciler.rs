@@ -35,7 +35,15 @@ async fn run_start(state: &AppState, node: &NodeRecord) -> Result<(), StoreError
     state
         .transition(&node.id, NodeState::Starting, None)
         .await?;
-    let args = start_args(node, None);
+    let args = match start_args(node, None) {
+        Ok(args) => args,
+        Err(reason) => {
+            state
+                .transition(&node.id, NodeState::Failed, Some(&reason))
+                .await?;
+            return Ok(());
+        }
+    };
     let terms = NodeTerms::from_backend_ref(node.backend_ref.as_ref());
     let started = Instant::now();
     match backend.start(&node.id, args, &terms).await {
@@ -77,16 +85,21 @@ async fn run_start(state: &AppState, node: &NodeRecord) -> Result<(), StoreError
 }
 
 /// The runtime's start arguments for `node`: the node id is the instance name, so the endpoint's
-/// URL is the same every time the node is started; `password` restores its credentials.
-fn start_args(node: &NodeRecord, password: Option<String>) -> StartArgs {
-    StartArgs {
-        network: node.network.parse().ok(),
+/// URL is the same every time the node is started; `password` restores its credentials. A stored
+/// node whose network is no longer served (holesky) gets the reason, never another network.
+fn start_args(node: &NodeRecord, password: Option<String>) -> Result<StartArgs, String> {
+    let network = node
+        .network
+        .parse()
+        .map_err(|e: serde_json::Error| e.to_string())?;
+    Ok(StartArgs {
+        network: Some(network),
         mode: node.mode.parse().ok(),
         prune: node.prune.parse().ok(),
         instance: InstanceName::new(node.id.clone()).ok(),
         password: password.and_then(|p| erigolem_primitives::EndpointPassword::new(p).ok()),
         ..StartArgs::default()
-    }
+    })
 }
 
 /// Stops a node: a running one through the backend, one still starting when its start returns.
@@ -204,6 +217,14 @@ async fn record_progress(
         .store
         .set_progress(&node.id, block, sync.clone())
         .await?;
+    let thresholds = crate::lag::Thresholds {
+        blocks: state.config.lag_blocks,
+        seconds: state.config.lag_seconds,
+    };
+    let live = crate::lag::LiveStatus::of(status, thresholds);
+    if let Ok(mut all) = state.live.lock() {
+        all.insert(node.id.clone(), live.clone());
+    }
     // No receivers (nobody watching) is not an error.
     let _ = state.progress.send(crate::routes::events::Progress {
         owner: node.owner.clone(),
@@ -211,6 +232,10 @@ async fn record_progress(
         block,
         sync,
         health: state.health(&node.id),
+        behind_seconds: live.behind_seconds,
+        behind_blocks: live.behind_blocks,
+        peers: live.peers,
+        lagging: live.lagging,
         at: erigolem_store::now_ms(),
     });
     Ok(())
@@ -231,6 +256,9 @@ pub(crate) fn spawn_poller(state: Arc<AppState>) -> tokio::task::JoinHandle<()> 
                 continue;
             };
             misses.retain(|id, _| nodes.iter().any(|n| &n.id == id));
+            if let Ok(mut live) = state.live.lock() {
+                live.retain(|id, _| nodes.iter().any(|n| &n.id == id));
+            }
             for (id, reason) in backend.ending() {
                 if nodes.iter().any(|n| n.id == id) {
                     tracing::info!(node = %id, %reason, "stopping");
@@ -271,12 +299,17 @@ pub(crate) fn spawn_poller(state: Arc<AppState>) -> tokio::task::JoinHandle<()> 
                         if let Ok(mut unhealthy) = state.unhealthy.lock() {
                             unhealthy.insert(node.id.clone(), health.clone());
                         }
+                        let live = state.live(&node.id).unwrap_or_default();
                         let _ = state.progress.send(crate::routes::events::Progress {
                             owner: node.owner.clone(),
                             node_id: node.id.clone(),
                             block: node.block,
                             sync: node.sync.clone(),
                             health: Some(health),
+                            behind_seconds: live.behind_seconds,
+                            behind_blocks: live.behind_blocks,
+                            peers: live.peers,
+                            lagging: live.lagging,
                             at: erigolem_store::now_ms(),
                         });
                         if *n >= UNHEALTHY_LIMIT {
@@ -355,6 +388,13 @@ async fn restore(state: &AppState, node: &NodeRecord) -> Result<(), StoreError> 
         return Ok(());
     };
     let password = state.store.password(&node.id, &node.owner).await?;
+    if let Err(reason) = start_args(node, None) {
+        let reason = format!("could not be restarted after a server restart: {reason}");
+        state
+            .transition(&node.id, NodeState::Failed, Some(&reason))
+            .await?;
+        return Ok(());
+    }
     // The old server's runtimes end on their own (stdin EOF) and release the node's endpoint
     // only once they removed it; until then the new start is refused as busy.
     let deadline = Instant::now() + RECOVERY_WAIT;
@@ -362,7 +402,7 @@ async fn restore(state: &AppState, node: &NodeRecord) -> Result<(), StoreError> 
         match backend
             .start(
                 &node.id,
-                start_args(node, password.clone()),
+                start_args(node, password.clone()).unwrap_or_default(),
                 &NodeTerms::from_backend_ref(node.backend_ref.as_ref()),
             )
             .await

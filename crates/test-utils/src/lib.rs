@@ -45,6 +45,28 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     path
 }
 
+/// An `erigon` binary of release `version` as an operator installs it: a script in `dir` running
+/// fake-erigon modelling that release (with `env` for its behaviour, e.g. lag or crashes). Its
+/// `rpcdaemon` sibling is returned too (the Erigon 2 split layout).
+pub fn fake_erigon(dir: &Path, version: &str, env: &[(&str, &str)]) -> (PathBuf, PathBuf) {
+    let dir = dir.join(format!("erigon-{version}-{}", env.len()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = workspace_bin("fake-erigon");
+    let extra: String = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+    let write = |name: &str, role: &str| {
+        let path = dir.join(name);
+        let script = format!(
+            "#!/bin/sh\nFAKE_ERIGON_VERSION='{version}' FAKE_ERIGON_ROLE={role} {extra}exec {} \"$@\"\n",
+            fake.display()
+        );
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        path
+    };
+    (write("erigon", "erigon"), write("rpcdaemon", "rpcdaemon"))
+}
+
 /// anvil from `scripts/setup.sh` (`.tools/bin/anvil`), or `$ERIGOLEM_ANVIL`.
 pub fn anvil_bin() -> PathBuf {
     let path = std::env::var_os("ERIGOLEM_ANVIL")

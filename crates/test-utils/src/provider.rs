@@ -52,6 +52,8 @@ impl Provider {
                 ..Limits::default()
             },
             guard: Default::default(),
+            rpc_limits: erigolem_node_service::dedicated_rpc_limits(),
+            health: Default::default(),
         };
         customize(&mut config);
         let provider = Self {

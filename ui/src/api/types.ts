@@ -37,6 +37,20 @@ export interface Billing {
   refused: string | null;
 }
 
+/** The JSON-RPC limits a node enforces (`null`: none in its Erigon release). */
+export interface RpcLimits {
+  /** Most blocks one eth_getLogs / trace_filter range may span. */
+  block_range: number | null;
+  /** Most logs one query returns. */
+  logs_max_results: number | null;
+  /** Most requests in one JSON-RPC batch. */
+  batch_limit: number | null;
+  /** Requests of one batch served in parallel. */
+  batch_concurrency: number | null;
+  /** Requests served at once (null: Erigon's default). */
+  max_concurrency: number | null;
+}
+
 export interface Node {
   id: string;
   name: string;
@@ -52,6 +66,18 @@ export interface Node {
   billing?: Billing | null;
   /** Set while a running node's status checks fail (it is failed after three), with why. */
   health?: string | null;
+  /** The engine's release the node runs, e.g. Erigon `3.6.1`. */
+  engine_version?: string | null;
+  limits?: RpcLimits | null;
+  /** What the provider's runtime warns about (e.g. an Erigon newer than it knows). */
+  warnings?: string[];
+  peers?: number | null;
+  /** Age of the node's head block in seconds. */
+  behind_seconds?: number | null;
+  /** Blocks between the node's head and the network's, while it syncs. */
+  behind_blocks?: number | null;
+  /** More than the server's thresholds behind. */
+  lagging?: boolean;
   block: number | null;
   sync: SyncProgress | null;
   /** Unix milliseconds. */
@@ -60,12 +86,24 @@ export interface Node {
   stopped_at: number | null;
 }
 
+/** Disk one node takes in one prune mode: Erigon's published figure (`at_most`: an upper bound). */
+export interface DiskEstimate {
+  prune: string;
+  bytes: number;
+  basis: 'measured' | 'at_most';
+  source: string;
+}
+
 /** What a backend can start; the golem backend adds the market's price range. */
 export interface NetworkOffer {
   network: string;
   modes: string[];
   engine: string;
   price?: { min_per_hour: number; max_per_hour: number; currency: string; providers: number };
+  /** Prune modes a node of this network can have (none for the dev chain). */
+  prunes?: string[];
+  engine_version?: string | null;
+  disk?: DiskEstimate[];
 }
 
 export interface CreateNodeRequest {
@@ -111,8 +149,12 @@ export interface ProgressEvent {
   block: number | null;
   sync: SyncProgress | null;
   health?: string | null;
+  behind_seconds?: number | null;
+  behind_blocks?: number | null;
+  peers?: number | null;
+  lagging?: boolean;
   at: number;
 }
 
 export const ACTIVE_STATES: readonly NodeState[] = ['pending', 'starting', 'running', 'stopping'];
-export const PRUNE_MODES = ['full', 'archive', 'minimal'] as const;
+export const PRUNE_MODES = ['full', 'archive', 'minimal', 'blocks'] as const;

@@ -12,6 +12,9 @@ use erigolem_test_utils::wallet::DEV_KEY_0;
 use erigolem_test_utils::{anvil_bin, free_port, free_port_block, rpc, stable_port, workspace_bin};
 use serde_json::{json, Value};
 
+mod erigon;
+mod quickstart;
+
 async fn server(dir: &Path) -> Handle {
     let mut config = ServerConfig::test(dir);
     config.backend = Some(BackendConfig::Local(LocalConfig {

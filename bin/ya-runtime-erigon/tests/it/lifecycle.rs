@@ -25,14 +25,22 @@ async fn oneshot_commands_describe_the_provider() {
 
     let offer = runtime.offer_template().await.unwrap();
     let networks = &offer["properties"]["erigolem.networks"];
-    assert_eq!(
-        networks,
-        &json!(["mainnet", "sepolia", "holesky", "hoodi", "dev"])
-    );
+    assert_eq!(networks, &json!(["mainnet", "sepolia", "hoodi", "dev"]));
     assert_eq!(offer["properties"]["erigolem.modes"], json!(["dedicated"]));
+    assert_eq!(
+        offer["properties"]["erigolem.prunes"],
+        json!(["full", "archive", "minimal", "blocks"])
+    );
+    assert_eq!(offer["properties"]["erigolem.engines"]["erigon"], "3.6.1");
+    assert!(offer["properties"]["erigolem.engines"]["anvil"].is_string());
+    let disk = &offer["properties"]["erigolem.disk"];
+    assert_eq!(disk["mainnet"]["archive"], 2_030_000_000_000_u64);
+    assert_eq!(disk["hoodi"]["full"], 48_360_000_000_u64);
+    assert!(disk["dev"].is_null(), "{disk}");
 
     let said = runtime.test().await.unwrap();
     assert!(said.contains("ok: serves"), "{said}");
+    assert!(said.contains("erigon 3.6.1"), "{said}");
 }
 
 #[tokio::test]
@@ -354,21 +362,42 @@ async fn crashed_node_is_restarted_and_repeated_crashes_fail_with_the_log() {
 
 #[tokio::test]
 async fn erigon2_layout_runs_node_and_rpcdaemon_and_stops_both() {
-    // fake-erigon plays both binaries: `erigon --http=false …` and `rpcdaemon …`.
+    // fake-erigon plays both binaries of Erigon 2.60: `erigon --http=false …` and `rpcdaemon …`,
+    // which reads the node's chain from the shared datadir and needs its private API.
+    let dir = tempfile::tempdir().unwrap();
+    let (erigon, rpcdaemon) = erigolem_test_utils::fake_erigon(dir.path(), "2.60.10", &[]);
     let provider = Provider::start(2, |c| {
-        let erigon = c.engines.erigon.as_mut().unwrap();
-        erigon.rpcdaemon = Some(erigon.binary.clone());
+        let e = c.engines.erigon.as_mut().unwrap();
+        e.binary = erigon;
+        e.rpcdaemon = Some(rpcdaemon);
     })
     .await;
+    let offer = provider.runtime("o").offer_template().await.unwrap();
+    // Hoodi came after Erigon 2.
+    assert_eq!(
+        offer["properties"]["erigolem.networks"],
+        json!(["mainnet", "sepolia", "dev"])
+    );
+    assert_eq!(
+        offer["properties"]["erigolem.prunes"],
+        json!(["full", "archive"])
+    );
     let session = provider
         .runtime("split")
-        .start(r#"{"network":"hoodi"}"#)
+        .start(r#"{"network":"sepolia"}"#)
         .await
         .unwrap();
     let status = session.status().await.unwrap();
-    // (A real rpcdaemon reads the chain from the shared datadir; the fake one cannot, so only
-    // the RPC path is checked here.)
+    assert_eq!(status.engine_version.as_deref(), Some("2.60.10"));
     block_through(&status, Some(auth(&status))).await.unwrap();
+    let chain = rpc(&status.url, Some(auth(&status)), "eth_chainId", json!([]))
+        .await
+        .unwrap();
+    assert_eq!(
+        chain,
+        json!("0xaa36a7"),
+        "rpcdaemon serves the node's chain"
+    );
     let pids = node_pids(&provider, status.instance.as_str());
     assert_eq!(pids.len(), 2, "erigon and rpcdaemon");
     session.shutdown().await.unwrap();

@@ -6,6 +6,7 @@
 mod endpoint;
 mod lifecycle;
 mod misuse;
+mod releases;
 mod scale;
 
 use std::time::{Duration, Instant};

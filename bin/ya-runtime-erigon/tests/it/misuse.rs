@@ -81,13 +81,33 @@ async fn missing_engine_binary_is_named() {
     })
     .await;
     let runtime = provider.runtime("a");
+    // The dev chain still deploys; Erigon's networks are not offered; `test` names the binary.
     let deployed = runtime.deploy().await.unwrap();
-    let reason = deployed.valid.unwrap_err();
-    assert!(reason.contains("/opt/nowhere/erigon"), "{reason}");
+    assert_eq!(deployed.valid, Ok(()), "{:?}", deployed.raw);
+    let offer = runtime.offer_template().await.unwrap();
+    assert_eq!(
+        offer["properties"]["erigolem.networks"],
+        serde_json::json!(["dev"])
+    );
     let err = runtime.test().await.unwrap_err();
     assert!(err.to_string().contains("/opt/nowhere/erigon"), "{err}");
     let log = start_fails(&provider, r#"{"network":"mainnet"}"#).await;
     assert!(log.contains("/opt/nowhere/erigon"), "{log}");
+    // With no engine that runs at all, deploy fails and says why.
+    let mut provider = provider;
+    provider.config.engines.anvil.as_mut().unwrap().binary = "/opt/nowhere/anvil".into();
+    provider.write_config();
+    let reason = provider
+        .runtime("b")
+        .deploy()
+        .await
+        .unwrap()
+        .valid
+        .unwrap_err();
+    assert!(
+        reason.contains("no network can be served") && reason.contains("/opt/nowhere/anvil"),
+        "{reason}"
+    );
 }
 
 #[tokio::test]
@@ -145,15 +165,69 @@ async fn exhausted_port_range_is_a_clear_error() {
 
 #[tokio::test]
 async fn node_that_cannot_start_is_reported_with_its_log() {
-    // anvil refuses an unknown flag: the engine dies at start and its words reach the error.
+    // The node dies at once, every time: its last words reach the error.
+    let provider = Provider::start(2, |_| {}).await;
+    let err = provider
+        .runtime("bad")
+        .env("FAKE_ERIGON_CRASH_AFTER_SECS", "0")
+        .start(r#"{"network":"mainnet"}"#)
+        .await
+        .unwrap_err();
+    let ClientError::StartFailed { log, .. } = err else {
+        panic!("unexpected error: {err}")
+    };
+    assert!(log.contains("exited during start"), "{log}");
+    assert!(log.contains("panic: fake-erigon crash requested"), "{log}");
+    assert!(provider.instance_dirs().is_empty());
+}
+
+#[tokio::test]
+async fn a_binary_that_is_not_erigon_is_named() {
+    // anvil in erigon's place: `--version` says it is anvil, so nothing is started.
     let provider = Provider::start(2, |c| {
         c.engines.erigon.as_mut().unwrap().binary = anvil_bin();
     })
     .await;
     let log = start_fails(&provider, r#"{"network":"mainnet"}"#).await;
-    assert!(log.contains("exited during start"), "{log}");
+    assert!(log.contains("printed \"anvil Version:"), "{log}");
+    assert!(log.contains("not an Erigon version"), "{log}");
+}
+
+#[tokio::test]
+async fn holesky_and_unsupported_prune_modes_are_refused_with_the_reason() {
+    let provider = Provider::start(2, |_| {}).await;
+    let log = start_fails(&provider, r#"{"network":"holesky"}"#).await;
+    assert!(log.contains("holesky was shut down"), "{log}");
+    let dir = tempfile::tempdir().unwrap();
+    let (old, _) = erigolem_test_utils::fake_erigon(dir.path(), "3.0.12", &[]);
+    let mut provider = provider;
+    provider.config.engines.erigon.as_mut().unwrap().binary = old;
+    provider.write_config();
+    let log = start_fails(&provider, r#"{"network":"mainnet","prune":"blocks"}"#).await;
     assert!(
-        log.contains("--datadir"),
-        "anvil's complaint missing:\n{log}"
+        log.contains("Erigon 3.0.12 has no prune mode blocks"),
+        "{log}"
+    );
+}
+
+/// A relative `XDG_DATA_HOME` (as a server with a relative data dir once passed it) still finds
+/// the config, instead of silently running on the built-in defaults.
+#[tokio::test]
+async fn a_relative_xdg_data_home_finds_the_config() {
+    let provider = Provider::start(2, |_| {}).await;
+    let cwd = std::env::current_dir().unwrap();
+    let up = "../".repeat(cwd.components().count() - 1);
+    let xdg = provider.root.join("xdg");
+    let relative = format!("{up}{}", xdg.strip_prefix("/").unwrap().display());
+    let offer = provider
+        .runtime("rel")
+        .env("XDG_DATA_HOME", &relative)
+        .offer_template()
+        .await
+        .unwrap();
+    assert_eq!(
+        offer["properties"]["erigolem.networks"],
+        serde_json::json!(["mainnet", "sepolia", "hoodi", "dev"]),
+        "XDG_DATA_HOME={relative}: {offer}"
     );
 }

@@ -227,3 +227,72 @@ fn the_example_nginx_site_is_what_setup_writes() {
         example.display()
     );
 }
+
+/// The shared nodes' command line follows the Erigon release (`--erigon-version`, or what the
+/// binary says): 3.3 keeps its two devp2p listeners, 3.6 has one and its MCP server disabled; a
+/// release that cannot run a network is refused before anything is written.
+#[test]
+fn shared_units_follow_the_erigon_release() {
+    let unit = |version: &str| {
+        let plan = plan(Inputs {
+            erigon_version: Some(version.into()),
+            ..tls_mainnet_sepolia()
+        });
+        plan.entries
+            .iter()
+            .find_map(|e| match e {
+                Entry::File { path, content, .. }
+                    if path.ends_with("erigolem-erigon-mainnet.service") =>
+                {
+                    Some(content.clone())
+                }
+                _ => None,
+            })
+            .unwrap()
+    };
+    let old = unit("3.3.10");
+    assert!(old.contains("--p2p.allowed-ports=42005,42006"), "{old}");
+    assert!(!old.contains("--mcp.disable"), "{old}");
+    assert!(old.contains("Command line of Erigon 3.3.10"));
+    let new = unit("3.6.1");
+    assert!(!new.contains("--p2p.allowed-ports"), "{new}");
+    assert!(new.contains("--mcp.disable"), "{new}");
+
+    for (version, shared, expected) in [
+        (
+            "three",
+            erigolem_primitives::Network::Mainnet,
+            "not a version like 3.6.1",
+        ),
+        (
+            "2.60.10",
+            erigolem_primitives::Network::Hoodi,
+            "does not serve hoodi",
+        ),
+    ] {
+        let err = Inputs {
+            erigon_version: Some(version.into()),
+            shared: Some(vec![shared]),
+            ..tls_mainnet_sepolia()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(expected), "{version}: {err}");
+    }
+}
+
+/// Relative paths are taken from the working directory, not refused.
+#[test]
+fn relative_paths_are_made_absolute_where_given() {
+    let s = Inputs {
+        data_dir: Some("state/erigolem".into()),
+        ..dev()
+    }
+    .resolve()
+    .unwrap();
+    assert_eq!(
+        s.data_dir,
+        std::env::current_dir().unwrap().join("state/erigolem")
+    );
+}

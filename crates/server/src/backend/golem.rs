@@ -572,10 +572,8 @@ impl Backend for GolemBackend {
                     modes.push(Mode::Dedicated);
                 }
                 Some(NetworkOffer {
-                    engine: erigolem_engine::engine_for(network),
-                    network,
-                    modes,
                     price: Some(price),
+                    ..NetworkOffer::new(network, modes)
                 })
             })
             .collect()

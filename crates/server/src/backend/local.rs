@@ -51,10 +51,11 @@ struct NodeHandle {
 #[derive(Debug)]
 pub struct LocalBackend {
     dir: PathBuf,
-    config: RuntimeConfig,
     runtime_bin: PathBuf,
     nodes: Mutex<HashMap<String, NodeHandle>>,
     nginx: NginxProcess,
+    /// What the runtime offers (`offer-template`): networks of engine binaries that run.
+    offers: Vec<NetworkOffer>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +71,8 @@ pub enum LocalError {
     NoEngine,
     #[error("{0} is missing: build the workspace (cargo build --workspace --bins)")]
     MissingRuntime(PathBuf),
+    #[error("the runtime serves no network: {0}")]
+    NothingServed(String),
 }
 
 /// Where the private Nginx keeps its config and the per-node password files. Its workers (www-data
@@ -117,6 +120,9 @@ impl LocalBackend {
             let path = path.to_owned();
             move |source| LocalError::Io { path, source }
         };
+        // Written into the runtime's config and handed to it as XDG_DATA_HOME: absolute, whatever
+        // the working directory of whoever runs it.
+        let dir = &erigolem_primitives::paths::absolute(dir).map_err(io(dir))?;
         if !local.runtime_bin.exists() {
             return Err(LocalError::MissingRuntime(local.runtime_bin));
         }
@@ -166,6 +172,8 @@ impl LocalBackend {
                 ..Limits::default()
             },
             guard: Default::default(),
+            rpc_limits: erigolem_node_service::dedicated_rpc_limits(),
+            health: Default::default(),
         };
         let config_path = dir.join("xdg/ya-runtime-erigon/ya-runtime-erigon.json");
         std::fs::create_dir_all(dir.join("xdg/ya-runtime-erigon")).map_err(io(dir))?;
@@ -175,13 +183,68 @@ impl LocalBackend {
         stop_stale_nginx(&config.nginx.pid_file).await;
         let nginx =
             NginxProcess::start(&conf, &config.nginx.pid_file, local.gateway_listen).await?;
-        Ok(Self {
+        let mut backend = Self {
             dir: dir.to_owned(),
-            config,
             runtime_bin: local.runtime_bin,
             nodes: Mutex::default(),
             nginx,
-        })
+            offers: Vec::new(),
+        };
+        backend.offers = backend.ask_offers().await?;
+        Ok(backend)
+    }
+
+    /// The runtime's own `offer-template` (as a provider's would be published) and, when an
+    /// engine does not run, its `test` reason, logged.
+    async fn ask_offers(&self) -> Result<Vec<NetworkOffer>, LocalError> {
+        let runtime = self.runtime("offer-template");
+        let template = runtime
+            .offer_template()
+            .await
+            .map_err(|e| LocalError::NothingServed(e.to_string()))?;
+        let props = &template["properties"];
+        let list = |key: &str| -> Vec<String> {
+            props[key]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let prunes: Vec<erigolem_primitives::Prune> = list("erigolem.prunes")
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        let offers: Vec<NetworkOffer> = list("erigolem.networks")
+            .iter()
+            .filter_map(|n| n.parse::<erigolem_primitives::Network>().ok())
+            .map(|network| {
+                let offer = NetworkOffer::new(network, vec![erigolem_primitives::Mode::Dedicated]);
+                let version = props["erigolem.engines"][offer.engine.to_string()]
+                    .as_str()
+                    .map(str::to_owned);
+                let offer = match offer.engine {
+                    erigolem_primitives::EngineKind::Erigon => offer.with_prunes(prunes.clone()),
+                    erigolem_primitives::EngineKind::Anvil => offer,
+                };
+                NetworkOffer {
+                    engine_version: version,
+                    ..offer
+                }
+            })
+            .collect();
+        if let Err(e) = self.runtime("test").test().await {
+            if offers.is_empty() {
+                return Err(LocalError::NothingServed(e.to_string()));
+            }
+            tracing::warn!("not every engine runs: {e}");
+        }
+        for offer in &offers {
+            tracing::info!(network = %offer.network, engine = %offer.engine, version = ?offer.engine_version, "offered");
+        }
+        Ok(offers)
     }
 
     fn runtime(&self, node_id: &str) -> RuntimeBinary {
@@ -210,16 +273,7 @@ impl LocalBackend {
 #[async_trait::async_trait]
 impl Backend for LocalBackend {
     fn networks(&self) -> Vec<NetworkOffer> {
-        self.config
-            .offered()
-            .into_iter()
-            .map(|(network, modes)| NetworkOffer {
-                network,
-                modes,
-                engine: erigolem_engine::engine_for(network),
-                price: None,
-            })
-            .collect()
+        self.offers.clone()
     }
 
     async fn start(

@@ -2,7 +2,8 @@
 //! per node, speaking the runtime API as an exe-unit does). `golem`: providers on the Golem market
 //! run them, through the requestor's yagna.
 
-use erigolem_primitives::{EngineKind, Mode, Network, NodeStatus, StartArgs};
+use erigolem_engine::DiskEstimate;
+use erigolem_primitives::{EngineKind, Mode, Network, NodeStatus, Prune, StartArgs};
 use serde::Serialize;
 
 pub mod golem;
@@ -20,6 +21,47 @@ pub struct NetworkOffer {
     /// What providers ask (golem backend only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub price: Option<PriceRange>,
+    /// Prune modes a node of this network can have (none for the dev chain).
+    #[schema(value_type = Vec<String>)]
+    pub prunes: Vec<Prune>,
+    /// The engine's release, where the backend knows it (the local backend asks the binary).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_version: Option<String>,
+    /// Disk one node takes, per prune mode: Erigon's published figures
+    /// (`{prune, bytes, basis: measured|at_most, source}`).
+    #[schema(value_type = Vec<Object>)]
+    pub disk: Vec<DiskEstimate>,
+}
+
+impl NetworkOffer {
+    /// `network` in `modes`, with every prune mode of its engine and their disk estimates.
+    pub fn new(network: Network, modes: Vec<Mode>) -> Self {
+        let engine = erigolem_engine::engine_for(network);
+        let prunes = match engine {
+            EngineKind::Erigon => Prune::ALL.to_vec(),
+            EngineKind::Anvil => Vec::new(),
+        };
+        Self {
+            network,
+            modes,
+            engine,
+            price: None,
+            engine_version: None,
+            disk: Vec::new(),
+            prunes: Vec::new(),
+        }
+        .with_prunes(prunes)
+    }
+
+    /// Only these prune modes (and their disk estimates).
+    pub fn with_prunes(mut self, prunes: Vec<Prune>) -> Self {
+        self.disk = prunes
+            .iter()
+            .filter_map(|p| erigolem_engine::disk_estimate(self.network, *p))
+            .collect();
+        self.prunes = prunes;
+        self
+    }
 }
 
 /// The price range of the offers for a network on the market.

@@ -34,12 +34,20 @@ pub(crate) struct Progress {
     pub(crate) sync: Option<serde_json::Value>,
     /// Why the node is unhealthy (its STATUS polls fail), or null when it answers.
     pub(crate) health: Option<String>,
+    /// Age of the node's head block in seconds.
+    pub(crate) behind_seconds: Option<u64>,
+    /// Blocks between the node's head and the network's (while it syncs).
+    pub(crate) behind_blocks: Option<u64>,
+    pub(crate) peers: Option<u64>,
+    /// More than the server's thresholds behind (`--lag-blocks`, `--lag-seconds`).
+    pub(crate) lagging: bool,
     /// Unix milliseconds.
     pub(crate) at: i64,
 }
 
 /// Server-sent events: `event: transition`, `data: {"id","node_id","state","reason","at"}`, and
-/// `event: progress`, `data: {"node_id","block","sync","health","at"}`.
+/// `event: progress`, `data: {"node_id","block","sync","health","behind_seconds","behind_blocks",
+/// "peers","lagging","at"}`.
 #[utoipa::path(get, path = "/api/v1/events", tag = "nodes",
     responses((status = 200, description = "text/event-stream of the caller's node transitions"), (status = 401, body = super::ErrorBody)))]
 pub(crate) async fn events(

@@ -66,6 +66,20 @@ pub(crate) struct NodeView {
     billing: Option<crate::backend::Billing>,
     /// Set while a running node's STATUS polls fail (it is failed after 3), with why.
     health: Option<String>,
+    /// The engine's release the node runs (e.g. Erigon `3.6.1`), from its last STATUS.
+    engine_version: Option<String>,
+    /// The JSON-RPC limits the node enforces (`null` fields: none in its release).
+    #[schema(value_type = Option<Object>)]
+    limits: Option<erigolem_primitives::RpcLimits>,
+    /// What the operator's runtime warns about (e.g. an Erigon newer than it knows).
+    warnings: Vec<String>,
+    peers: Option<u64>,
+    /// Age of the node's head block in seconds.
+    behind_seconds: Option<u64>,
+    /// Blocks between the node's head and the network's, while it syncs.
+    behind_blocks: Option<u64>,
+    /// More than the server's thresholds behind (`--lag-blocks`, `--lag-seconds`).
+    lagging: bool,
     block: Option<i64>,
     #[schema(value_type = Option<Object>)]
     sync: Option<serde_json::Value>,
@@ -96,6 +110,10 @@ async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeVie
     });
     let billing = state.backend.as_ref().and_then(|b| b.billing(&node.id));
     let health = state.health(&node.id).filter(|_| live);
+    let status = state
+        .live(&node.id)
+        .filter(|_| node.state == NodeState::Running)
+        .unwrap_or_default();
     Ok(NodeView {
         id: node.id,
         name: node.name,
@@ -110,6 +128,13 @@ async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeVie
         auth,
         billing,
         health,
+        engine_version: status.engine_version,
+        limits: status.limits,
+        warnings: status.warnings,
+        peers: status.peers,
+        behind_seconds: status.behind_seconds,
+        behind_blocks: status.behind_blocks,
+        lagging: status.lagging,
         block: node.block,
         sync: node.sync,
         created_at: node.created_at,
@@ -176,13 +201,11 @@ pub(crate) async fn create(
         Some(offer) => Some(offer),
         // The market may have no offer for it right now: the node looks for one when it starts.
         None if any => {
-            fallback = crate::backend::NetworkOffer {
-                network: body.network,
-                // A node of its own unless asked otherwise: every provider can start one.
-                modes: vec![Mode::Dedicated, Mode::Shared],
-                engine: erigolem_engine::engine_for(body.network),
-                price: None,
-            };
+            // A node of its own unless asked otherwise: every provider can start one.
+            fallback = crate::backend::NetworkOffer::new(
+                body.network,
+                vec![Mode::Dedicated, Mode::Shared],
+            );
             Some(&fallback)
         }
         None => None,
@@ -208,6 +231,18 @@ pub(crate) async fn create(
         }
         None => offer.modes[0],
     };
+    let prune = body.prune.unwrap_or_default();
+    if !offer.prunes.is_empty() && !offer.prunes.contains(&prune) {
+        let offered: Vec<&str> = offer.prunes.iter().map(|p| p.as_str()).collect();
+        return Err(ApiError::bad_request(
+            "unsupported_prune",
+            format!(
+                "prune mode {prune} is not offered for {} (offered: {})",
+                body.network,
+                offered.join(", ")
+            ),
+        ));
+    }
     let terms = crate::backend::NodeTerms {
         budget: body.budget,
         max_price_per_hour: body.max_price_per_hour,
@@ -249,7 +284,7 @@ pub(crate) async fn create(
             name,
             network: body.network.to_string(),
             mode: mode.to_string(),
-            prune: body.prune.unwrap_or_default().to_string(),
+            prune: prune.to_string(),
         })
         .await?;
     let node = if terms == crate::backend::NodeTerms::default() {

@@ -14,7 +14,10 @@ use serde_json::{json, Value};
 
 use crate::sign_in;
 
-async fn server_with_nodes(dir: &std::path::Path, tweak: impl FnOnce(&mut ServerConfig)) -> Handle {
+pub(crate) async fn server_with_nodes(
+    dir: &std::path::Path,
+    tweak: impl FnOnce(&mut ServerConfig),
+) -> Handle {
     let mut config = ServerConfig::test(dir);
     config.chain_ids = vec![1];
     config.backend = Some(BackendConfig::Local(LocalConfig {
@@ -29,7 +32,7 @@ async fn server_with_nodes(dir: &std::path::Path, tweak: impl FnOnce(&mut Server
     spawn(config).await.unwrap()
 }
 
-fn local(c: &mut ServerConfig) -> &mut LocalConfig {
+pub(crate) fn local(c: &mut ServerConfig) -> &mut LocalConfig {
     match c.backend.as_mut() {
         Some(BackendConfig::Local(local)) => local,
         other => panic!("not the local backend: {other:?}"),
@@ -226,8 +229,14 @@ async fn bad_requests_and_limits_store_nothing() {
 #[tokio::test]
 async fn a_node_that_cannot_start_is_failed_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    // anvil posing as erigon rejects Erigon's flags and exits at once.
-    let h = server_with_nodes(dir.path(), |c| local(c).erigon_bin = Some(anvil_bin())).await;
+    // An erigon that dies at once, every time.
+    let bins = tempfile::tempdir().unwrap();
+    let (erigon, _) = erigolem_test_utils::fake_erigon(
+        bins.path(),
+        "3.6.1",
+        &[("FAKE_ERIGON_CRASH_AFTER_SECS", "0")],
+    );
+    let h = server_with_nodes(dir.path(), |c| local(c).erigon_bin = Some(erigon)).await;
     let alice = Api::signed_in(&h, DEV_KEY_0).await;
     let (_, created) = alice.post("/nodes", json!({"network": "sepolia"})).await;
     let failed = alice
@@ -309,7 +318,7 @@ async fn read_events(
 
 /// Reads server-sent events of kind `kind` (`(id, data)`; progress events have no id) from
 /// `/events` until `until` says stop or `limit` passes.
-async fn read_frames(
+pub(crate) async fn read_frames(
     h: &Handle,
     token: &str,
     last_event_id: Option<&str>,

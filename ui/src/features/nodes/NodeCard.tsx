@@ -2,7 +2,7 @@ import { useId, useState } from 'react';
 import type { Node } from '../../api/types';
 import { CopyButton } from '../../components/CopyButton';
 import { useToast } from '../../components/Toasts';
-import { formatBlock, formatDuration, formatGlm, formatTime, STATE_LABEL, syncView } from './format';
+import { formatBlock, formatDuration, formatGlm, formatTime, lagText, limitsText, STATE_LABEL, syncView } from './format';
 import { SNIPPET_KINDS, snippet, type SnippetKind } from './snippets';
 import { useDeleteNode } from './useDeleteNode';
 import { useStopNode } from './useStopNode';
@@ -104,16 +104,37 @@ export function NodeCard({ node }: { node: Node }) {
           <h3 id={titleId}>{node.name}</h3>
           <p className="muted">
             {node.network}
-            {node.engine ? ` · ${node.engine}` : ''} · {node.mode}
+            {node.engine ? ` · ${node.engine}` : ''}
+            {node.engine_version ? ` ${node.engine_version}` : ''} · {node.mode}
             {node.engine === 'erigon' ? ` · ${node.prune}` : ''}
           </p>
         </div>
-        <span className={`badge state-${node.state}`} data-testid="node-state">
-          {STATE_LABEL[node.state]}
-        </span>
+        <div className="badges">
+          {node.state === 'running' && node.lagging && (
+            <span className="badge lagging" data-testid="node-lagging">
+              Lagging
+            </span>
+          )}
+          <span className={`badge state-${node.state}`} data-testid="node-state">
+            {STATE_LABEL[node.state]}
+          </span>
+        </div>
       </header>
 
       <SyncBar node={node} />
+
+      {node.state === 'running' && node.lagging && (
+        <p className="warning" role="status" data-testid="node-lag">
+          <strong>Lagging:</strong> {lagText(node) ?? 'behind the chain'}. Its answers may be out of date.
+        </p>
+      )}
+
+      {node.state === 'running' &&
+        (node.warnings ?? []).map((w) => (
+          <p className="warning" key={w} data-testid="node-warning">
+            {w}
+          </p>
+        ))}
 
       {node.health && node.state === 'running' && (
         <p className="warning" role="status" data-testid="node-health">
@@ -140,6 +161,27 @@ export function NodeCard({ node }: { node: Node }) {
             <dd>
               <span className="value" data-testid="node-block">
                 {formatBlock(node.block)}
+              </span>
+            </dd>
+          </div>
+        )}
+        {node.state === 'running' && !node.lagging && lagText(node) && (
+          <div className="field">
+            <dt>Head</dt>
+            <dd>
+              <span className="value" data-testid="node-behind">
+                {lagText(node)}
+                {node.peers != null ? ` · ${node.peers} peer${node.peers === 1 ? '' : 's'}` : ''}
+              </span>
+            </dd>
+          </div>
+        )}
+        {live && node.limits && (
+          <div className="field">
+            <dt>RPC limits</dt>
+            <dd>
+              <span className="value" data-testid="node-limits">
+                {limitsText(node.limits)}
               </span>
             </dd>
           </div>

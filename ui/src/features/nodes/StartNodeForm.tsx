@@ -1,7 +1,7 @@
 import { useEffect, useState, type FormEvent } from 'react';
 import { PRUNE_MODES, type CreateNodeRequest } from '../../api/types';
 import { useToast } from '../../components/Toasts';
-import { defaultNodeName, formatGlm } from './format';
+import { defaultNodeName, formatBytes, formatGlm } from './format';
 import { useCreateNode } from './useCreateNode';
 import { useNetworks } from './useNetworks';
 
@@ -19,6 +19,9 @@ export function StartNodeForm({ onStarted }: { onStarted?: () => void }) {
   const [autoReplace, setAutoReplace] = useState(false);
 
   const offer = offers.find((o) => o.network === network) ?? offers[0];
+  // The prune modes this network offers (older servers do not say: every mode).
+  const prunes: readonly string[] = offer?.prunes?.length ? offer.prunes : PRUNE_MODES;
+  const disk = offer?.disk?.find((d) => d.prune === prune);
   useEffect(() => {
     if (!network && offers[0]) setNetwork(offers[0].network);
   }, [network, offers]);
@@ -26,6 +29,8 @@ export function StartNodeForm({ onStarted }: { onStarted?: () => void }) {
     if (offer) {
       setName(defaultNodeName(offer.network));
       setMode(offer.modes[0] ?? '');
+      const first = offer.prunes?.[0];
+      if (first && !offer.prunes?.includes(prune)) setPrune(first);
     }
   }, [offer?.network]); // eslint-disable-line react-hooks/exhaustive-deps
 
@@ -93,13 +98,24 @@ export function StartNodeForm({ onStarted }: { onStarted?: () => void }) {
           <label>
             Prune
             <select value={prune} onChange={(e) => setPrune(e.target.value)}>
-              {PRUNE_MODES.map((p) => (
-                <option key={p} value={p}>
-                  {p}
-                </option>
-              ))}
+              {prunes.map((p) => {
+                const d = offer?.disk?.find((x) => x.prune === p);
+                return (
+                  <option key={p} value={p}>
+                    {p}
+                    {d ? ` (${d.basis === 'at_most' ? '≤ ' : '~'}${formatBytes(d.bytes)})` : ''}
+                  </option>
+                );
+              })}
             </select>
           </label>
+        )}
+        {offer?.engine === 'erigon' && disk && (
+          <p className="price-info" data-testid="disk-estimate" title={disk.source}>
+            Disk: {disk.basis === 'at_most' ? 'at most ' : 'about '}
+            {formatBytes(disk.bytes)} for {offer.network} in {prune} mode (Erigon's published figure; it grows with the chain)
+            {offer.engine_version ? ` · Erigon ${offer.engine_version}` : ''}
+          </p>
         )}
         {offer?.price && (
           <label>

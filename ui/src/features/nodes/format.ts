@@ -66,3 +66,35 @@ export function formatDuration(secs: number): string {
   if (secs >= 60) return `${Math.floor(secs / 60)} min`;
   return `${Math.floor(secs)} s`;
 }
+
+/** `419 GB`, `2.03 TB`: decimal units, as Erigon publishes its figures. */
+export function formatBytes(bytes: number, locale?: string): string {
+  const units: [number, string][] = [
+    [1e12, 'TB'],
+    [1e9, 'GB'],
+    [1e6, 'MB'],
+  ];
+  for (const [size, unit] of units) {
+    if (bytes >= size) return `${new Intl.NumberFormat(locale, { maximumSignificantDigits: 3 }).format(bytes / size)} ${unit}`;
+  }
+  return `${bytes} B`;
+}
+
+/** How far behind a node is: `12 s`, `3 min`, `2 h`, with the block gap when it is known. */
+export function lagText(node: Pick<Node, 'behind_seconds' | 'behind_blocks'>): string | null {
+  const secs = node.behind_seconds;
+  const age = secs == null ? null : secs < 120 ? `${secs} s` : secs < 7200 ? `${Math.floor(secs / 60)} min` : `${Math.floor(secs / 3600)} h`;
+  const blocks = node.behind_blocks ? `${formatBlock(node.behind_blocks)} blocks` : null;
+  if (age && blocks) return `${age} behind (${blocks})`;
+  if (age) return `${age} behind`;
+  if (blocks) return `${blocks} behind`;
+  return null;
+}
+
+/** One line for a node's RPC limits: `eth_getLogs ranges ≤ 10,000 blocks · ≤ 100,000 logs · batches ≤ 1,000`. */
+export function limitsText(limits: NonNullable<Node['limits']>): string {
+  const n = (v: number | null, what: string) => (v === null ? `${what}: no limit` : `${what} ≤ ${formatBlock(v)}`);
+  const parts = [n(limits.block_range, 'eth_getLogs blocks'), n(limits.logs_max_results, 'logs'), n(limits.batch_limit, 'batch')];
+  if (limits.max_concurrency !== null) parts.push(`concurrency ≤ ${formatBlock(limits.max_concurrency)}`);
+  return parts.join(' · ');
+}

@@ -12,7 +12,20 @@ const FIRST_BACKOFF_MS = 500;
 
 /** Applies a progress event to the cached node list. */
 export function applyProgress(nodes: Node[] | undefined, event: ProgressEvent): Node[] | undefined {
-  return nodes?.map((n) => (n.id === event.node_id ? { ...n, block: event.block, sync: event.sync, health: event.health ?? null } : n));
+  return nodes?.map((n) =>
+    n.id === event.node_id
+      ? {
+          ...n,
+          block: event.block,
+          sync: event.sync,
+          health: event.health ?? null,
+          behind_seconds: event.behind_seconds ?? n.behind_seconds ?? null,
+          behind_blocks: event.behind_blocks ?? null,
+          peers: event.peers ?? n.peers ?? null,
+          lagging: event.lagging ?? false,
+        }
+      : n,
+  );
 }
 
 /** Applies a transition to the cached node list (the refetch that follows fills in URL and credentials). */
