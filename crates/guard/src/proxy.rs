@@ -271,6 +271,7 @@ fn refused(
 
 /// Checks that hold for HTTP and WebSocket alike: the path, the credentials, the client's
 /// address and origin. On success the connection is marked with the credentials' generation.
+#[allow(clippy::result_large_err)] // the refusal is the answer, sent at once
 fn admit(
     shared: &Shared,
     authed: &AuthedAt,

@@ -434,7 +434,9 @@ async fn bursts_over_the_limits_are_refused_at_once_over_http_and_one_websocket(
     let answers = futures::future::join_all(burst).await;
     let ok = answers.iter().filter(|(c, _)| *c == 200).count();
     let limited: Vec<_> = answers.iter().filter(|(c, _)| *c == 429).collect();
-    assert!(ok <= 11 && ok >= 5, "{ok} passed");
+    // The burst, plus 5 a second for as long as the 30 took on this machine.
+    let most = 10 + (5.0 * started.elapsed().as_secs_f64()).ceil() as usize;
+    assert!((5..=most).contains(&ok), "{ok} passed, at most {most} expected");
     assert_eq!(ok + limited.len(), 30);
     for (_, body) in &limited {
         assert_eq!(body["error"]["code"], -32005, "{body}");
@@ -448,6 +450,7 @@ async fn bursts_over_the_limits_are_refused_at_once_over_http_and_one_websocket(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut ws = ws_connect(&status, auth(&status), &[]).await.unwrap();
     let mut refused = 0;
+    let sending = Instant::now();
     for id in 0..40 {
         let a = ws_call(
             &mut ws,
@@ -460,7 +463,11 @@ async fn bursts_over_the_limits_are_refused_at_once_over_http_and_one_websocket(
             assert_eq!(a["result"], "0x539", "{a}");
         }
     }
-    assert!(refused >= 20, "only {refused} of 40 refused");
+    let passed_at_most = 10 + (5.0 * sending.elapsed().as_secs_f64()).ceil() as usize;
+    assert!(
+        refused > 0 && refused + passed_at_most >= 40,
+        "only {refused} of 40 refused"
+    );
     // Batch and body size.
     let batch: Vec<Value> = (0..6)
         .map(|i| json!({"jsonrpc":"2.0","id":i,"method":"eth_chainId"}))
