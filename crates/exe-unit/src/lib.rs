@@ -101,6 +101,27 @@ pub struct ExeUnitConfig {
     pub usage_interval: Duration,
     /// The agreement's `golem.com.usage.vector`: the counters reported, in this order.
     pub usage_vector: Vec<String>,
+    /// Test-only: rewrites what `run` commands answer (a hostile-provider double). `None` in
+    /// production.
+    pub run_filter: Option<RunFilter>,
+}
+
+/// Test-only: what the requestor gets for a `run` command, for doubles of hostile providers
+/// (`erigolem_provider_agent::misbehaviour`).
+pub trait RunOutputFilter: Send + Sync + 'static {
+    /// The stdout of the `n`th (0-based) successful `run <entry>` of the activity, as it should be
+    /// answered; `None`: the command never answers (its batch never finishes).
+    fn filter(&self, entry: &str, n: u64, stdout: Vec<u8>) -> Option<Vec<u8>>;
+}
+
+/// A shared [`RunOutputFilter`].
+#[derive(Clone)]
+pub struct RunFilter(pub std::sync::Arc<dyn RunOutputFilter>);
+
+impl std::fmt::Debug for RunFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunFilter")
+    }
 }
 
 impl ExeUnitConfig {
@@ -122,6 +143,7 @@ impl ExeUnitConfig {
             env: Vec::new(),
             usage_interval: DEFAULT_USAGE_INTERVAL,
             usage_vector: vec![DURATION_SEC.to_owned(), CPU_SEC.to_owned()],
+            run_filter: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! its capacity, runs one exe-unit per activity (through [`ActivityRunner`]), bills with debit notes
 //! and a final invoice priced from the agreement, and ends cleanly after its own restart.
 
+pub mod misbehaviour;
 pub mod props;
 pub mod state;
 
@@ -102,6 +103,8 @@ pub struct AgentConfig {
     pub debit_note_accept_timeout: Duration,
     pub state_file: PathBuf,
     pub runner: Arc<dyn ActivityRunner>,
+    /// Test-only: how this agent misbehaves (none by default).
+    pub misbehaviour: misbehaviour::Misbehaviour,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -114,6 +117,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("capacity", &self.capacity)
             .field("payment_platform", &self.payment_platform)
             .field("state_file", &self.state_file)
+            .field("misbehaviour", &self.misbehaviour)
             .finish_non_exhaustive()
     }
 }
@@ -141,6 +145,7 @@ impl AgentConfig {
             debit_note_accept_timeout: Duration::from_secs(240),
             state_file,
             runner,
+            misbehaviour: Default::default(),
         }
     }
 }
@@ -200,7 +205,7 @@ impl Shared {
 
     /// Our offer, with the nonce of the subscription it is published (or countered) under.
     fn offer(&self, nonce: &str) -> erigolem_yagna::model::market::NewOffer {
-        props::offer(
+        let mut offer = props::offer(
             &self.config.served,
             &self.config.pricing,
             &self.node_id,
@@ -208,7 +213,11 @@ impl Shared {
             &self.config.subnet,
             nonce,
             self.config.debit_note_accept_timeout.as_secs(),
-        )
+        );
+        if let Some(name) = &self.config.misbehaviour.node_name {
+            offer.properties["golem.node.id.name"] = serde_json::Value::from(name.clone());
+        }
+        offer
     }
 
     async fn persist(&self) {
@@ -746,9 +755,13 @@ async fn billing_loop(
             let requests = l.activity.as_ref().map(|a| a.requests()).unwrap_or(0);
             (requests, l.record.usage_vector())
         };
+        let due = pricing.amount(elapsed, requests);
         let note = NewDebitNote {
             activity_id: activity_id.clone(),
-            total_amount_due: pricing.amount(elapsed, requests),
+            total_amount_due: match shared.config.misbehaviour.overbill_debit_notes {
+                Some(factor) => (due * decimal(factor)).with_scale(18),
+                None => due,
+            },
             usage_counter_vector: Some(usage_counters(&vector, elapsed, requests)),
             payment_due_date: None,
         };
@@ -862,7 +875,8 @@ async fn finish_billing(
     let invoice = NewInvoice {
         agreement_id: record.agreement_id.clone(),
         activity_ids: Some(vec![activity_id.clone()]),
-        amount: record.pricing().amount(ran, requests),
+        amount: record.pricing().amount(ran, requests)
+            + decimal(shared.config.misbehaviour.overbill_invoice.unwrap_or(0.0)),
         payment_due_date: Utc::now() + chrono_secs(3600),
     };
     let issued = match yagna.issue_invoice(&invoice).await {

@@ -16,6 +16,31 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 use tokio::sync::{oneshot, watch};
 
+/// Variables a child started with a cleared environment still gets from its parent (when set):
+/// where programs are, the home and XDG directories (where a runtime finds its config), locale
+/// and time zone, the temp dir, and log settings. Nothing secret (app keys, database URLs,
+/// tokens) is among them.
+pub const INHERITED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "XDG_DATA_HOME",
+    "XDG_CONFIG_HOME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+];
+
+/// The [`INHERITED_ENV`] variables this process has.
+pub fn inherited_env() -> Vec<(OsString, OsString)> {
+    INHERITED_ENV
+        .iter()
+        .filter_map(|k| std::env::var_os(k).map(|v| (OsString::from(k), v)))
+        .collect()
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct ProcessSpec {
@@ -23,6 +48,9 @@ pub struct ProcessSpec {
     pub args: Vec<OsString>,
     pub env: Vec<(OsString, OsString)>,
     pub cwd: Option<PathBuf>,
+    /// Start from an empty environment plus [`INHERITED_ENV`] and `env`, instead of this
+    /// process's whole environment.
+    pub clear_env: bool,
 }
 
 impl ProcessSpec {
@@ -32,7 +60,14 @@ impl ProcessSpec {
             args: Vec::new(),
             env: Vec::new(),
             cwd: None,
+            clear_env: false,
         }
+    }
+
+    /// Gives the process only [`INHERITED_ENV`] and its own `env`, nothing else of ours.
+    pub fn clear_env(mut self) -> Self {
+        self.clear_env = true;
+        self
     }
 
     pub fn args<I, S>(mut self, args: I) -> Self
@@ -188,6 +223,9 @@ fn start(spec: &ProcessSpec, log_path: &Path) -> Result<Child, SupervisorError> 
         source,
     })?;
     let mut cmd = Command::new(&spec.program);
+    if spec.clear_env {
+        cmd.env_clear().envs(inherited_env());
+    }
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
