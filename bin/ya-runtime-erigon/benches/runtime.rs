@@ -225,10 +225,6 @@ fn load_average() -> String {
         .to_owned()
 }
 
-async fn requests_of(session: &erigolem_runtime_client::Session) -> u64 {
-    session.status().await.unwrap().usage.unwrap().requests
-}
-
 fn pct(a: f64, b: f64) -> String {
     format!("{:.0}%", 100.0 * a / b)
 }
@@ -372,42 +368,6 @@ async fn main() {
         }
         println!();
     }
-    // The guard on a thread of its own instead of the runtime's (current-thread) one.
-    let threaded = provider
-        .runtime("threaded")
-        .env("ERIGOLEM_GUARD_THREAD", "1")
-        .start(r#"{"network":"dev","mode":"dedicated"}"#)
-        .await
-        .unwrap();
-    let ts = threaded.status().await.unwrap();
-    let tauth = Some((ts.auth.user.as_str(), ts.auth.password.expose()));
-    println!(
-        "## the guard on the runtime's thread vs a thread of its own (full path, own node each)\n"
-    );
-    println!("| workload | conns | same thread req/s | own thread req/s | same p50 ms | own p50 ms | same p99 ms | own p99 ms | same CPU µs/call | own CPU µs/call | load avg |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for conns in [1, 16, 64] {
-        let (c0, r0) = (cpu_secs(session.pid()), requests_of(&session).await);
-        let same = load(&status.url, auth, conns, &block_number).await;
-        let same_cpu =
-            (cpu_secs(session.pid()) - c0) / (requests_of(&session).await - r0).max(1) as f64 * 1e6;
-        let (c0, r0) = (cpu_secs(threaded.pid()), requests_of(&threaded).await);
-        let own = load(&ts.url, tauth, conns, &block_number).await;
-        let own_cpu = (cpu_secs(threaded.pid()) - c0)
-            / (requests_of(&threaded).await - r0).max(1) as f64
-            * 1e6;
-        println!(
-            "| eth_blockNumber | {conns} | {:.0} | {:.0} | {} | {} | {} | {} | {same_cpu:.1} | {own_cpu:.1} | {} |",
-            same.rps, own.rps, ms(same.p50), ms(own.p50), ms(same.p99), ms(own.p99), load_average()
-        );
-    }
-    println!(
-        "\nRSS: same thread {:.1} MiB, own thread {:.1} MiB\n",
-        rss_kib(session.pid()) as f64 / 1024.0,
-        rss_kib(threaded.pid()) as f64 / 1024.0
-    );
-    threaded.shutdown().await.unwrap();
-
     let usage = session.status().await.unwrap().usage.unwrap();
     println!("runtime RSS after the load: {:.1} MiB (highest seen between cells: {:.1} MiB); the guard counted {} calls, {} errors, {} refused\n",
         rss_kib(session.pid()) as f64 / 1024.0, peak as f64 / 1024.0, usage.requests, usage.errors, usage.refused.total());

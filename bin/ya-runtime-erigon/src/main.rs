@@ -311,26 +311,6 @@ async fn run(slot: &Slot, command: &RunProcess) -> Result<Output, String> {
     }
 }
 
-/// MEASUREMENT ONLY (removed after the benchmark decides): `ERIGOLEM_GUARD_THREAD=1` runs the
-/// endpoint guard on a thread of its own.
-fn guard_thread() -> Option<tokio::runtime::Handle> {
-    std::env::var_os("ERIGOLEM_GUARD_THREAD")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("guard".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            let _ = tx.send(rt.handle().clone());
-            rt.block_on(std::future::pending::<()>());
-            Some(())
-        })
-        .ok()?;
-    rx.recv().ok()
-}
-
 fn main() -> anyhow::Result<()> {
     // stdout carries the runtime API protocol: logs go to stderr only.
     tracing_subscriber::fmt()
@@ -358,10 +338,6 @@ fn main() -> anyhow::Result<()> {
                 );
             }
             let service = NodeService::new(config)
-                .map(|s| match guard_thread() {
-                    Some(handle) => s.with_guard_runtime(handle),
-                    None => s,
-                })
                 .map_err(|e| format!("{e} (config file {})", ctx.conf_path.display()));
             async move {
                 Ok(ErigonRuntime {

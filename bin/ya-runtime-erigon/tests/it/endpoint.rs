@@ -436,7 +436,10 @@ async fn bursts_over_the_limits_are_refused_at_once_over_http_and_one_websocket(
     let limited: Vec<_> = answers.iter().filter(|(c, _)| *c == 429).collect();
     // The burst, plus 5 a second for as long as the 30 took on this machine.
     let most = 10 + (5.0 * started.elapsed().as_secs_f64()).ceil() as usize;
-    assert!((5..=most).contains(&ok), "{ok} passed, at most {most} expected");
+    assert!(
+        (5..=most).contains(&ok),
+        "{ok} passed, at most {most} expected"
+    );
     assert_eq!(ok + limited.len(), 30);
     for (_, body) in &limited {
         assert_eq!(body["error"]["code"], -32005, "{body}");
