@@ -262,7 +262,8 @@ impl Store {
     }
 
     /// Takes up to `n` free leases of nodes that need a holder (handed back, never taken, or
-    /// expired; the longest free first) for replica `me`, for `ttl_ms`. PostgreSQL locks the rows
+    /// expired; the longest free first) for replica `me`, for `ttl_ms`. Never `me`'s own expired
+    /// ones: those it still holds and renews (a late tick must not make it lose its own nodes). PostgreSQL locks the rows
     /// it takes and skips the ones another replica is taking (`FOR UPDATE SKIP LOCKED`), so of
     /// replicas taking at once each lease goes to exactly one. Returns (node, epoch) taken.
     pub async fn take_leases(&self, me: &str, n: usize, ttl_ms: i64) -> Result<Vec<(String, i64)>> {
@@ -274,7 +275,7 @@ impl Store {
         let sql = match self.backend {
             Backend::Postgres => format!(
                 "WITH free AS (SELECT node_id FROM node_leases \
-                   WHERE (holder IS NULL OR expires_at <= {now}) \
+                   WHERE (holder IS NULL OR (expires_at <= {now} AND holder <> $1)) \
                    AND node_id IN (SELECT node_id FROM ({needed}) AS n) \
                    ORDER BY expires_at, node_id LIMIT $2 FOR UPDATE SKIP LOCKED) \
                  UPDATE node_leases AS l SET holder = $1, epoch = l.epoch + 1, \
@@ -286,7 +287,7 @@ impl Store {
                 "UPDATE node_leases SET holder = $1, epoch = epoch + 1, expires_at = {now} + $3, \
                    acquired_at = {now} \
                  WHERE node_id IN (SELECT node_id FROM node_leases \
-                   WHERE (holder IS NULL OR expires_at <= {now}) \
+                   WHERE (holder IS NULL OR (expires_at <= {now} AND holder <> $1)) \
                    AND node_id IN (SELECT node_id FROM ({needed}) AS n) \
                    ORDER BY expires_at, node_id LIMIT $2) \
                  RETURNING node_id, epoch"

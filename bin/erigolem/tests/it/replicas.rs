@@ -142,7 +142,7 @@ async fn paid_once(stack: &ReplicaStack, nodes: &[String], logs: &[String], paid
     for id in nodes {
         let deals = wait_for_every(
             &format!("node {id}'s agreements settled"),
-            Duration::from_secs(60),
+            Duration::from_secs(120),
             LOOK,
             || async {
                 let deals = store.node_deals(id).await.ok()?;

@@ -90,6 +90,10 @@ async fn expired_leases_are_taken_over_and_the_old_holder_cannot_renew(db: Db) {
     assert_eq!(taken.len(), 3);
     assert!(b.take_leases("b", 10, 400).await.unwrap().is_empty());
     assert_eq!(b.take_lease("b", &ids[0], 400).await.unwrap(), None);
+    // A late tick of a's: its own expired leases are not taken from it by itself (it renews
+    // them); only another replica may take them.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(a.take_leases("a", 10, 400).await.unwrap().is_empty());
     // a is gone (it stops renewing): once the ttl passed, b takes them, under a new epoch.
     let deadline = Instant::now() + Duration::from_secs(10);
     let got = loop {
