@@ -287,15 +287,15 @@ impl Session {
         let wait = async {
             loop {
                 let notified = self.events.changed.notified();
-                if let Some(out) = self
-                    .events
-                    .processes
-                    .lock()
-                    .ok()
-                    .and_then(|m| m.get(&pid).cloned())
-                {
-                    if out.return_code.is_some() || (stdout_only && !out.stdout.is_empty()) {
-                        return out;
+                if let Ok(mut map) = self.events.processes.lock() {
+                    match map.get(&pid) {
+                        // Finished: its output is handed over and forgotten (a session runs
+                        // commands for as long as its activity lives).
+                        Some(out) if out.return_code.is_some() => {
+                            return map.remove(&pid).unwrap_or_default();
+                        }
+                        Some(out) if stdout_only && !out.stdout.is_empty() => return out.clone(),
+                        _ => {}
                     }
                 }
                 notified.await;

@@ -15,7 +15,7 @@ use crate::common::{agent_log, buy_dev_node, exec, rss_kib, spec, start_agent, y
 const LOGS_BATCH: usize = 50;
 const LOGS_COMMANDS: usize = 10_000;
 /// What the node's log holds when the flood starts: each `LOGS 10000` answers about this much.
-const LOG_BYTES: usize = 64 * 1024;
+const LOG_BYTES: usize = 16 * 1024;
 /// The agent may grow by at most this while the flood runs (its exe-units keep a bounded amount
 /// of results; before that bound every result stayed, ~2 × 640 MB here).
 const RSS_GROWTH_LIMIT_KIB: u64 = 96 * 1024;
@@ -55,6 +55,26 @@ async fn ten_thousand_logs_commands_leave_the_agent_bounded_and_the_other_node_s
     let script = json!(script);
     let started = Instant::now();
     let mut peak = before;
+    // Meanwhile the other requestor polls its node's STATUS, as the server does.
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let polls = {
+        let (victim, activity, flooding) =
+            (victim.clone(), other.activity.clone(), flooding.clone());
+        tokio::spawn(async move {
+            let mut served = 0;
+            while flooding.load(std::sync::atomic::Ordering::SeqCst) {
+                let status = exec(
+                    &victim,
+                    &activity,
+                    json!([{"run": {"entry_point": "STATUS", "args": []}}]),
+                )
+                .await;
+                assert_eq!(format!("{:?}", status[0].result), "Ok", "{status:?}");
+                served += 1;
+            }
+            served
+        })
+    };
     for round in 0..LOGS_COMMANDS / LOGS_BATCH {
         let batch = attacker.exec(&mine.activity, &script).await.unwrap();
         // Only the last command's output comes back: the attacker leaves the rest on the provider.
@@ -89,6 +109,10 @@ async fn ten_thousand_logs_commands_leave_the_agent_bounded_and_the_other_node_s
         );
     }
     let after = rss_kib(agent.pid());
+    flooding.store(false, std::sync::atomic::Ordering::SeqCst);
+    let served = polls.await.unwrap();
+    assert!(served > 0);
+    eprintln!("the other node answered {served} STATUS polls during the flood");
     eprintln!(
         "{LOGS_COMMANDS} LOGS commands ({} KiB each) in {:?}: agent RSS {before} KiB before, {after} KiB after, peak {peak} KiB",
         LOG_BYTES / 1024,
@@ -109,7 +133,7 @@ async fn ten_thousand_logs_commands_leave_the_agent_bounded_and_the_other_node_s
     );
     rpc(&other.status.url, Some(creds), "eth_blockNumber", json!([]))
         .await
-        .unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", agent_log(&data_dir)));
+        .unwrap_or_else(|e| panic!("{e:?}\nagent log:\n{}", agent_log(&data_dir)));
     // And the flooded activity too: its first batches are gone, its latest answer.
     let again = exec(
         &attacker,
@@ -155,17 +179,26 @@ async fn agreements_left_without_an_activity_end_at_the_deadline_and_another_req
             |_| true,
         )
         .await
-        .unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", agent_log(&data_dir)));
+        .unwrap_or_else(|e| panic!("{e:?}\nagent log:\n{}", agent_log(&data_dir)));
         squatted.push(deal.agreement_id);
     }
 
-    // Another requestor gets a node once the agent has ended the idle agreements.
+    // The agent ends them at the deadline (before it, nothing else would: the provider stayed
+    // at capacity for as long as the squatter liked)...
+    for id in &squatted {
+        wait_for(
+            "the idle agreement to be terminated",
+            Duration::from_secs(20),
+            || async {
+                let agreement = squatter.agreement(id).await.ok()?;
+                (format!("{:?}", agreement.state) == "Terminated").then_some(())
+            },
+        )
+        .await;
+    }
+    // ...and another requestor gets a node.
     let other = yagna(net.requestor(1));
     let bought = buy_dev_node(&other, net.requestor(1), &data_dir).await;
-    for id in &squatted {
-        let agreement = squatter.agreement(id).await.unwrap();
-        assert_eq!(format!("{:?}", agreement.state), "Terminated", "{id}");
-    }
     let log = agent_log(&data_dir);
     assert!(log.contains("no activity created within 3s"), "{log}");
     other.destroy_activity(&bought.activity).await.unwrap();
@@ -205,7 +238,7 @@ async fn a_requestor_terminating_its_agreement_frees_the_slot_and_stops_its_node
         |_| true,
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", agent_log(&data_dir)));
+    .unwrap_or_else(|e| panic!("{e:?}\nagent log:\n{}", agent_log(&data_dir)));
     second
         .terminate_agreement(&bought.agreement_id, "not needed")
         .await
