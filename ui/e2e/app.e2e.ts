@@ -36,7 +36,13 @@ describe('web UI end to end', () => {
     const { page, context } = browser;
     try {
       await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.url });
-      await page.goto(server.url);
+      const landing = await page.goto(server.url);
+      // The UI is served under a strict Content-Security-Policy, never framed (checked below: the
+      // whole flow works under it, nothing was blocked).
+      const headers = landing?.headers() ?? {};
+      expect(headers['content-security-policy']).toContain("script-src 'self'");
+      expect(headers['content-security-policy']).toContain("frame-ancestors 'none'");
+      expect(headers['x-content-type-options']).toBe('nosniff');
       await page.getByRole('heading', { name: 'Ethereum nodes on demand' }).waitFor();
       await page.screenshot({ path: join(ARTIFACTS, 'landing.png') });
 
@@ -98,6 +104,7 @@ describe('web UI end to end', () => {
       expect(await page.getByRole('tab', { name: /Active/ }).textContent()).toContain('0');
       const after = await run('sh', ['-c', `${copied} -o /dev/null -w '%{http_code}'`], { timeout: 15_000 }).catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? '' }));
       expect(['401', '404']).toContain(after.stdout.trim());
+      expect(browser.cspViolations).toEqual([]);
     } finally {
       await browser.close();
     }

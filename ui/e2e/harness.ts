@@ -186,14 +186,31 @@ export async function startGolemStack(): Promise<Server> {
 
 export type WalletBehaviour = 'sign' | 'reject' | 'none';
 
-/** A fresh Chromium profile; with a wallet (announced by EIP-6963 and as window.ethereum) unless 'none'. */
-export async function openBrowser(key: Hex, behaviour: WalletBehaviour, viewport = { width: 1280, height: 900 }): Promise<{ context: BrowserContext; page: Page; close(): Promise<void> }> {
+/**
+ * A fresh Chromium profile; with a wallet (announced by EIP-6963 and as window.ethereum) unless 'none'.
+ * `cspViolations` collects what the server's Content-Security-Policy blocked on any page (the
+ * `securitypolicyviolation` events and the console's reports): the built UI must need none.
+ */
+export async function openBrowser(key: Hex, behaviour: WalletBehaviour, viewport = { width: 1280, height: 900 }): Promise<{ context: BrowserContext; page: Page; cspViolations: string[]; close(): Promise<void> }> {
   const profile = mkdtempSync(join(tmpdir(), 'erigolem-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
     args: CHROMIUM_ARGS,
     viewport,
+  });
+  const cspViolations: string[] = [];
+  await context.exposeBinding('__erigolemCspViolation', (_source, report: string) => {
+    cspViolations.push(report);
+  });
+  await context.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (e) => {
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any
+      void (window as any).__erigolemCspViolation(`${e.violatedDirective} blocked ${e.blockedURI || 'inline'} (${e.sourceFile}:${e.lineNumber})`);
+    });
+  });
+  context.on('console', (msg) => {
+    if (msg.type() === 'error' && msg.text().includes('Content Security Policy')) cspViolations.push(msg.text());
   });
   if (behaviour !== 'none') {
     const account = privateKeyToAccount(key);
@@ -240,6 +257,7 @@ export async function openBrowser(key: Hex, behaviour: WalletBehaviour, viewport
   return {
     context,
     page,
+    cspViolations,
     close: async () => {
       await context.close();
       rmSync(profile, { recursive: true, force: true });

@@ -105,10 +105,14 @@ describe('NodeCard on Golem', () => {
         provider_id: '0xabc',
         provider_name: 'erigolem-provider-0xabc',
         agreement_id: 'ag1',
-        price_per_hour: 0.36,
-        start_fee: 0.5,
-        spent: 0.62,
-        budget: 5,
+        price_per_hour: '0.3600000000000000288',
+        start_fee: '0.5',
+        price_per_request: null,
+        spent: '0.62',
+        budget_spent: '0.62',
+        budget: '5',
+        payable: '0.7',
+        served_secs: 1200,
         runway_secs: 7500,
         settled: false,
         refused: 'debit note d1: 9 GLM is more than the agreed price allows',
@@ -118,6 +122,43 @@ describe('NodeCard on Golem', () => {
     expect(screen.getByTestId('node-spent').textContent).toBe('0.62 of 5 GLM · budget lasts 2 h 5 min');
     expect(screen.getByText('erigolem-provider-0xabc')).toBeTruthy();
     expect(screen.getByTestId('node-refused').textContent).toContain('more than the agreed price');
+  });
+
+  it('offers Stop on a failed node that still holds its agreement, and shows its replacement', async () => {
+    const calls: { method: string; path: string }[] = [];
+    const failed = { ...running, state: 'failed' as const, reason: 'the node stopped answering', url: null, ws_url: null, auth: null };
+    renderCard({ ...failed, held: true, replaced_by: 'n2' }, calls);
+    expect(screen.getByTestId('node-replaced-by').textContent).toBe('n2');
+    await userEvent.click(screen.getByRole('button', { name: 'Stop' }));
+    expect(screen.getByRole('group', { name: 'Confirm stop' }).textContent).toContain('its agreement with the provider');
+    await userEvent.click(screen.getByRole('button', { name: 'Stop node' }));
+    await waitFor(() => expect(calls).toContainEqual({ method: 'POST', path: '/api/v1/nodes/n1/stop' }));
+  });
+
+  it('shows what replacements spent of the shared budget', () => {
+    renderCard({
+      ...running,
+      replaces: 'n0',
+      billing: {
+        provider_id: '0xdef',
+        provider_name: null,
+        agreement_id: 'ag2',
+        price_per_hour: '0.2',
+        start_fee: '0',
+        price_per_request: '0.00001',
+        spent: '0.1',
+        budget_spent: '0.35',
+        budget: '2',
+        payable: '0.12',
+        served_secs: 60,
+        runway_secs: null,
+        settled: false,
+        refused: null,
+      },
+    });
+    expect(screen.getByTestId('node-price').textContent).toBe('0.2 GLM/h + 0.00001 GLM per request');
+    expect(screen.getByTestId('node-spent').textContent).toBe('0.35 of 2 GLM (this node 0.1, the rest its predecessors)');
+    expect(screen.getByTestId('node-replaces').textContent).toBe('n0');
   });
 });
 

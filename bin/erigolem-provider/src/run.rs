@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use erigolem_provider_agent::misbehaviour::Misbehaviour;
 use erigolem_provider_agent::{
     ActivityRunner, ActivityStart, AgentConfig, Pricing, RunningActivity, ServedOffer,
 };
@@ -66,6 +67,11 @@ pub(crate) struct RunArgs {
     agreement_idle_timeout: u64,
     #[command(flatten)]
     exe_unit: ExeUnitLimitArgs,
+    /// TEST ONLY: misbehave as a hostile provider would, to test requestors (`name[=value],…`:
+    /// overbill-debit-notes=F, overbill-invoice=GLM, node-name=NAME, status-failed-after=N,
+    /// silent-after=N, status-garbage-after=N). Never on a provider that sells nodes.
+    #[arg(long, hide = true, value_parser = |s: &str| s.parse::<Misbehaviour>())]
+    misbehave: Option<Misbehaviour>,
 }
 
 /// What one requestor may make an exe-unit (in this process) hold.
@@ -119,11 +125,21 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.canonicalize()?;
     let served = served_offer(&runtime, &data_dir).await?;
     tracing::info!(networks = ?served.networks, modes = ?served.modes, "the runtime serves");
+    let misbehaviour = args.misbehave.unwrap_or_default();
+    if !misbehaviour.is_none() {
+        tracing::warn!(
+            ?misbehaviour,
+            "TEST ONLY: this agent misbehaves as a hostile provider"
+        );
+    }
     let runner = Arc::new(ExeUnitRunner {
         gsb_url: args.gsb_url.clone(),
         runtime,
         activities_dir: data_dir.join("activities"),
         limits: args.exe_unit.limits(),
+        run_filter: misbehaviour.rewrites_status().then(|| {
+            erigolem_exe_unit::RunFilter(Arc::new(StatusMisbehaviour(misbehaviour.clone())))
+        }),
     });
     let mut config = AgentConfig::new(
         Yagna::new(args.yagna_url.clone(), args.app_key),
@@ -142,6 +158,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     config.debit_note_accept_timeout = Duration::from_secs(args.debit_note_accept_timeout.max(1));
     config.offer_ttl = Duration::from_secs(args.offer_ttl.max(10));
     config.agreement_idle_timeout = Duration::from_secs(args.agreement_idle_timeout.max(1));
+    config.misbehaviour = misbehaviour;
     let agent = erigolem_provider_agent::spawn(config)
         .await
         .with_context(|| format!("connecting to yagna at {}", args.yagna_url))?;
@@ -220,6 +237,21 @@ struct ExeUnitRunner {
     runtime: PathBuf,
     activities_dir: PathBuf,
     limits: erigolem_exe_unit::ExeUnitLimits,
+    /// Test-only: STATUS answers rewritten by a misbehaviour.
+    run_filter: Option<erigolem_exe_unit::RunFilter>,
+}
+
+/// Test-only: STATUS as a misbehaving provider answers it.
+struct StatusMisbehaviour(Misbehaviour);
+
+impl erigolem_exe_unit::RunOutputFilter for StatusMisbehaviour {
+    fn filter(&self, entry: &str, n: u64, stdout: Vec<u8>) -> Option<Vec<u8>> {
+        if entry == "STATUS" {
+            self.0.status(n, stdout)
+        } else {
+            Some(stdout)
+        }
+    }
 }
 
 struct Running(erigolem_exe_unit::ExeUnit);
@@ -250,6 +282,7 @@ impl ActivityRunner for ExeUnitRunner {
         );
         let mut config = runtime_env(std::env::vars_os()).fold(config, |c, (k, v)| c.env(k, v));
         config.limits = self.limits;
+        config.run_filter = self.run_filter.clone();
         erigolem_exe_unit::spawn(config)
             .await
             .map(|unit| Box::new(Running(unit)) as Box<dyn RunningActivity>)

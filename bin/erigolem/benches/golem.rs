@@ -1,7 +1,8 @@
 //! Click → working URL through the golem backend (run offline: scripts/bench.sh golem): a local
 //! Golem network, one provider running `erigolem-provider run`, and `erigolem serve --backend golem`
 //! in process. Ten nodes one after another; each is broken into market, agreement, activity and
-//! runtime phases (from the backend's record) plus the rest (REST, reconciler, first RPC call).
+//! runtime phases (from the backend's record in the store) plus the rest (REST, reconciler, first
+//! RPC call).
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
@@ -37,6 +38,13 @@ async fn main() {
     config.backend = Some(BackendConfig::Golem(golem.clone()));
     config.rate_limit = std::num::NonZeroU32::new(100_000).unwrap();
     let server = erigolem_server::spawn(config).await.unwrap();
+    let data = dir.path().join("server");
+    let store = erigolem_store::Store::connect(
+        &format!("sqlite://{}?mode=rwc", data.join("erigolem.db").display()),
+        erigolem_store::KeyFile::load_or_create(data.join("secret.key")).unwrap(),
+    )
+    .await
+    .unwrap();
     let mut client = Client::new(&server.url());
     client
         .sign_in(&Wallet::from_hex(DEV_KEY_0).unwrap(), 1)
@@ -72,11 +80,9 @@ async fn main() {
         .await
         .unwrap();
         let total = clicked.elapsed();
-        let deals: Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.path().join("server/golem/deals.json")).unwrap(),
-        )
-        .unwrap();
-        let t = &deals[&node.id]["start_ms"];
+        // The backend's record of the start, from the store (a second reader of the SQLite file).
+        let deals = store.node_deals(&node.id).await.unwrap();
+        let t: Value = deals[0].start_ms.clone().unwrap();
         let at = |k: &str| Duration::from_millis(t[k].as_u64().unwrap());
         rows.push([
             at("first_offer"),

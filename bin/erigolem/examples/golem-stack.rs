@@ -38,7 +38,6 @@ async fn main() -> anyhow::Result<()> {
     let requestor = net.requestor(0);
     let mut golem = GolemConfig::new(requestor.api_url.parse()?, requestor.app_key.clone());
     golem.subnet = SUBNET.into();
-    golem.budget = 5.0;
     let mut config = ServerConfig::test(dir.path().join("server"));
     config.backend = Some(BackendConfig::Golem(golem));
     let server = erigolem_server::spawn(config).await?;

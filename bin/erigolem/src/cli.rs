@@ -211,10 +211,62 @@ async fn wait_for(client: &Client, id: &str, states: &[&str]) -> anyhow::Result<
     }
 }
 
+/// `text` safe to print on a terminal: control characters (ESC, BEL, CR, line breaks, the 8-bit
+/// C1 set) and bidirectional overrides are shown escaped (`\x1b`), so text a provider chose (a
+/// URL, a failure reason) cannot move the cursor, retitle the window, forge lines or reorder what
+/// is shown.
+pub(crate) fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || is_bidi_control(c) {
+            match u32::from(c) {
+                n if n < 0x100 => out.push_str(&format!("\\x{n:02x}")),
+                n => out.push_str(&format!("\\u{{{n:x}}}")),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// JSON for the terminal: `serde_json` escapes C0 controls; this also escapes DEL, the C1 set and
+/// bidi overrides (as `\u00XX`), which are only ever inside strings, so the JSON means the same.
+fn json_safe(json: String) -> String {
+    if !json
+        .chars()
+        .any(|c| c.is_control() && c > '\u{1f}' || is_bidi_control(c))
+    {
+        return json;
+    }
+    json.chars()
+        .map(|c| {
+            if (c.is_control() && c > '\u{1f}') || is_bidi_control(c) {
+                format!("\\u{:04x}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+fn print_json<T: Serialize + ?Sized>(value: &T, pretty: bool) -> anyhow::Result<()> {
+    let text = if pretty {
+        serde_json::to_string_pretty(value)?
+    } else {
+        serde_json::to_string(value)?
+    };
+    println!("{}", json_safe(text));
+    Ok(())
+}
+
 fn print_nodes(nodes: &[Node], out: &Output) -> anyhow::Result<()> {
     if out.json {
-        println!("{}", serde_json::to_string_pretty(nodes)?);
-        return Ok(());
+        return print_json(nodes, true);
     }
     if nodes.is_empty() {
         println!("no nodes: `erigolem nodes create --network dev` starts one");
@@ -226,13 +278,13 @@ fn print_nodes(nodes: &[Node], out: &Output) -> anyhow::Result<()> {
         .set_header(["ID", "NAME", "NETWORK", "STATE", "BLOCK", "LAG", "URL"]);
     for n in nodes {
         table.add_row([
-            n.id.clone(),
-            n.name.clone(),
-            n.network.clone(),
-            n.state.clone(),
+            printable(&n.id),
+            printable(&n.name),
+            printable(&n.network),
+            printable(&n.state),
             n.block.map(|b| b.to_string()).unwrap_or_default(),
             lag_text(n).unwrap_or_default(),
-            n.url.clone().unwrap_or_default(),
+            printable(n.url.as_deref().unwrap_or_default()),
         ]);
     }
     println!("{table}");
@@ -241,14 +293,13 @@ fn print_nodes(nodes: &[Node], out: &Output) -> anyhow::Result<()> {
 
 fn print_node(node: &Node, out: &Output) -> anyhow::Result<()> {
     if out.json {
-        println!("{}", serde_json::to_string_pretty(node)?);
-        return Ok(());
+        return print_json(node, true);
     }
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
     let mut row = |k: &str, v: Option<String>| {
         if let Some(v) = v {
-            table.add_row([k.to_owned(), v]);
+            table.add_row([k.to_owned(), printable(&v)]);
         }
     };
     row("id", Some(node.id.clone()));
@@ -334,18 +385,18 @@ pub(crate) async fn watch(output: Output) -> anyhow::Result<()> {
     while let Some(event) = events.next().await {
         let event = event?;
         if output.json {
-            println!("{}", serde_json::to_string(&event)?);
+            print_json(&event, false)?;
         } else {
             let reason = event
                 .reason
                 .as_deref()
-                .map(|r| format!(" ({r})"))
+                .map(|r| format!(" ({})", printable(r)))
                 .unwrap_or_default();
             println!(
                 "{}  {}  {}{reason}",
                 format_ms(event.at),
-                event.node_id,
-                event.state
+                printable(&event.node_id),
+                printable(&event.state)
             );
         }
     }
@@ -423,7 +474,7 @@ pub(crate) async fn net_check(args: NetCheckArgs) -> anyhow::Result<()> {
                     if node.state == "running" {
                         fleet.push(node);
                     } else {
-                        eprintln!("node {} failed to start: {}", node.id, node.reason.unwrap_or_default());
+                        eprintln!("node {} failed to start: {}", printable(&node.id), printable(&node.reason.unwrap_or_default()));
                     }
                 }
                 round += 1;
@@ -444,11 +495,11 @@ pub(crate) async fn net_check(args: NetCheckArgs) -> anyhow::Result<()> {
                 }
                 fleet = healthy;
                 if args.output.json {
-                    println!("{}", serde_json::json!({"round": round, "healthy": report, "replaced": replaced}));
+                    print_json(&serde_json::json!({"round": round, "healthy": report, "replaced": replaced}), false)?;
                 } else {
                     println!("round {round}: {} healthy, {} replaced", report.len(), replaced.len());
                     for r in &replaced {
-                        println!("  replacing {}: {}", r["id"].as_str().unwrap_or_default(), r["reason"].as_str().unwrap_or_default());
+                        println!("  replacing {}: {}", printable(r["id"].as_str().unwrap_or_default()), printable(r["reason"].as_str().unwrap_or_default()));
                     }
                 }
                 if args.rounds.is_some_and(|n| round >= n) {
@@ -471,4 +522,30 @@ pub(crate) async fn net_check(args: NetCheckArgs) -> anyhow::Result<()> {
         let _ = wait_for(&client, id, &["stopped", "failed"]).await;
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn printable_escapes_what_drives_a_terminal() {
+        assert_eq!(printable("plain text, ünïcode ✓"), "plain text, ünïcode ✓");
+        assert_eq!(
+            printable("a\x1b]0;title\x07b\x1b[2Jc\u{9b}31m\r\nd\u{202e}e"),
+            "a\\x1b]0;title\\x07b\\x1b[2Jc\\x9b31m\\x0d\\x0ad\\u{202e}e"
+        );
+    }
+
+    #[test]
+    fn json_stays_json() {
+        let v = serde_json::json!({"reason": "x\u{9b}y\u{202e}z\x1b"});
+        let safe = json_safe(serde_json::to_string(&v).unwrap());
+        assert!(
+            !safe.chars().any(|c| c.is_control() || is_bidi_control(c)),
+            "{safe}"
+        );
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&safe).unwrap(), v);
+    }
 }

@@ -9,10 +9,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod cli;
+use erigolem_lifecycle::Glm;
 use erigolem_server::backend::golem::GolemConfig;
 use erigolem_server::backend::local::LocalConfig;
 use erigolem_server::BackendConfig;
-use erigolem_server::ServerConfig;
+use erigolem_server::{PaymentPolicy, ServerConfig};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Ethereum nodes on demand on the Golem Network")]
@@ -90,6 +91,56 @@ struct ServeArgs {
     /// API requests per second per client IP, bursts of twice that [default: 50].
     #[arg(long, env = "ERIGOLEM_RATE_LIMIT")]
     rate_limit: Option<std::num::NonZeroU32>,
+    /// More hosts (`name` or `name:port`) that `Host`/`Origin` may name besides the public URL's,
+    /// e.g. the upstream address a proxy forwards to (repeatable) [default: none].
+    #[arg(
+        long = "allowed-host",
+        env = "ERIGOLEM_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    allowed_hosts: Option<Vec<String>>,
+    /// Who may sign in and create nodes: `open` (any wallet, within the per-user caps) or
+    /// `allow-list` (only --allow-address) [default: open].
+    #[arg(long, env = "ERIGOLEM_ADMISSION", value_enum)]
+    admission: Option<AdmissionKind>,
+    /// An address the allow-list admits (repeatable).
+    #[arg(
+        long = "allow-address",
+        env = "ERIGOLEM_ALLOW_ADDRESSES",
+        value_delimiter = ','
+    )]
+    allow_addresses: Option<Vec<String>>,
+    /// A proxy (IP or CIDR) whose X-Forwarded-For / X-Forwarded-Proto are believed (repeatable)
+    /// [default: none: the peer address is the client].
+    #[arg(
+        long = "trusted-proxy",
+        env = "ERIGOLEM_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Option<Vec<String>>,
+    /// Serve /metrics on this address only (not on --listen) [default: on --listen].
+    #[arg(long, env = "ERIGOLEM_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Require `Authorization: Bearer <this>` for /metrics [default: none].
+    #[arg(long, env = "ERIGOLEM_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
+    /// Open connections at most; more are closed at once [default: 4096, less if the open-file
+    /// limit is lower].
+    #[arg(long, env = "ERIGOLEM_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Open connections per client address (IPv6: per /64); trusted proxies are exempt
+    /// [default: 256].
+    #[arg(long, env = "ERIGOLEM_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
+    /// Seconds a client has to send a request's headers [default: 10].
+    #[arg(long, env = "ERIGOLEM_HEADER_READ_TIMEOUT")]
+    header_read_timeout: Option<u64>,
+    /// Seconds a connection may neither read nor write before it is closed [default: 60].
+    #[arg(long, env = "ERIGOLEM_IDLE_TIMEOUT")]
+    idle_timeout: Option<u64>,
+    /// Event streams (GET /api/v1/events) one user may have open [default: 16].
+    #[arg(long, env = "ERIGOLEM_MAX_STREAMS_PER_USER")]
+    max_streams_per_user: Option<usize>,
     /// A running node more than this many blocks behind its network is lagging [default: 40].
     #[arg(long, env = "ERIGOLEM_LAG_BLOCKS")]
     lag_blocks: Option<u64>,
@@ -108,13 +159,46 @@ struct ServeArgs {
     /// golem: the payment platform [default: erc20-hoodi-tglm].
     #[arg(long, env = "ERIGOLEM_PAYMENT_PLATFORM")]
     payment_platform: Option<String>,
-    /// golem: GLM set aside per node; payments beyond it are refused [default: 5].
-    #[arg(long, env = "ERIGOLEM_BUDGET")]
-    budget: Option<f64>,
-    /// golem: offers above this many GLM per hour are not taken [default: no cap].
-    #[arg(long, env = "ERIGOLEM_MAX_PRICE_PER_HOUR")]
-    max_price_per_hour: Option<f64>,
-    /// golem: only these providers (node ids or names) [default: any].
+    /// golem: GLM per node, shared with its replacements (the default and the most a user may
+    /// ask); payments beyond it are refused [default: 5].
+    #[arg(long, env = "ERIGOLEM_BUDGET", value_parser = glm)]
+    budget: Option<Glm>,
+    /// golem: offers asking more GLM per hour are not taken; `none` for no cap [default: 1].
+    #[arg(long, env = "ERIGOLEM_MAX_PRICE_PER_HOUR", value_parser = cap)]
+    max_price_per_hour: Option<Cap>,
+    /// golem: offers asking a higher start fee (GLM) are not taken; `none` for no cap
+    /// [default: 0.1].
+    #[arg(long, env = "ERIGOLEM_MAX_START_FEE", value_parser = cap)]
+    max_start_fee: Option<Cap>,
+    /// golem: offers asking more GLM per request are not taken; `none` for no cap
+    /// [default: 0.0001].
+    #[arg(long, env = "ERIGOLEM_MAX_PRICE_PER_REQUEST", value_parser = cap)]
+    max_price_per_request: Option<Cap>,
+    /// golem: offers are ranked by start fee + price × this many hours (+ per-request price ×
+    /// the expected requests) unless a node says how long it runs [default: 1].
+    #[arg(long, env = "ERIGOLEM_EXPECTED_HOURS")]
+    expected_hours: Option<u32>,
+    /// golem: requests per hour assumed when ranking offers with a per-request price
+    /// [default: 1000].
+    #[arg(long, env = "ERIGOLEM_EXPECTED_REQUESTS_PER_HOUR")]
+    expected_requests_per_hour: Option<u64>,
+    /// golem: GLM a provider may ask above start fee + price × time served [default: 0.01].
+    #[arg(long, env = "ERIGOLEM_PAYMENT_SLACK", value_parser = glm)]
+    payment_slack: Option<Glm>,
+    /// golem: most replacements of a failed node with auto-replace [default: 2].
+    #[arg(long, env = "ERIGOLEM_MAX_REPLACEMENTS")]
+    max_replacements: Option<u32>,
+    /// golem: length of the spend caps' period in seconds, from the Unix epoch [default: 86400].
+    #[arg(long, env = "ERIGOLEM_SPEND_PERIOD")]
+    spend_period: Option<u64>,
+    /// golem: GLM one user's nodes may be paid per period [default: no cap].
+    #[arg(long, env = "ERIGOLEM_MAX_SPEND_PER_USER", value_parser = glm)]
+    max_spend_per_user: Option<Glm>,
+    /// golem: GLM all nodes may be paid per period [default: no cap].
+    #[arg(long, env = "ERIGOLEM_MAX_SPEND", value_parser = glm)]
+    max_spend: Option<Glm>,
+    /// golem: only these providers, by node id (`0x` + 40 hex digits; names prove nothing)
+    /// [default: any].
     #[arg(
         long = "allow-provider",
         env = "ERIGOLEM_ALLOW_PROVIDERS",
@@ -131,6 +215,54 @@ struct ServeArgs {
     /// golem: seconds to look for a provider before a node fails with "no offers" [default: 20].
     #[arg(long, env = "ERIGOLEM_DEAL_TIMEOUT")]
     deal_timeout: Option<u64>,
+    /// golem: seconds a STATUS may take before it counts as a missed poll [default: 10].
+    #[arg(long, env = "ERIGOLEM_STATUS_TIMEOUT")]
+    status_timeout: Option<u64>,
+}
+
+/// A price cap: an amount of GLM, or `none`.
+#[derive(Debug, Clone)]
+enum Cap {
+    None,
+    At(Glm),
+}
+
+impl Cap {
+    fn into_option(self) -> Option<Glm> {
+        match self {
+            Cap::None => None,
+            Cap::At(g) => Some(g),
+        }
+    }
+}
+
+fn glm(text: &str) -> Result<Glm, String> {
+    Glm::parse(text).map_err(|e| e.to_string())
+}
+
+fn cap(text: &str) -> Result<Cap, String> {
+    if text == "none" {
+        Ok(Cap::None)
+    } else {
+        glm(text).map(Cap::At)
+    }
+}
+
+/// In the TOML file caps are strings too (`max-start-fee = "0.05"` or `"none"`).
+impl<'de> serde::Deserialize<'de> for Cap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        cap(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum AdmissionKind {
+    /// Any wallet, within the per-user caps.
+    Open,
+    /// Only the --allow-address addresses.
+    AllowList,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum, serde::Deserialize)]
@@ -161,6 +293,17 @@ impl ServeArgs {
             node_ports: self.node_ports.or(file.node_ports),
             max_nodes_per_user: self.max_nodes_per_user.or(file.max_nodes_per_user),
             rate_limit: self.rate_limit.or(file.rate_limit),
+            allowed_hosts: self.allowed_hosts.or(file.allowed_hosts),
+            admission: self.admission.or(file.admission),
+            allow_addresses: self.allow_addresses.or(file.allow_addresses),
+            trusted_proxies: self.trusted_proxies.or(file.trusted_proxies),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            metrics_token: self.metrics_token.or(file.metrics_token),
+            max_connections: self.max_connections.or(file.max_connections),
+            max_connections_per_ip: self.max_connections_per_ip.or(file.max_connections_per_ip),
+            header_read_timeout: self.header_read_timeout.or(file.header_read_timeout),
+            idle_timeout: self.idle_timeout.or(file.idle_timeout),
+            max_streams_per_user: self.max_streams_per_user.or(file.max_streams_per_user),
             lag_blocks: self.lag_blocks.or(file.lag_blocks),
             lag_seconds: self.lag_seconds.or(file.lag_seconds),
             yagna_url: self.yagna_url.or(file.yagna_url),
@@ -169,11 +312,61 @@ impl ServeArgs {
             payment_platform: self.payment_platform.or(file.payment_platform),
             budget: self.budget.or(file.budget),
             max_price_per_hour: self.max_price_per_hour.or(file.max_price_per_hour),
+            max_start_fee: self.max_start_fee.or(file.max_start_fee),
+            max_price_per_request: self.max_price_per_request.or(file.max_price_per_request),
+            expected_hours: self.expected_hours.or(file.expected_hours),
+            expected_requests_per_hour: self
+                .expected_requests_per_hour
+                .or(file.expected_requests_per_hour),
+            payment_slack: self.payment_slack.or(file.payment_slack),
+            max_replacements: self.max_replacements.or(file.max_replacements),
+            spend_period: self.spend_period.or(file.spend_period),
+            max_spend_per_user: self.max_spend_per_user.or(file.max_spend_per_user),
+            max_spend: self.max_spend.or(file.max_spend),
+            status_timeout: self.status_timeout.or(file.status_timeout),
             allow_providers: self.allow_providers.or(file.allow_providers),
             deny_providers: self.deny_providers.or(file.deny_providers),
             deal_timeout: self.deal_timeout.or(file.deal_timeout),
         }
     }
+}
+
+/// What nodes may cost: the defaults, with the flags given.
+fn payment_policy(args: &ServeArgs) -> anyhow::Result<PaymentPolicy> {
+    let mut p = PaymentPolicy::default();
+    if let Some(budget) = &args.budget {
+        anyhow::ensure!(!budget.is_zero(), "--budget must be more than 0 GLM");
+        p.budget = budget.clone();
+    }
+    if let Some(c) = &args.max_price_per_hour {
+        p.caps.max_price_per_hour = c.clone().into_option();
+    }
+    if let Some(c) = &args.max_start_fee {
+        p.caps.max_start_fee = c.clone().into_option();
+    }
+    if let Some(c) = &args.max_price_per_request {
+        p.caps.max_price_per_request = c.clone().into_option();
+    }
+    if let Some(h) = args.expected_hours {
+        anyhow::ensure!(h > 0, "--expected-hours must be at least 1");
+        p.expected.hours = h;
+    }
+    if let Some(r) = args.expected_requests_per_hour {
+        p.expected.requests_per_hour = r;
+    }
+    if let Some(s) = &args.payment_slack {
+        p.slack = s.clone();
+    }
+    if let Some(n) = args.max_replacements {
+        p.max_replacements = n;
+    }
+    if let Some(secs) = args.spend_period {
+        anyhow::ensure!(secs > 0, "--spend-period must be at least 1 second");
+        p.spend_period = std::time::Duration::from_secs(secs);
+    }
+    p.max_spend_per_user = args.max_spend_per_user.clone();
+    p.max_spend = args.max_spend.clone();
+    Ok(p)
 }
 
 /// `name` in a clone's `.tools/bin` (`scripts/setup.sh` installs there): the one in the working
@@ -215,6 +408,33 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The admission policy from `--admission` and `--allow-address`.
+fn admission(
+    kind: Option<AdmissionKind>,
+    addresses: Option<Vec<String>>,
+) -> anyhow::Result<erigolem_server::Admission> {
+    let addresses = addresses.unwrap_or_default();
+    for a in &addresses {
+        let hex = a.strip_prefix("0x").unwrap_or_default();
+        anyhow::ensure!(
+            hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit()),
+            "--allow-address {a:?}: not an Ethereum address (0x and 40 hex digits)"
+        );
+    }
+    match kind.unwrap_or(AdmissionKind::Open) {
+        AdmissionKind::Open if addresses.is_empty() => Ok(erigolem_server::Admission::Open),
+        AdmissionKind::Open => {
+            anyhow::bail!("--allow-address needs --admission allow-list (the default is open)")
+        }
+        AdmissionKind::AllowList if addresses.is_empty() => {
+            anyhow::bail!("--admission allow-list needs at least one --allow-address")
+        }
+        AdmissionKind::AllowList => Ok(erigolem_server::Admission::AllowList(
+            addresses.iter().map(|a| a.to_ascii_lowercase()).collect(),
+        )),
+    }
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let file = match &args.config {
         Some(path) => {
@@ -226,6 +446,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => ServeArgs::default(),
     };
     let args = args.or(file);
+    let payments = payment_policy(&args)?;
     let runtime_bin = match args.runtime {
         Some(path) => path,
         None => std::env::current_exe()?.with_file_name("ya-runtime-erigon"),
@@ -252,15 +473,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             if let Some(platform) = args.payment_platform {
                 golem.payment_platform = platform;
             }
-            if let Some(budget) = args.budget {
-                anyhow::ensure!(budget > 0.0, "--budget must be positive");
-                golem.budget = budget;
-            }
-            golem.max_price_per_hour = args.max_price_per_hour;
-            golem.allow_providers = args.allow_providers.unwrap_or_default();
-            golem.deny_providers = args.deny_providers.unwrap_or_default();
+            golem.allow_providers = args.allow_providers.clone().unwrap_or_default();
+            golem.deny_providers = args.deny_providers.clone().unwrap_or_default();
             if let Some(secs) = args.deal_timeout {
                 golem.deal_timeout = std::time::Duration::from_secs(secs.max(1));
+            }
+            if let Some(secs) = args.status_timeout {
+                golem.status_timeout = std::time::Duration::from_secs(secs.max(1));
             }
             BackendConfig::Golem(golem)
         }
@@ -276,6 +495,46 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }),
     };
     let defaults = ServerConfig::new(args.data_dir.unwrap_or_else(|| PathBuf::from(".erigolem")));
+    let admission = admission(args.admission, args.allow_addresses)?;
+    let trusted_proxies = args
+        .trusted_proxies
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            p.parse::<ipnet::IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .with_context(|| format!("--trusted-proxy {p:?}: not an IP address or CIDR"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let secs = std::time::Duration::from_secs;
+    let limits = erigolem_server::Limits {
+        max_connections: args
+            .max_connections
+            .unwrap_or(defaults.limits.max_connections),
+        max_connections_per_ip: args
+            .max_connections_per_ip
+            .unwrap_or(defaults.limits.max_connections_per_ip),
+        header_read_timeout: args
+            .header_read_timeout
+            .map(secs)
+            .unwrap_or(defaults.limits.header_read_timeout),
+        idle_timeout: args
+            .idle_timeout
+            .map(secs)
+            .unwrap_or(defaults.limits.idle_timeout),
+        max_streams_per_user: args
+            .max_streams_per_user
+            .unwrap_or(defaults.limits.max_streams_per_user),
+        ..defaults.limits.clone()
+    };
+    anyhow::ensure!(
+        limits.max_connections > 0 && limits.max_connections_per_ip > 0,
+        "--max-connections and --max-connections-per-ip must be positive"
+    );
+    anyhow::ensure!(
+        !limits.header_read_timeout.is_zero() && !limits.idle_timeout.is_zero(),
+        "--header-read-timeout and --idle-timeout must be positive"
+    );
     let config = ServerConfig {
         listen: args.listen.unwrap_or(defaults.listen),
         database_url: args.database_url,
@@ -284,6 +543,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         backend: Some(backend),
         max_active_nodes: args.max_nodes_per_user.unwrap_or(defaults.max_active_nodes),
         rate_limit: args.rate_limit.unwrap_or(defaults.rate_limit),
+        payments,
+        allowed_hosts: args.allowed_hosts.unwrap_or_default(),
+        admission,
+        trusted_proxies,
+        metrics: erigolem_server::MetricsConfig {
+            listen: args.metrics_listen,
+            token: args.metrics_token.filter(|t| !t.is_empty()),
+        },
+        limits,
         lag_blocks: args.lag_blocks.unwrap_or(defaults.lag_blocks),
         lag_seconds: args.lag_seconds.unwrap_or(defaults.lag_seconds),
         ..defaults

@@ -248,11 +248,23 @@ async fn run(slot: &Slot, command: &RunProcess) -> Result<Output, String> {
             };
             Ok(Output::Text(instance.logs(n.min(LOGS_MAX))))
         }
-        "ROTATE" => to_json(serde_json::to_value(
-            instance.rotate().await.map_err(|e| e.to_string())?,
-        )),
+        "ROTATE" => {
+            // With an argument: the password a caller restores (e.g. a server bringing its
+            // nodes back); it comes over the runtime API, never on a command line.
+            let password = command
+                .args
+                .first()
+                .map(|p| erigolem_primitives::EndpointPassword::new(p.as_str()))
+                .transpose()?;
+            to_json(serde_json::to_value(
+                instance
+                    .rotate(password.as_ref())
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ))
+        }
         other => Err(format!(
-            "unknown command {other:?}; expected STATUS, HEALTH, LOGS [N] or ROTATE"
+            "unknown command {other:?}; expected STATUS, HEALTH, LOGS [N] or ROTATE [PASSWORD]"
         )),
     }
 }

@@ -264,7 +264,8 @@ impl Client {
             chain_id,
             nonce,
             issued_at: now.into(),
-            expiration_time: Some((now + time::Duration::minutes(5)).into()),
+            // The session lasts until this at most (and the server's own limit, 24 h by default).
+            expiration_time: Some((now + time::Duration::hours(24)).into()),
             not_before: None,
             request_id: None,
             resources: Vec::new(),

@@ -98,6 +98,9 @@ pub struct ExeUnitConfig {
     pub usage_interval: Duration,
     /// What one requestor may make the exe-unit hold: its scripts, their output, their results.
     pub limits: ExeUnitLimits,
+    /// Test-only: rewrites what `run` commands answer (a hostile-provider double). `None` in
+    /// production.
+    pub run_filter: Option<RunFilter>,
 }
 
 /// Bounds on what an activity's requestor can make the exe-unit keep in memory. yagna's exe-unit
@@ -166,6 +169,24 @@ impl ExeUnitLimits {
     }
 }
 
+/// Test-only: what the requestor gets for a `run` command, for doubles of hostile providers
+/// (`erigolem_provider_agent::misbehaviour`).
+pub trait RunOutputFilter: Send + Sync + 'static {
+    /// The stdout of the `n`th (0-based) successful `run <entry>` of the activity, as it should be
+    /// answered; `None`: the command never answers (its batch never finishes).
+    fn filter(&self, entry: &str, n: u64, stdout: Vec<u8>) -> Option<Vec<u8>>;
+}
+
+/// A shared [`RunOutputFilter`].
+#[derive(Clone)]
+pub struct RunFilter(pub std::sync::Arc<dyn RunOutputFilter>);
+
+impl std::fmt::Debug for RunFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunFilter")
+    }
+}
+
 impl ExeUnitConfig {
     pub fn new(
         activity_id: impl Into<String>,
@@ -185,6 +206,7 @@ impl ExeUnitConfig {
             env: Vec::new(),
             usage_interval: DEFAULT_USAGE_INTERVAL,
             limits: ExeUnitLimits::default(),
+            run_filter: None,
         }
     }
 

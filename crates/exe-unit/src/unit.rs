@@ -7,6 +7,7 @@
 //! shutdown); `report_usage` sends the usage counters and watches the runtime process.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -220,6 +221,8 @@ pub(crate) async fn run(
             shared: shared.clone(),
             runtime,
             session: None,
+            filter: config.run_filter.clone(),
+            runs: HashMap::new(),
         }
         .run(jobs),
     );
@@ -658,6 +661,8 @@ struct Outcome {
     stderr: Vec<u8>,
     /// `Err((return code, message))`
     result: Result<(), (i32, String)>,
+    /// Never answered (a test filter's silence): the batch does not finish.
+    silent: bool,
 }
 
 impl Outcome {
@@ -666,6 +671,7 @@ impl Outcome {
             stdout,
             stderr: Vec::new(),
             result: Ok(()),
+            silent: false,
         }
     }
 
@@ -674,6 +680,7 @@ impl Outcome {
             stdout: Vec::new(),
             stderr: Vec::new(),
             result: Err((code, message.into())),
+            silent: false,
         }
     }
 }
@@ -683,6 +690,9 @@ struct Worker {
     shared: Rc<Shared>,
     runtime: RuntimeBinary,
     session: Option<Session>,
+    /// Test-only rewriting of `run` answers, and how many of each entry ran.
+    filter: Option<crate::RunFilter>,
+    runs: HashMap<String, u64>,
 }
 
 impl Worker {
@@ -731,6 +741,10 @@ impl Worker {
                     Outcome::failed(-1, format!("internal error of the exe-unit: {why}"))
                 }
             };
+            if outcome.silent {
+                tracing::warn!(activity = %self.shared.activity_id, "batch {id}: command {idx} left unanswered (test filter)");
+                return;
+            }
             let mut cuts = Vec::new();
             for (bytes, stdout) in [(outcome.stdout, true), (outcome.stderr, false)] {
                 if bytes.is_empty() {
@@ -851,6 +865,7 @@ impl Worker {
                         stdout,
                         stderr: Vec::new(),
                         result: Err((1, format!("deploy: the provider is not ready: {reason}"))),
+                        silent: false,
                     },
                 }
             }
@@ -884,7 +899,21 @@ impl Worker {
         };
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         match session.run(entry, &args).await {
-            Ok(stdout) => Outcome::ok(stdout.into_bytes()),
+            Ok(stdout) => match &self.filter {
+                None => Outcome::ok(stdout.into_bytes()),
+                Some(filter) => {
+                    let n = self.runs.entry(entry.to_owned()).or_default();
+                    let answer = filter.0.filter(entry, *n, stdout.into_bytes());
+                    *n += 1;
+                    match answer {
+                        Some(stdout) => Outcome::ok(stdout),
+                        None => Outcome {
+                            silent: true,
+                            ..Outcome::ok(Vec::new())
+                        },
+                    }
+                }
+            },
             Err(ClientError::Command {
                 command,
                 code,
@@ -893,6 +922,7 @@ impl Worker {
                 stdout: Vec::new(),
                 stderr: stderr.clone().into_bytes(),
                 result: Err((code, format!("`{command}` failed (code {code}): {stderr}"))),
+                silent: false,
             },
             Err(e) => Outcome::failed(-1, format!("{entry}: {e}")),
         }

@@ -398,10 +398,7 @@ impl NodeService {
             None => random_instance_name(),
         };
         let lock = InstanceLock::acquire(&instances_dir, &name)?;
-        let password = match args.password {
-            Some(p) => p.expose().to_owned(),
-            None => htpasswd::random_password(),
-        };
+        let password = htpasswd::random_password();
         let result = self
             .start_locked(&name, network, mode, prune, &lock, password)
             .await;
@@ -853,11 +850,19 @@ impl Instance {
         erigolem_supervisor::tail_lines(&self.lock.dir().join("node.log"), n).unwrap_or_default()
     }
 
-    /// Replaces the password; the old one stops working at once.
-    pub async fn rotate(&mut self) -> Result<Credentials, ServiceError> {
+    /// Replaces the password with `password` (a caller restoring the one it had), or a fresh
+    /// random one; the old one stops working at once.
+    pub async fn rotate(
+        &mut self,
+        password: Option<&erigolem_primitives::EndpointPassword>,
+    ) -> Result<Credentials, ServiceError> {
+        let password = match password {
+            Some(p) => p.expose().to_owned(),
+            None => htpasswd::random_password(),
+        };
         let credentials = Credentials {
             user: self.name.to_string(),
-            password: Secret::new(htpasswd::random_password()),
+            password: Secret::new(password),
         };
         self.gateway
             .set_credentials(&self.name, &credentials)

@@ -165,14 +165,13 @@ pub struct StartArgs {
     /// Name of the endpoint path (`/<instance>/`); generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<InstanceName>,
-    /// The endpoint's password, when the caller restores an endpoint it had before (e.g. a server
-    /// bringing its nodes back after a restart); generated when absent. At least 22 characters
-    /// of base64url (128 bits).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<EndpointPassword>,
+    // No password here: `start`'s arguments are the runtime's command line, which every local
+    // user can read (/proc/<pid>/cmdline). A caller restoring an endpoint's password sends it
+    // with `run ROTATE <password>`, over the runtime API (the runtime's stdin).
 }
 
-/// A caller-chosen endpoint password: 22-128 characters of `[A-Za-z0-9_-]` (≥ 128 bits).
+/// A caller-chosen endpoint password (`run ROTATE <password>`): 22-128 characters of
+/// `[A-Za-z0-9_-]` (≥ 128 bits).
 #[derive(Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct EndpointPassword(Secret);
@@ -414,16 +413,19 @@ mod tests {
 
     #[test]
     fn chosen_passwords_must_be_strong() {
-        let ok = StartArgs::parse(&[r#"{"password":"abcdefghijklmnopqrstuv"}"#.into()]).unwrap();
-        assert_eq!(ok.password.unwrap().expose(), "abcdefghijklmnopqrstuv");
+        let ok = EndpointPassword::new("abcdefghijklmnopqrstuv").unwrap();
+        assert_eq!(ok.expose(), "abcdefghijklmnopqrstuv");
         for bad in [
             "short",
             "abcdefghijklmnopqrstu:",
             "abcdefghijklmnopqrst\nuv",
         ] {
-            let json = format!(r#"{{"password":"{bad}"}}"#);
-            assert!(StartArgs::parse(&[json]).is_err(), "{bad:?} accepted");
+            assert!(EndpointPassword::new(bad).is_err(), "{bad:?} accepted");
         }
+        // A password is never a start argument (the command line is world-readable).
+        let err =
+            StartArgs::parse(&[r#"{"password":"abcdefghijklmnopqrstuv"}"#.into()]).unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
     }
 
     #[test]

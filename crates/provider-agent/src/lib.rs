@@ -3,6 +3,7 @@
 //! its capacity, runs one exe-unit per activity (through [`ActivityRunner`]), bills with debit notes
 //! and a final invoice priced from the agreement, and ends cleanly after its own restart.
 
+pub mod misbehaviour;
 pub mod props;
 pub mod state;
 
@@ -92,6 +93,8 @@ pub struct AgentConfig {
     pub agreement_idle_timeout: Duration,
     pub state_file: PathBuf,
     pub runner: Arc<dyn ActivityRunner>,
+    /// Test-only: how this agent misbehaves (none by default).
+    pub misbehaviour: misbehaviour::Misbehaviour,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -105,6 +108,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("agreement_idle_timeout", &self.agreement_idle_timeout)
             .field("payment_platform", &self.payment_platform)
             .field("state_file", &self.state_file)
+            .field("misbehaviour", &self.misbehaviour)
             .finish_non_exhaustive()
     }
 }
@@ -132,6 +136,7 @@ impl AgentConfig {
             agreement_idle_timeout: DEFAULT_AGREEMENT_IDLE_TIMEOUT,
             state_file,
             runner,
+            misbehaviour: Default::default(),
         }
     }
 }
@@ -202,7 +207,7 @@ impl Shared {
 
     /// Our offer, with the nonce of the subscription it is published (or countered) under.
     fn offer(&self, nonce: &str) -> erigolem_yagna::model::market::NewOffer {
-        props::offer(
+        let mut offer = props::offer(
             &self.config.served,
             &self.config.pricing,
             &self.node_id,
@@ -210,7 +215,11 @@ impl Shared {
             &self.config.subnet,
             nonce,
             self.config.debit_note_accept_timeout.as_secs(),
-        )
+        );
+        if let Some(name) = &self.config.misbehaviour.node_name {
+            offer.properties["golem.node.id.name"] = serde_json::Value::from(name.clone());
+        }
+        offer
     }
 
     async fn persist(&self) {
@@ -821,9 +830,14 @@ async fn billing_loop(
             }
         }
         let elapsed = started.elapsed();
+        let factor = shared
+            .config
+            .misbehaviour
+            .overbill_debit_notes
+            .unwrap_or(1.0);
         let note = NewDebitNote {
             activity_id: activity_id.clone(),
-            total_amount_due: glm(pricing.amount(elapsed)),
+            total_amount_due: glm(pricing.amount(elapsed) * factor),
             usage_counter_vector: Some(serde_json::json!([elapsed.as_secs_f64(), 0.0])),
             payment_due_date: None,
         };
@@ -907,7 +921,8 @@ async fn finish_billing(shared: &Arc<Shared>, record: &AgreementRecord, ran: Dur
     let invoice = NewInvoice {
         agreement_id: record.agreement_id.clone(),
         activity_ids: Some(vec![activity_id.clone()]),
-        amount: glm(record.pricing().amount(ran)),
+        amount: glm(record.pricing().amount(ran)
+            + shared.config.misbehaviour.overbill_invoice.unwrap_or(0.0)),
         payment_due_date: Utc::now() + chrono_secs(3600),
     };
     let issued = match yagna.issue_invoice(&invoice).await {

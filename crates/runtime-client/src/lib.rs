@@ -58,7 +58,9 @@ pub enum ClientError {
     },
 }
 
-/// A runtime binary and the environment it runs in.
+/// A runtime binary and the environment it runs in: `env`, plus the harmless variables of
+/// [`erigolem_supervisor::INHERITED_ENV`] — nothing else of the caller's environment (app keys,
+/// database URLs) reaches the runtime or the nodes it starts.
 #[derive(Debug, Clone)]
 pub struct RuntimeBinary {
     pub path: PathBuf,
@@ -96,6 +98,8 @@ impl RuntimeBinary {
             .arg(self.workdir.join("task-package"))
             .arg(sub)
             .args(args)
+            .env_clear()
+            .envs(erigolem_supervisor::inherited_env())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .kill_on_drop(true);
@@ -358,6 +362,16 @@ impl Session {
 
     pub async fn rotate(&self) -> Result<Credentials, ClientError> {
         decode("ROTATE", self.run("ROTATE", &[]).await?.as_bytes())
+    }
+
+    /// Sets the endpoint's password to `password` (`run ROTATE <password>`): how a caller
+    /// restores the credentials an endpoint had. Over the runtime API, never a command line.
+    pub async fn restore_password(
+        &self,
+        password: &erigolem_primitives::EndpointPassword,
+    ) -> Result<Credentials, ClientError> {
+        let out = self.run("ROTATE", &[password.expose()]).await?;
+        decode("ROTATE", out.as_bytes())
     }
 
     /// Sends Shutdown and waits for its answer: the runtime has then stopped its instance. The

@@ -12,13 +12,21 @@ use erigolem_store::Store;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::oneshot;
 
+mod admission;
 pub mod backend;
 mod error;
+mod feed;
+mod housekeeping;
 mod lag;
+pub mod money;
+mod payments;
 mod reconciler;
 mod routes;
+mod security;
+mod serve;
 
 pub use error::ApiError;
+pub use money::PaymentPolicy;
 
 /// How the server runs. Defaults need nothing: `./.erigolem`, SQLite inside it, 127.0.0.1:8080.
 #[derive(Debug, Clone)]
@@ -39,10 +47,76 @@ pub struct ServerConfig {
     pub max_active_nodes: u32,
     /// API requests per second one client IP may make (bursts of twice that).
     pub rate_limit: std::num::NonZeroU32,
+    /// What nodes may cost where they are paid for (golem).
+    pub payments: PaymentPolicy,
+    /// Hosts (`name` or `name:port`) besides the public URL's that `Host` and `Origin` may name,
+    /// e.g. the upstream address a TLS proxy forwards to without passing `Host` on.
+    pub allowed_hosts: Vec<String>,
+    /// Who may sign in and create nodes.
+    pub admission: Admission,
+    /// Peers (proxies) whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where `/metrics` is served and whether it needs a token.
+    pub metrics: MetricsConfig,
+    /// Connection, stream and nonce bounds.
+    pub limits: Limits,
+    /// How often expired nonces, sessions and old events are deleted and idle rate-limiter
+    /// entries forgotten.
+    pub purge_interval: Duration,
+    /// How long node transitions are kept (replayable with `Last-Event-ID`).
+    pub event_retention: Duration,
     /// A running node more than this many blocks behind the network is shown as lagging.
     pub lag_blocks: u64,
     /// A running node whose head block is older than this many seconds is shown as lagging.
     pub lag_seconds: u64,
+}
+
+/// Who may use the server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Admission {
+    /// Any wallet may sign in and create nodes, up to the per-user caps.
+    #[default]
+    Open,
+    /// Only these addresses (compared case-insensitively) may sign in and create nodes.
+    AllowList(Vec<String>),
+}
+
+/// `/metrics`: on the main listener unless `listen` is set; behind `Authorization: Bearer` when
+/// `token` is set.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    pub listen: Option<SocketAddr>,
+    pub token: Option<String>,
+}
+
+/// What one client may hold at once, and how long a connection may dawdle.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open connections; more are closed at once.
+    pub max_connections: usize,
+    /// Open connections from one IP (one /64 for IPv6); trusted proxies are exempt.
+    pub max_connections_per_ip: usize,
+    /// Time a client has to send a request's headers (from the first byte it may send).
+    pub header_read_timeout: Duration,
+    /// A connection that neither reads nor writes this long is closed.
+    pub idle_timeout: Duration,
+    /// Event streams (`GET /events`) one user may have open.
+    pub max_streams_per_user: usize,
+    /// Unused sign-in nonces one IP may hold.
+    pub max_nonces_per_ip: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            max_connections_per_ip: 256,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_streams_per_user: 16,
+            max_nonces_per_ip: 32,
+        }
+    }
 }
 
 /// Where nodes run.
@@ -68,6 +142,14 @@ impl ServerConfig {
             backend: None,
             max_active_nodes: 3,
             rate_limit: std::num::NonZeroU32::new(50).unwrap_or(std::num::NonZeroU32::MIN),
+            payments: PaymentPolicy::default(),
+            allowed_hosts: Vec::new(),
+            admission: Admission::Open,
+            trusted_proxies: Vec::new(),
+            metrics: MetricsConfig::default(),
+            limits: Limits::default(),
+            purge_interval: Duration::from_secs(60),
+            event_retention: Duration::from_secs(30 * 24 * 3600),
             // Chainstack fails a node over at 40 blocks; 120 s is ten mainnet slots.
             lag_blocks: 40,
             lag_seconds: 120,
@@ -99,6 +181,8 @@ pub enum ServerError {
     },
     #[error("invalid public URL {0}: it needs a host")]
     PublicUrl(url::Url),
+    #[error("the admission policy is an allow-list, but it lists no address")]
+    EmptyAllowList,
     #[error("local backend: {0}")]
     Local(#[from] backend::local::LocalError),
     #[error("golem backend: {0}")]
@@ -115,31 +199,26 @@ pub(crate) struct AppState {
     /// Cookies get `Secure` when the public URL is HTTPS.
     pub(crate) secure_cookies: bool,
     pub(crate) backend: Option<Arc<dyn backend::Backend>>,
-    /// Bumped after every recorded transition: wakes the event streams.
-    pub(crate) changes: tokio::sync::watch::Sender<u64>,
+    /// The event streams, one feed per owner.
+    pub(crate) hub: Arc<feed::Hub>,
+    /// What `Host` and `Origin` may say.
+    pub(crate) hosts: security::HostPolicy,
+    pub(crate) trusted_proxies: security::TrustedProxies,
     /// Block height and sync progress of running nodes as they are polled; not stored as events.
     pub(crate) progress: tokio::sync::broadcast::Sender<routes::events::Progress>,
-    /// Running nodes whose last STATUS polls failed, and why (cleared when one answers again).
-    pub(crate) unhealthy: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Running nodes whose last STATUS polls failed: how many in a row, and why (cleared when one
+    /// answers again).
+    pub(crate) unhealthy: std::sync::Mutex<std::collections::HashMap<String, (u32, String)>>,
     /// What the last STATUS of each running node said beyond block and sync (release, limits,
     /// lag); not stored: the next poll brings it back after a restart.
     pub(crate) live: std::sync::Mutex<std::collections::HashMap<String, lag::LiveStatus>>,
     pub(crate) limiter: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+    /// Set when the server shuts down: every task it started ends at its next await, as in a
+    /// crash (nothing half-done is finished on the way out; the next start picks it up).
+    pub(crate) shutting_down: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
-    /// Records a transition (with its event row) and wakes the event streams.
-    pub(crate) async fn transition(
-        &self,
-        id: &str,
-        to: erigolem_store::NodeState,
-        reason: Option<&str>,
-    ) -> Result<erigolem_store::NodeRecord, erigolem_store::StoreError> {
-        let node = self.store.transition(id, to, reason).await?;
-        self.notify();
-        Ok(node)
-    }
-
     /// The last STATUS extras of a node, if it was polled since the server started.
     pub(crate) fn live(&self, id: &str) -> Option<lag::LiveStatus> {
         self.live.lock().ok()?.get(id).cloned()
@@ -147,21 +226,74 @@ impl AppState {
 
     /// Why the node is unhealthy (its STATUS polls fail), if it is.
     pub(crate) fn health(&self, id: &str) -> Option<String> {
-        self.unhealthy.lock().ok()?.get(id).cloned()
+        self.unhealthy
+            .lock()
+            .ok()?
+            .get(id)
+            .map(|(_, why)| why.clone())
     }
 
-    pub(crate) fn notify(&self) {
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    /// STATUS polls of the node that failed in a row.
+    pub(crate) fn misses(&self, id: &str) -> u32 {
+        self.unhealthy
+            .lock()
+            .ok()
+            .and_then(|u| u.get(id).map(|(n, _)| *n))
+            .unwrap_or(0)
+    }
+
+    /// One more failed poll, and why; how many in a row now.
+    pub(crate) fn add_miss(&self, id: &str, why: &str) -> u32 {
+        let Ok(mut u) = self.unhealthy.lock() else {
+            return 0;
+        };
+        let entry = u.entry(id.to_owned()).or_insert((0, String::new()));
+        entry.0 += 1;
+        entry.1 = why.to_owned();
+        entry.0
+    }
+
+    pub(crate) fn clear_health(&self, id: &str) {
+        if let Ok(mut u) = self.unhealthy.lock() {
+            u.remove(id);
+        }
+    }
+
+    /// Forgets the health of nodes that no longer run.
+    pub(crate) fn forget_health_except(&self, running: &[erigolem_store::NodeRecord]) {
+        if let Ok(mut u) = self.unhealthy.lock() {
+            u.retain(|id, _| running.iter().any(|n| &n.id == id));
+        }
+    }
+
+    /// `owner` has new transitions in the store: wakes their event feed.
+    pub(crate) fn notify_owner(&self, owner: &str) {
+        self.hub.notify(owner);
     }
 }
 
-/// Progress updates buffered per event stream; a stream that falls further behind skips to the newest.
+/// Runs `task` in the background until it ends or the server shuts down (`down` is
+/// [`AppState::shutting_down`]'s receiver).
+pub(crate) fn spawn_until(
+    mut down: tokio::sync::watch::Receiver<bool>,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::select! {
+            () = task => {}
+            _ = down.wait_for(|d| *d) => {}
+        }
+    })
+}
+
+/// Progress updates buffered between the reconciler and the event feeds.
 const PROGRESS_BUFFER: usize = 256;
 
 /// A running server. Dropping it starts a graceful shutdown; [`Handle::shutdown`] waits for it.
 #[derive(Debug)]
 pub struct Handle {
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -169,6 +301,11 @@ pub struct Handle {
 impl Handle {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where `/metrics` is served when it has a listener of its own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// `http://<local addr>`.
@@ -237,16 +374,20 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
     });
     let store = Store::connect(&database_url, key).await?;
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let bind = |addr: SocketAddr| async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        Ok::<_, ServerError>((listener, local))
+    };
+    let (listener, local_addr) = bind(config.listen).await?;
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let public = match &config.public_url {
         Some(url) => url.clone(),
         None => {
@@ -270,6 +411,28 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         max_age: config.nonce_ttl,
         clock_skew: Duration::from_secs(60),
     };
+    if let Admission::AllowList(list) = &config.admission {
+        if list.is_empty() {
+            return Err(ServerError::EmptyAllowList);
+        }
+    }
+    let metrics_exposed = config.metrics.listen.is_none() && config.metrics.token.is_none();
+    let loopback = |h: &str| {
+        h == "localhost"
+            || h.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+            || h.trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    if metrics_exposed && !(loopback(host) && local_addr.ip().is_loopback()) {
+        tracing::warn!(
+            "/metrics is open to anyone who reaches {public}: give --metrics-listen or --metrics-token"
+        );
+    }
+    let hosts = security::HostPolicy::new(&public, &config.allowed_hosts);
+    let mut limits = config.limits.clone();
+    limits.max_connections = serve::connection_budget(limits.max_connections);
     let metrics = prometheus_handle();
     let config_rate = config.rate_limit;
     let backend: Option<Arc<dyn backend::Backend>> = match &config.backend {
@@ -282,11 +445,13 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         Some(BackendConfig::Golem(golem)) => {
             let dir = config.data_dir.join("golem");
             Some(Arc::new(
-                backend::golem::GolemBackend::start(&dir, golem.clone()).await?,
+                backend::golem::GolemBackend::start(&dir, golem.clone(), store.clone()).await?,
             ))
         }
         None => None,
     };
+    let trusted_proxies = security::TrustedProxies::new(config.trusted_proxies.clone());
+    let hub = feed::Hub::new(store.clone(), config.limits.max_streams_per_user);
     let state = Arc::new(AppState {
         store,
         siwe,
@@ -294,9 +459,12 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         secure_cookies: public.scheme() == "https",
         config,
         backend,
-        changes: tokio::sync::watch::channel(0).0,
+        hub,
+        hosts,
+        trusted_proxies: trusted_proxies.clone(),
         progress: tokio::sync::broadcast::channel(PROGRESS_BUFFER).0,
         unhealthy: Default::default(),
+        shutting_down: tokio::sync::watch::channel(false).0,
         live: Default::default(),
         limiter: governor::RateLimiter::keyed(
             governor::Quota::per_second(config_rate).allow_burst(
@@ -305,25 +473,78 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
             ),
         ),
     });
+    if !state.trusted_proxies.is_empty() && !state.secure_cookies {
+        tracing::warn!(
+            "trusted proxies are set but the public URL is not https: cookies are Secure only \
+             for requests a proxy forwarded with X-Forwarded-Proto: https"
+        );
+    }
     reconciler::recover(state.clone()).await?;
-    let poller = reconciler::spawn_poller(state.clone());
-    let app = routes::router(state);
+    let mut background = vec![
+        reconciler::spawn_poller(state.clone()),
+        housekeeping::spawn(state.clone()),
+        spawn_progress_router(state.clone()),
+    ];
+    background.extend(payments::spawn(state.clone()));
+    let app = routes::router(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
     let task = tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+        let main = serve::serve(
+            listener,
+            app,
+            limits.clone(),
+            trusted_proxies.clone(),
+            stop_rx.clone(),
+        );
+        let metrics = async {
+            if let Some((listener, _)) = metrics_listener {
+                let app = routes::metrics_only(state.clone());
+                serve::serve(
+                    listener,
+                    app,
+                    limits.clone(),
+                    trusted_proxies.clone(),
+                    stop_rx.clone(),
+                )
+                .await;
+            }
+        };
+        let stop = async {
             let _ = rx.await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!("server stopped: {e}");
+            // Event streams never end on their own: end them so their connections can close.
+            state.hub.close_all();
+            let _ = stop_tx.send(true);
+        };
+        tokio::join!(main, metrics, stop);
+        for task in background {
+            task.abort();
         }
-        poller.abort();
+        // Whatever the server started ends now, as in a crash: the next start picks it up.
+        state.shutting_down.send_replace(true);
     });
     tracing::info!(%local_addr, "erigolem server listening");
     Ok(Handle {
         local_addr,
+        metrics_addr,
         shutdown: Some(tx),
         task: Some(task),
+    })
+}
+
+/// Hands each progress update of the reconciler to its owner's event feed.
+fn spawn_progress_router(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    let mut rx = state.progress.subscribe();
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match rx.recv().await {
+                Ok(progress) => state.hub.progress(progress),
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
     })
 }
 

@@ -1,50 +1,255 @@
-//! Drives nodes through their states with the backend, recording every transition: start
-//! (pending → starting → running | failed), stop (→ stopping → stopped), and progress polling.
+//! Carries out the lifecycle core's decisions (`erigolem_lifecycle::node::decide`): every event
+//! about a node — from the API, a start that returned, a STATUS poll, the payment loop, a restart —
+//! goes through [`handle`], which reads the node's facts, asks the core, records the next state
+//! with a compare-and-set on the state it decided from (deciding again if the node moved on), and
+//! executes the actions with the backend. Nothing here decides what a state or a payment means.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use erigolem_lifecycle::bound::{self, EndingFacts};
+use erigolem_lifecycle::node::{self, Action, AlertKind, Conflict, Event, Facts, StopOutcome};
+use erigolem_lifecycle::{text, Expected, Glm};
 use erigolem_primitives::{InstanceName, NodeState as RuntimeState, StartArgs};
-use erigolem_store::{NodeRecord, NodeState, StoreError};
+use erigolem_store::{NewNode, NodeRecord, NodeState, StoreError};
 
-use crate::backend::{BackendError, NodeTerms};
+use crate::backend::{BackendError, StartTerms};
 use crate::AppState;
 
 /// How long a recovering node waits for its previous runtime to let go of its endpoint.
 const RECOVERY_WAIT: Duration = Duration::from_secs(60);
 
-/// Consecutive failed STATUS polls after which a running node is failed.
-const UNHEALTHY_LIMIT: u32 = 3;
-
 /// How often running nodes' STATUS is polled for block height and sync progress.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Starts `node` in the background.
-pub(crate) fn start(state: Arc<AppState>, node: NodeRecord) {
-    tokio::spawn(async move {
-        if let Err(e) = run_start(&state, &node).await {
-            tracing::error!(node = %node.id, "start bookkeeping failed: {e}");
+/// What became of an event.
+#[derive(Debug)]
+pub(crate) enum Handled {
+    /// Decided and carried out.
+    Done,
+    /// Refused (e.g. deleting a live node).
+    Conflict(Conflict),
+    /// The node was deleted.
+    Deleted,
+    /// There is no such node.
+    Missing,
+    /// A stop that had to finish first (before a delete) did not.
+    StopFailed(String),
+}
+
+/// Decides on `event` for node `id` and carries the decision out. (Boxed: carrying a decision
+/// out may handle further events, e.g. a stop's outcome.)
+pub(crate) fn handle<'a>(
+    state: &'a Arc<AppState>,
+    id: &'a str,
+    event: Event,
+) -> futures::future::BoxFuture<'a, Result<Handled, StoreError>> {
+    Box::pin(decide_and_execute(state, id, event))
+}
+
+async fn decide_and_execute(
+    state: &Arc<AppState>,
+    id: &str,
+    event: Event,
+) -> Result<Handled, StoreError> {
+    // A node that moves on between our read and our write is decided on again, a few times.
+    for _ in 0..5 {
+        let Some(node) = state.store.node_by_id(id).await? else {
+            return Ok(Handled::Missing);
+        };
+        let facts = facts(state, &node).await?;
+        let decision = match node::decide(&facts, &event) {
+            Ok(d) => d,
+            Err(conflict) => return Ok(Handled::Conflict(conflict)),
+        };
+        let node = match &decision.next {
+            Some((to, reason)) => {
+                let reason = reason.as_deref().map(text::provider_text);
+                match state
+                    .store
+                    .transition_from(id, node.state, *to, reason.as_deref())
+                    .await
+                {
+                    Ok(n) => {
+                        state.notify_owner(&n.owner);
+                        n
+                    }
+                    Err(StoreError::IllegalTransition { .. }) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            None => node,
+        };
+        return execute(state, node, decision.actions).await;
+    }
+    tracing::warn!(node = %id, ?event, "the node kept changing; the event was dropped");
+    Ok(Handled::Done)
+}
+
+/// Logs what went wrong in a background handling.
+pub(crate) fn spawn_handle(state: Arc<AppState>, id: String, event: Event) {
+    crate::spawn_until(state.shutting_down.subscribe(), async move {
+        if let Err(e) = handle(&state, &id, event).await {
+            tracing::error!(node = %id, "bookkeeping failed: {e}");
         }
     });
 }
 
-async fn run_start(state: &AppState, node: &NodeRecord) -> Result<(), StoreError> {
-    let Some(backend) = &state.backend else {
+async fn facts(state: &AppState, node: &NodeRecord) -> Result<Facts, StoreError> {
+    let held = match &state.backend {
+        Some(b) => b.holds(&node.id).await,
+        None => false,
+    };
+    let may_replace = match &node.plan_id {
+        Some(plan) => state
+            .store
+            .plan(plan)
+            .await?
+            .is_some_and(|p| p.may_replace()),
+        None => false,
+    };
+    Ok(Facts {
+        state: node.state,
+        held,
+        misses: state.misses(&node.id),
+        may_replace,
+    })
+}
+
+async fn execute(
+    state: &Arc<AppState>,
+    node: NodeRecord,
+    actions: Vec<Action>,
+) -> Result<Handled, StoreError> {
+    let deleting = actions.contains(&Action::Delete);
+    for action in actions {
+        match action {
+            Action::Start => {
+                let (state, node) = (state.clone(), node.clone());
+                crate::spawn_until(state.shutting_down.subscribe(), async move {
+                    if let Err(e) = run_start(&state, &node).await {
+                        tracing::error!(node = %node.id, "start bookkeeping failed: {e}");
+                    }
+                });
+            }
+            Action::Resume => {
+                let (state, node) = (state.clone(), node.clone());
+                crate::spawn_until(state.shutting_down.subscribe(), async move {
+                    if let Err(e) = run_resume(&state, &node).await {
+                        tracing::error!(node = %node.id, "recovery bookkeeping failed: {e}");
+                    }
+                });
+            }
+            Action::Stop => {
+                // Billing is frozen at the decision, however long the backend takes.
+                state
+                    .store
+                    .freeze_billing(&node.id, erigolem_store::now_ms())
+                    .await?;
+                state.clear_health(&node.id);
+                let Some(backend) = state.backend.clone() else {
+                    continue;
+                };
+                if deleting {
+                    // A delete waits for the stop: nothing of the node may be left running.
+                    match backend.stop(&node.id).await {
+                        Ok(()) | Err(BackendError::Unknown(_)) => {}
+                        Err(e) => return Ok(Handled::StopFailed(e.to_string())),
+                    }
+                } else {
+                    let (state, id) = (state.clone(), node.id.clone());
+                    crate::spawn_until(state.shutting_down.subscribe(), async move {
+                        let outcome = match backend.stop(&id).await {
+                            Ok(()) => StopOutcome::Stopped,
+                            Err(BackendError::Unknown(_)) => StopOutcome::Gone,
+                            Err(e) => StopOutcome::Failed(e.to_string()),
+                        };
+                        if let Err(e) = handle(&state, &id, Event::StopDone(outcome)).await {
+                            tracing::error!(node = %id, "stop bookkeeping failed: {e}");
+                        }
+                    });
+                }
+            }
+            Action::Delete => {
+                state.store.delete_node(&node.id, &node.owner).await?;
+                state.clear_health(&node.id);
+                state.notify_owner(&node.owner);
+                return Ok(Handled::Deleted);
+            }
+            Action::Replace { reason } => replace(state, &node, &reason).await?,
+            Action::Alert { kind, message } => alert(&node, kind, &message),
+            Action::Unhealthy { message } => {
+                let misses = state.add_miss(&node.id, &message);
+                tracing::warn!(node = %node.id, misses, "unhealthy: {message}");
+                send_progress(state, &node, Some(message));
+            }
+            Action::Healthy => state.clear_health(&node.id),
+        }
+    }
+    Ok(Handled::Done)
+}
+
+/// Alerts go to the log and to `/metrics` (`erigolem_node_alerts_total{kind}`); the delivery to
+/// users (webhooks) builds on these.
+fn alert(node: &NodeRecord, kind: AlertKind, message: &str) {
+    let kind = match kind {
+        AlertKind::Failed => "failed",
+        AlertKind::Replaced => "replaced",
+    };
+    tracing::warn!(node = %node.id, owner = %node.owner, kind, "alert: {message}");
+    metrics::counter!("erigolem_node_alerts_total", "kind" => kind).increment(1);
+}
+
+/// What a start may spend: the plan's budget left, the server's caps tightened by the user's, the
+/// expected time, and the providers the plan already had.
+async fn start_terms(state: &AppState, node: &NodeRecord) -> Result<StartTerms, StoreError> {
+    let policy = &state.config.payments;
+    let plan = match &node.plan_id {
+        Some(id) => state.store.plan(id).await?,
+        None => None,
+    };
+    let Some(plan) = plan else {
+        return Ok(StartTerms {
+            plan_id: node.id.clone(),
+            owner: node.owner.clone(),
+            ..StartTerms::default()
+        });
+    };
+    let user_caps = erigolem_lifecycle::Caps {
+        max_price_per_hour: plan.max_price_per_hour.clone(),
+        max_start_fee: plan.max_start_fee.clone(),
+        max_price_per_request: None,
+    };
+    let budget_left = plan
+        .budget
+        .as_ref()
+        .map(|b: &Glm| b.saturating_sub(&plan.spent));
+    Ok(StartTerms {
+        plan_id: plan.id.clone(),
+        owner: node.owner.clone(),
+        budget_left,
+        caps: user_caps.tightest(&policy.caps),
+        expected: Some(Expected {
+            hours: plan.expected_hours.unwrap_or(policy.expected.hours),
+            requests_per_hour: policy.expected.requests_per_hour,
+        }),
+        excluded_providers: state.store.plan_providers(&plan.id).await?,
+    })
+}
+
+async fn run_start(state: &Arc<AppState>, node: &NodeRecord) -> Result<(), StoreError> {
+    let Some(backend) = state.backend.clone() else {
         return Ok(());
     };
-    state
-        .transition(&node.id, NodeState::Starting, None)
-        .await?;
-    let args = match start_args(node, None) {
+    let args = match start_args(node) {
         Ok(args) => args,
         Err(reason) => {
-            state
-                .transition(&node.id, NodeState::Failed, Some(&reason))
-                .await?;
+            handle(state, &node.id, Event::StartFailed { reason }).await?;
             return Ok(());
         }
     };
-    let terms = NodeTerms::from_backend_ref(node.backend_ref.as_ref());
+    let terms = start_terms(state, node).await?;
     let started = Instant::now();
     match backend.start(&node.id, args, &terms).await {
         Ok(status) => {
@@ -63,31 +268,22 @@ async fn run_start(state: &AppState, node: &NodeRecord) -> Result<(), StoreError
                 )
                 .await?;
             record_progress(state, node, &status).await?;
-            match state.transition(&node.id, NodeState::Running, None).await {
-                Ok(_) => {}
-                // Stopped while it was starting: finish the stop now that there is something to stop.
-                Err(StoreError::IllegalTransition { .. }) => {
-                    let result = backend.stop(&node.id).await;
-                    finish_stop(state, &node.id, result.err().map(|e| e.to_string())).await?;
-                }
-                Err(e) => return Err(e),
-            }
+            handle(state, &node.id, Event::Started).await?;
         }
         Err(e) => {
             let reason = e.to_string();
             tracing::warn!(node = %node.id, "start failed: {reason}");
-            state
-                .transition(&node.id, NodeState::Failed, Some(&reason))
-                .await?;
+            handle(state, &node.id, Event::StartFailed { reason }).await?;
         }
     }
     Ok(())
 }
 
 /// The runtime's start arguments for `node`: the node id is the instance name, so the endpoint's
-/// URL is the same every time the node is started; `password` restores its credentials. A stored
-/// node whose network is no longer served (holesky) gets the reason, never another network.
-fn start_args(node: &NodeRecord, password: Option<String>) -> Result<StartArgs, String> {
+/// URL is the same every time the node is started. A stored node whose network is no longer
+/// served (holesky) gets the reason, never another network. (Never its password: see
+/// `Backend::restore_password`.)
+fn start_args(node: &NodeRecord) -> Result<StartArgs, String> {
     let network = node
         .network
         .parse()
@@ -97,108 +293,99 @@ fn start_args(node: &NodeRecord, password: Option<String>) -> Result<StartArgs, 
         mode: node.mode.parse().ok(),
         prune: node.prune.parse().ok(),
         instance: InstanceName::new(node.id.clone()).ok(),
-        password: password.and_then(|p| erigolem_primitives::EndpointPassword::new(p).ok()),
     })
 }
 
-/// Stops a node: a running one through the backend, one still starting when its start returns.
-/// Stops a running node for a reason of the server's (not the user's), recorded on its transitions.
-pub(crate) async fn stop_because(
-    state: Arc<AppState>,
-    id: &str,
-    reason: &str,
-) -> Result<(), StoreError> {
-    state
-        .transition(id, NodeState::Stopping, Some(reason))
-        .await?;
-    let result = match &state.backend {
-        Some(backend) => backend.stop(id).await.err().map(|e| e.to_string()),
-        None => None,
+/// After a restart: the node is picked up again by the backend (on Golem: the same agreement;
+/// locally: a new runtime with the same URL and password, once the old one let go of it).
+async fn run_resume(state: &Arc<AppState>, node: &NodeRecord) -> Result<(), StoreError> {
+    let Some(backend) = state.backend.clone() else {
+        return Ok(());
     };
-    match result {
-        Some(e) if !e.contains("is not running on this backend") => {
-            let reason = format!("{reason}; the stop failed: {e}");
-            state
-                .transition(id, NodeState::Failed, Some(&reason))
-                .await?;
+    let password = state.store.password(&node.id, &node.owner).await?;
+    let args = match start_args(node) {
+        Ok(args) => args,
+        Err(reason) => {
+            handle(state, &node.id, Event::ResumeFailed { reason }).await?;
+            return Ok(());
         }
-        _ => {
-            state
-                .transition(id, NodeState::Stopped, Some(reason))
-                .await?;
+    };
+    // The old server's runtimes end on their own (stdin EOF) and release the node's endpoint
+    // only once they removed it; until then the new start is refused as busy.
+    let deadline = Instant::now() + RECOVERY_WAIT;
+    let result = loop {
+        match backend.resume(&node.id, args.clone()).await {
+            Err(BackendError::InstanceBusy) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => break other,
         }
-    }
-    Ok(())
-}
-
-pub(crate) async fn stop(state: Arc<AppState>, node: NodeRecord) -> Result<(), StoreError> {
-    match node.state {
-        NodeState::Pending | NodeState::Starting => {
-            state
-                .transition(&node.id, NodeState::Stopping, None)
-                .await?;
-            if node.state == NodeState::Pending && state.backend.is_none() {
-                finish_stop(&state, &node.id, None).await?;
+    };
+    // A node started anew has a fresh password; its owner has the stored one: set that again,
+    // over the runtime API (never on a command line). A node picked up where it ran (Golem) has
+    // its own already.
+    let result = match (result, password) {
+        (Ok(status), Some(password)) if status.auth.password.expose() != password => {
+            let restored = match erigolem_primitives::EndpointPassword::new(password) {
+                Ok(password) => backend.restore_password(&node.id, password).await,
+                Err(e) => Err(BackendError::Other(format!("the stored password: {e}"))),
+            };
+            match restored {
+                Ok(()) => Ok(status),
+                // Not with credentials nobody has: the failure below stops it.
+                Err(e) => Err(e),
             }
         }
-        NodeState::Running | NodeState::Failed => {
-            state
-                .transition(&node.id, NodeState::Stopping, None)
-                .await?;
-            tokio::spawn(async move {
-                let result = match &state.backend {
-                    Some(backend) => backend.stop(&node.id).await.err().map(|e| e.to_string()),
-                    None => None,
-                };
-                if let Err(e) = finish_stop(&state, &node.id, result).await {
-                    tracing::error!(node = %node.id, "stop bookkeeping failed: {e}");
-                }
-            });
-        }
-        NodeState::Stopping | NodeState::Stopped => {}
-    }
-    Ok(())
-}
-
-async fn finish_stop(state: &AppState, id: &str, error: Option<String>) -> Result<(), StoreError> {
-    match error {
-        // A node the backend no longer knows is gone already.
-        Some(e) if !e.contains("is not running on this backend") => {
-            state
-                .transition(id, NodeState::Failed, Some(&format!("stop failed: {e}")))
-                .await?;
-        }
-        _ => {
-            state.transition(id, NodeState::Stopped, None).await?;
-        }
-    }
-    Ok(())
-}
-
-/// A new node with the failed one's owner, name, network, mode and terms; started at once (on
-/// Golem: on another provider, as the failed one's is not answering). Returns its id.
-async fn replace(state: &Arc<AppState>, failed: &NodeRecord) -> Result<String, StoreError> {
-    let node = state
-        .store
-        .insert_node(&erigolem_store::NewNode {
-            owner: failed.owner.clone(),
-            name: failed.name.clone(),
-            network: failed.network.clone(),
-            mode: failed.mode.clone(),
-            prune: failed.prune.clone(),
-        })
-        .await?;
-    if let Some(r) = &failed.backend_ref {
-        state.store.set_backend_ref(&node.id, r).await?;
-    }
-    let node = erigolem_store::NodeRecord {
-        backend_ref: failed.backend_ref.clone(),
-        ..node
+        (result, _) => result,
     };
-    state.notify();
-    let id = node.id.clone();
-    start(state.clone(), node);
-    Ok(id)
+    match result {
+        Ok(status) => {
+            tracing::info!(node = %node.id, url = %status.url, "node picked up after a restart");
+            record_progress(state, node, &status).await?;
+            state.notify_owner(&node.owner);
+        }
+        Err(e) => {
+            handle(
+                state,
+                &node.id,
+                Event::ResumeFailed {
+                    reason: e.to_string(),
+                },
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// A new node on the failed one's plan (same owner, name, network, mode; same budget, counted
+/// once), started at once; the plan's providers so far are never taken again.
+async fn replace(
+    state: &Arc<AppState>,
+    failed: &NodeRecord,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let new = NewNode {
+        owner: failed.owner.clone(),
+        name: failed.name.clone(),
+        network: failed.network.clone(),
+        mode: failed.mode.clone(),
+        prune: failed.prune.clone(),
+    };
+    let reason = text::provider_text(reason);
+    match state.store.replace_node(failed, &new, &reason).await? {
+        Some(node) => {
+            state.notify_owner(&node.owner);
+            alert(
+                failed,
+                AlertKind::Replaced,
+                &format!("replaced by node {}: {reason}", node.id),
+            );
+            spawn_handle(state.clone(), node.id, Event::Created);
+        }
+        None => tracing::info!(node = %failed.id, "not replaced: its plan has no replacement left"),
+    }
+    Ok(())
 }
 
 /// Stores the node's block height and sync progress and tells its owner's event streams.
@@ -207,10 +394,12 @@ async fn record_progress(
     node: &NodeRecord,
     status: &erigolem_primitives::NodeStatus,
 ) -> Result<(), StoreError> {
-    let sync = status
-        .sync
-        .as_ref()
-        .and_then(|s| serde_json::to_value(s).ok());
+    let sync = erigolem_store::cap_sync(
+        status
+            .sync
+            .as_ref()
+            .and_then(|s| serde_json::to_value(s).ok()),
+    );
     let block = status.block.map(|b| b as i64);
     state
         .store
@@ -222,133 +411,142 @@ async fn record_progress(
     };
     let live = crate::lag::LiveStatus::of(status, thresholds);
     if let Ok(mut all) = state.live.lock() {
-        all.insert(node.id.clone(), live.clone());
+        all.insert(node.id.clone(), live);
     }
+    let node = NodeRecord {
+        block,
+        sync,
+        ..node.clone()
+    };
+    send_progress(state, &node, state.health(&node.id));
+    Ok(())
+}
+
+fn send_progress(state: &AppState, node: &NodeRecord, health: Option<String>) {
+    let live = state.live(&node.id).unwrap_or_default();
     // No receivers (nobody watching) is not an error.
     let _ = state.progress.send(crate::routes::events::Progress {
         owner: node.owner.clone(),
         node_id: node.id.clone(),
-        block,
-        sync,
-        health: state.health(&node.id),
+        block: node.block,
+        sync: node.sync.clone(),
+        health,
         behind_seconds: live.behind_seconds,
         behind_blocks: live.behind_blocks,
         peers: live.peers,
         lagging: live.lagging,
         at: erigolem_store::now_ms(),
     });
-    Ok(())
 }
 
-/// Polls running nodes; a node whose runtime reports it failed is marked failed with the reason.
+/// Polls running nodes (each on its own, so a silent provider delays nobody else) and checks
+/// whether their money or agreement runs out.
 pub(crate) fn spawn_poller(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let Some(backend) = state.backend.clone() else {
+    crate::spawn_until(state.shutting_down.subscribe(), async move {
+        if state.backend.is_none() {
             return;
-        };
+        }
+        let polling: Arc<std::sync::Mutex<HashSet<String>>> = Default::default();
         let mut tick = tokio::time::interval(POLL_INTERVAL);
-        // Consecutive STATUS failures per node: a provider that stops answering fails the node.
-        let mut misses: std::collections::HashMap<String, u32> = Default::default();
         loop {
             tick.tick().await;
             let Ok(nodes) = state.store.nodes_in_states(&[NodeState::Running]).await else {
                 continue;
             };
-            misses.retain(|id, _| nodes.iter().any(|n| &n.id == id));
+            state.forget_health_except(&nodes);
             if let Ok(mut live) = state.live.lock() {
                 live.retain(|id, _| nodes.iter().any(|n| &n.id == id));
             }
-            for (id, reason) in backend.ending() {
-                if nodes.iter().any(|n| n.id == id) {
-                    tracing::info!(node = %id, %reason, "stopping");
-                    let (state, reason) = (state.clone(), format!("stopped: {reason}"));
-                    tokio::spawn(async move {
-                        if let Err(e) = stop_because(state, &id, &reason).await {
-                            tracing::error!(node = %id, "stop bookkeeping failed: {e}");
-                        }
-                    });
-                }
-            }
             for node in nodes {
-                let status = backend.status(&node.id).await;
-                if status.is_ok() {
-                    misses.remove(&node.id);
-                    if let Ok(mut unhealthy) = state.unhealthy.lock() {
-                        unhealthy.remove(&node.id);
-                    }
+                if let Err(e) = check_ending(&state, &node).await {
+                    tracing::warn!(node = %node.id, "ending check: {e}");
                 }
-                match status {
-                    Ok(status) if status.state == RuntimeState::Failed => {
-                        let reason = status.error.unwrap_or_else(|| "the node failed".into());
-                        let _ = state
-                            .transition(&node.id, NodeState::Failed, Some(&reason))
-                            .await;
-                    }
-                    Ok(status) => {
-                        let _ = record_progress(&state, &node, &status).await;
-                    }
-                    Err(e) => {
-                        let n = misses.entry(node.id.clone()).or_default();
-                        *n += 1;
-                        tracing::warn!(node = %node.id, misses = *n, "unhealthy: {e}");
-                        let health = format!(
-                            "not answering ({} of {UNHEALTHY_LIMIT} checks failed): {e}",
-                            *n
-                        );
-                        if let Ok(mut unhealthy) = state.unhealthy.lock() {
-                            unhealthy.insert(node.id.clone(), health.clone());
-                        }
-                        let live = state.live(&node.id).unwrap_or_default();
-                        let _ = state.progress.send(crate::routes::events::Progress {
-                            owner: node.owner.clone(),
-                            node_id: node.id.clone(),
-                            block: node.block,
-                            sync: node.sync.clone(),
-                            health: Some(health),
-                            behind_seconds: live.behind_seconds,
-                            behind_blocks: live.behind_blocks,
-                            peers: live.peers,
-                            lagging: live.lagging,
-                            at: erigolem_store::now_ms(),
-                        });
-                        if *n >= UNHEALTHY_LIMIT {
-                            misses.remove(&node.id);
-                            if let Ok(mut unhealthy) = state.unhealthy.lock() {
-                                unhealthy.remove(&node.id);
-                            }
-                            let mut reason = format!("the node stopped answering: {e}");
-                            if NodeTerms::from_backend_ref(node.backend_ref.as_ref()).auto_replace {
-                                match replace(&state, &node).await {
-                                    Ok(new) => {
-                                        reason.push_str(&format!("; replaced by node {new}"))
-                                    }
-                                    Err(e) => {
-                                        reason.push_str(&format!("; replacing it failed: {e}"))
-                                    }
-                                }
-                            }
-                            let _ = state
-                                .transition(&node.id, NodeState::Failed, Some(&reason))
-                                .await;
-                            // End what is left of it (on Golem: the agreement, so paying stops).
-                            let (backend, id) = (backend.clone(), node.id.clone());
-                            tokio::spawn(async move {
-                                let _ = backend.stop(&id).await;
-                            });
-                        }
-                    }
+                let fresh = polling
+                    .lock()
+                    .map(|mut p| p.insert(node.id.clone()))
+                    .unwrap_or(false);
+                if !fresh {
+                    continue;
                 }
+                let (state, polling) = (state.clone(), polling.clone());
+                crate::spawn_until(state.shutting_down.subscribe(), async move {
+                    if let Err(e) = poll(&state, &node).await {
+                        tracing::error!(node = %node.id, "poll bookkeeping failed: {e}");
+                    }
+                    if let Ok(mut p) = polling.lock() {
+                        p.remove(&node.id);
+                    }
+                });
             }
         }
     })
 }
 
-/// After a restart: the runtimes ended with the old server process. Running nodes are started
-/// again with the same instance name (so the same URL) and their stored password (so the same
-/// credentials); a node that cannot come back is marked failed with the reason. A node that was
-/// being stopped is stopped; one that was half-started is failed; a pending one starts now.
+async fn poll(state: &Arc<AppState>, node: &NodeRecord) -> Result<(), StoreError> {
+    let Some(backend) = state.backend.clone() else {
+        return Ok(());
+    };
+    let event = match backend.status(&node.id).await {
+        Ok(status) if status.state == RuntimeState::Failed => {
+            let reason = status.error.as_deref().unwrap_or("the node failed");
+            Event::Status {
+                failed: Some(text::provider_text(reason)),
+            }
+        }
+        Ok(status) => {
+            record_progress(state, node, &status).await?;
+            Event::Status { failed: None }
+        }
+        Err(e) => Event::MissedPoll {
+            error: text::provider_text(&e.to_string()),
+        },
+    };
+    handle(state, &node.id, event).await?;
+    Ok(())
+}
+
+/// Stops a running node (with the reason) before its budget, its owner's or the server's spend
+/// cap, or its agreement runs out.
+async fn check_ending(state: &Arc<AppState>, node: &NodeRecord) -> Result<(), StoreError> {
+    let Some(plan_id) = &node.plan_id else {
+        return Ok(());
+    };
+    let Some(deal) = state.store.live_deal(&node.id).await? else {
+        return Ok(());
+    };
+    let Some(plan) = state.store.plan(plan_id).await? else {
+        return Ok(());
+    };
+    let Some(budget) = &plan.budget else {
+        return Ok(());
+    };
+    let policy = &state.config.payments;
+    let now = erigolem_store::now_ms();
+    let (user, server) = policy.ledgers(&state.store, &node.owner, now).await?;
+    let reason = bound::must_end(&EndingFacts {
+        price: &deal.price,
+        service: &deal.service,
+        accepted: &deal.accepted,
+        budget,
+        budget_spent: &plan.spent,
+        user: &user,
+        server: &server,
+        agreement_ends_at: deal.expires_at,
+        now,
+        slack: &policy.slack,
+    });
+    if let Some(reason) = reason {
+        tracing::info!(node = %node.id, %reason, "stopping");
+        spawn_handle(state.clone(), node.id.clone(), Event::Ending { reason });
+    }
+    Ok(())
+}
+
+/// After a restart every node the store knows goes through the core again: pending ones start,
+/// half-started ones fail (ending what they held), running ones are picked up, unfinished stops
+/// finish, and down nodes whose agreement is still open are stopped.
 pub(crate) async fn recover(state: Arc<AppState>) -> Result<(), StoreError> {
-    let nodes = state
+    let mut ids: Vec<String> = state
         .store
         .nodes_in_states(&[
             NodeState::Pending,
@@ -356,73 +554,27 @@ pub(crate) async fn recover(state: Arc<AppState>) -> Result<(), StoreError> {
             NodeState::Running,
             NodeState::Stopping,
         ])
-        .await?;
-    for node in nodes {
-        match node.state {
-            NodeState::Pending => start(state.clone(), node),
-            NodeState::Starting => {
-                let reason = "the server restarted while the node was starting";
-                state
-                    .transition(&node.id, NodeState::Failed, Some(reason))
-                    .await?;
-            }
-            NodeState::Stopping => {
-                state.transition(&node.id, NodeState::Stopped, None).await?;
-            }
-            _ => {
-                let state = state.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = restore(&state, &node).await {
-                        tracing::error!(node = %node.id, "recovery bookkeeping failed: {e}");
+        .await?
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    for deal in state.store.open_deals().await? {
+        if deal.ended_at.is_none() && !ids.contains(&deal.node_id) {
+            ids.push(deal.node_id);
+        }
+    }
+    for id in ids {
+        match handle(&state, &id, Event::Restarted).await {
+            // A deleted node's agreement left open: end it.
+            Ok(Handled::Missing) => {
+                if let Some(backend) = &state.backend {
+                    if let Err(e) = backend.stop(&id).await {
+                        tracing::warn!(node = %id, "ending a deleted node's agreement: {e}");
                     }
-                });
+                }
             }
-        }
-    }
-    Ok(())
-}
-
-async fn restore(state: &AppState, node: &NodeRecord) -> Result<(), StoreError> {
-    let Some(backend) = &state.backend else {
-        return Ok(());
-    };
-    let password = state.store.password(&node.id, &node.owner).await?;
-    if let Err(reason) = start_args(node, None) {
-        let reason = format!("could not be restarted after a server restart: {reason}");
-        state
-            .transition(&node.id, NodeState::Failed, Some(&reason))
-            .await?;
-        return Ok(());
-    }
-    // The old server's runtimes end on their own (stdin EOF) and release the node's endpoint
-    // only once they removed it; until then the new start is refused as busy.
-    let deadline = Instant::now() + RECOVERY_WAIT;
-    let result = loop {
-        match backend
-            .start(
-                &node.id,
-                start_args(node, password.clone()).unwrap_or_default(),
-                &NodeTerms::from_backend_ref(node.backend_ref.as_ref()),
-            )
-            .await
-        {
-            Err(BackendError::InstanceBusy) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            other => break other,
-        }
-    };
-    match result {
-        Ok(status) => {
-            tracing::info!(node = %node.id, url = %status.url, "node recovered after restart");
-            record_progress(state, node, &status).await?;
-            state.notify();
-        }
-        Err(e) => {
-            let reason = format!("could not be restarted after a server restart: {e}");
-            state
-                .transition(&node.id, NodeState::Failed, Some(&reason))
-                .await?;
+            Ok(_) => {}
+            Err(e) => tracing::error!(node = %id, "recovery: {e}"),
         }
     }
     Ok(())

@@ -15,6 +15,8 @@ pub enum StoreError {
     NotFound,
     #[error("illegal node state transition: {from} → {to}")]
     IllegalTransition { from: NodeState, to: NodeState },
+    #[error("{active} active nodes already (the limit is {max})")]
+    TooManyNodes { active: i64, max: u32 },
     #[error("the node is {state}: only stopped or failed nodes can be deleted")]
     NotStopped { state: NodeState },
     #[error("node password encryption: {0}")]
@@ -34,4 +36,10 @@ pub enum StoreError {
     KeyFileInvalid { path: PathBuf },
     #[error("corrupt database row: {0}")]
     Corrupt(String),
+}
+
+impl From<erigolem_lifecycle::node::UnknownState> for StoreError {
+    fn from(e: erigolem_lifecycle::node::UnknownState) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
 }

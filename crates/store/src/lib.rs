@@ -8,6 +8,7 @@
 //!
 //! Owners are compared exactly as given: normalise addresses (e.g. lowercase) before calling.
 
+mod deals;
 mod error;
 mod key;
 
@@ -24,10 +25,45 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+pub use deals::{
+    DealRecord, DocumentRecord, DocumentState, NewDeal, NewDocument, NewPlan, PlanRecord,
+    ReplacementRecord, Reservation, Reserved, SERVER_LEDGER,
+};
 pub use error::StoreError;
 pub use key::{Key, KeyFile};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The most bytes of text from outside (a provider's failure reason, URL, user name) one column
+/// keeps; longer text is cut at a character boundary and marked with `…`.
+pub const MAX_TEXT_BYTES: usize = 2048;
+/// The most bytes of a node's `sync` JSON kept; a larger document is not stored.
+pub const MAX_SYNC_BYTES: usize = 8192;
+
+/// `text` cut to at most `max` bytes at a character boundary, ending in `…` when it was cut.
+pub fn cap_text(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end]).into()
+}
+
+/// `sync` as stored: `None` when its JSON is larger than [`MAX_SYNC_BYTES`].
+pub fn cap_sync(sync: Option<serde_json::Value>) -> Option<serde_json::Value> {
+    sync.filter(|v| v.to_string().len() <= MAX_SYNC_BYTES)
+}
+
+/// What one [`Store::purge`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub nonces: u64,
+    pub sessions: u64,
+    pub events: u64,
+}
 
 /// The current time in unix milliseconds.
 pub fn now_ms() -> i64 {
@@ -37,97 +73,7 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A node's lifecycle state.
-///
-/// Allowed transitions (anything else is [`StoreError::IllegalTransition`], including a state to
-/// itself):
-///
-/// | from | to |
-/// |---|---|
-/// | `pending` | `starting`, `stopping`, `failed` |
-/// | `starting` | `running`, `stopping`, `failed` |
-/// | `running` | `stopping`, `failed` |
-/// | `stopping` | `stopped`, `failed` |
-/// | `failed` | `stopping` (tear down what is left), `stopped` (nothing left to tear down) |
-/// | `stopped` | — (final) |
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeState {
-    Pending,
-    Starting,
-    Running,
-    Stopping,
-    Stopped,
-    Failed,
-}
-
-impl NodeState {
-    pub const ALL: [NodeState; 6] = [
-        Self::Pending,
-        Self::Starting,
-        Self::Running,
-        Self::Stopping,
-        Self::Stopped,
-        Self::Failed,
-    ];
-    /// The states [`Store::count_active`] counts.
-    pub const ACTIVE: [NodeState; 4] =
-        [Self::Pending, Self::Starting, Self::Running, Self::Stopping];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Starting => "starting",
-            Self::Running => "running",
-            Self::Stopping => "stopping",
-            Self::Stopped => "stopped",
-            Self::Failed => "failed",
-        }
-    }
-
-    pub fn is_active(self) -> bool {
-        Self::ACTIVE.contains(&self)
-    }
-
-    /// Whether the node is down (`stopped` or `failed`): it may be deleted.
-    pub fn is_down(self) -> bool {
-        matches!(self, Self::Stopped | Self::Failed)
-    }
-
-    /// The states from which `self` may be entered.
-    pub fn predecessors(self) -> &'static [NodeState] {
-        use NodeState::*;
-        match self {
-            Pending => &[],
-            Starting => &[Pending],
-            Running => &[Starting],
-            Stopping => &[Pending, Starting, Running, Failed],
-            Stopped => &[Stopping, Failed],
-            Failed => &[Pending, Starting, Running, Stopping],
-        }
-    }
-
-    pub fn can_transition_to(self, to: NodeState) -> bool {
-        to.predecessors().contains(&self)
-    }
-}
-
-impl fmt::Display for NodeState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for NodeState {
-    type Err = StoreError;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown node state {s:?}")))
-    }
-}
+pub use erigolem_lifecycle::NodeState;
 
 /// What [`Store::insert_node`] needs; the rest starts empty and the state `pending`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +106,10 @@ pub struct NodeRecord {
     pub instance: Option<String>,
     /// Opaque to the store: whatever the backend needs to find the node again.
     pub backend_ref: Option<serde_json::Value>,
+    /// The plan (budget, caps, replacements) it belongs to: the first node's id.
+    pub plan_id: Option<String>,
+    /// The failed node this one replaced.
+    pub replaces: Option<String>,
     pub block: Option<i64>,
     pub sync: Option<serde_json::Value>,
     pub created_at: i64,
@@ -187,6 +137,8 @@ impl fmt::Debug for NodeRecord {
             )
             .field("instance", &self.instance)
             .field("backend_ref", &self.backend_ref)
+            .field("plan_id", &self.plan_id)
+            .field("replaces", &self.replaces)
             .field("block", &self.block)
             .field("sync", &self.sync)
             .field("created_at", &self.created_at)
@@ -221,7 +173,8 @@ enum Backend {
 }
 
 const NODE_COLS: &str = "id, owner, name, network, mode, prune, state, reason, url, ws_url, \
-    username, password_enc, instance, backend_ref, block, sync, created_at, updated_at, stopped_at";
+    username, password_enc, instance, backend_ref, block, sync, created_at, updated_at, stopped_at, \
+    plan_id, replaces";
 
 const SQLITE_PRAGMAS: [&str; 4] = [
     "PRAGMA busy_timeout = 10000",
@@ -335,17 +288,73 @@ impl Store {
         Ok(expires_at.is_some_and(|e| e > now))
     }
 
-    /// Deletes nonces and sessions expired at `now`; returns how many rows went.
+    /// Stores `nonce` for `client` (an IP, or an IPv6 /64) unless that client already holds
+    /// `max_outstanding` unexpired ones at `now`: `Ok(false)` then, and nothing is stored. The
+    /// check and the insert are one statement (on PostgreSQL under a per-client lock), so
+    /// concurrent requests cannot overshoot; with several servers on one database the cap is
+    /// theirs together.
+    pub async fn issue_nonce(
+        &self,
+        nonce: &str,
+        expires_at: i64,
+        client: &str,
+        max_outstanding: u32,
+        now: i64,
+    ) -> Result<bool> {
+        // A cheap read first: a client at its cap (the flood) costs no write.
+        let held: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM nonces WHERE client = $1 AND expires_at > $2")
+                .bind(client)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?;
+        if held >= i64::from(max_outstanding) {
+            return Ok(false);
+        }
+        let mut tx = self.pool.begin().await?;
+        self.lock_key(&mut tx, "nonce", client).await?;
+        let done = sqlx::query(
+            "INSERT INTO nonces (nonce, expires_at, client) SELECT $1, $2, $3 \
+             WHERE (SELECT COUNT(*) FROM nonces WHERE client = $3 AND expires_at > $4) < $5",
+        )
+        .bind(nonce)
+        .bind(expires_at)
+        .bind(client)
+        .bind(now)
+        .bind(i64::from(max_outstanding))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Deletes nonces and sessions expired at `now`, and revoked sessions; returns how many rows
+    /// went. Safe to run from several servers at once.
     pub async fn purge_expired(&self, now: i64) -> Result<u64> {
+        let purged = self.purge(now, i64::MIN).await?;
+        Ok(purged.nonces + purged.sessions)
+    }
+
+    /// [`Store::purge_expired`], and deletes the events older than `events_before` (unix ms).
+    pub async fn purge(&self, now: i64, events_before: i64) -> Result<Purged> {
         let nonces = sqlx::query("DELETE FROM nonces WHERE expires_at <= $1")
             .bind(now)
             .execute(&self.pool)
             .await?;
-        let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-            .bind(now)
+        let sessions =
+            sqlx::query("DELETE FROM sessions WHERE expires_at <= $1 OR revoked_at IS NOT NULL")
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+        let events = sqlx::query("DELETE FROM node_events WHERE at < $1")
+            .bind(events_before)
             .execute(&self.pool)
             .await?;
-        Ok(nonces.rows_affected() + sessions.rows_affected())
+        Ok(Purged {
+            nonces: nonces.rows_affected(),
+            sessions: sessions.rows_affected(),
+            events: events.rows_affected(),
+        })
     }
 
     // ---- sessions -----------------------------------------------------------------------------
@@ -388,6 +397,26 @@ impl Store {
         .transpose()
     }
 
+    /// Which of `token_hashes` are live sessions at `now` (known, unrevoked, unexpired).
+    pub async fn live_sessions(&self, token_hashes: &[String], now: i64) -> Result<Vec<String>> {
+        if token_hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = (2..token_hashes.len() + 2)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT token_hash FROM sessions WHERE revoked_at IS NULL AND expires_at > $1 \
+             AND token_hash IN ({placeholders})"
+        );
+        let mut query = sqlx::query_scalar(&sql).bind(now);
+        for hash in token_hashes {
+            query = query.bind(hash);
+        }
+        Ok(query.fetch_all(&self.pool).await?)
+    }
+
     /// Revokes a session; `true` if it was live (known and not yet revoked).
     pub async fn revoke_session(&self, token_hash: &str) -> Result<bool> {
         let done = sqlx::query(
@@ -405,47 +434,104 @@ impl Store {
     /// Registers a node in state `pending` (with its first event). Ids are UUID v7: unique, and
     /// ordered by creation within a process.
     pub async fn insert_node(&self, new: &NewNode) -> Result<NodeRecord> {
+        Ok(self.insert_node_within(new, None, None).await?.0)
+    }
+
+    /// [`Store::insert_node`] unless `new.owner` has `max_active` active nodes already
+    /// ([`StoreError::TooManyNodes`]). The count and the insert are one statement under a
+    /// per-owner lock, so of concurrent creates exactly the ones that fit get through, on SQLite
+    /// and PostgreSQL, from one server or several.
+    pub async fn insert_node_capped(&self, new: &NewNode, max_active: u32) -> Result<NodeRecord> {
+        Ok(self
+            .insert_node_within(new, Some(max_active), None)
+            .await?
+            .0)
+    }
+
+    /// Registers a node with its plan (budget, caps, replacement policy), in one transaction (the
+    /// plan's id is the node's), capped like [`Store::insert_node_capped`] when `max_active` is
+    /// given.
+    pub async fn insert_node_with_plan(
+        &self,
+        new: &NewNode,
+        plan: &NewPlan,
+        max_active: Option<u32>,
+    ) -> Result<(NodeRecord, PlanRecord)> {
+        let (node, plan) = self.insert_node_within(new, max_active, Some(plan)).await?;
+        let plan = plan.ok_or_else(|| StoreError::Corrupt("the plan was not recorded".into()))?;
+        Ok((node, plan))
+    }
+
+    async fn insert_node_within(
+        &self,
+        new: &NewNode,
+        cap: Option<u32>,
+        plan: Option<&NewPlan>,
+    ) -> Result<(NodeRecord, Option<PlanRecord>)> {
         let id = uuid::Uuid::now_v7().to_string();
-        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        if cap.is_some() {
+            self.lock_key(&mut tx, "nodes", &new.owner).await?;
+        }
+        self.lock_events(&mut tx).await?;
+        // SQLite: the first statement of the transaction is a write, so it takes the database's
+        // write lock before the count reads (no other writer between count and insert).
+        let plan = match plan {
+            Some(plan) => Some(deals::insert_plan(&mut tx, &id, &new.owner, plan).await?),
+            None => None,
+        };
+        let plan_id = plan.as_ref().map(|p| p.id.clone());
+        let Some(node) =
+            insert_node_row(&mut tx, &id, new, plan_id.as_deref(), None, None, cap).await?
+        else {
+            tx.rollback().await?;
+            let max = cap.unwrap_or_default();
+            let active = self.count_active(&new.owner).await?;
+            return Err(StoreError::TooManyNodes { active, max });
+        };
+        tx.commit().await?;
+        Ok((node, plan))
+    }
+
+    /// A replacement for the failed node `failed`: if its plan allows one more (auto-replace on,
+    /// replacements left), takes it (compare-and-set on the plan's count), registers the new node
+    /// (same plan, `replaces` = the failed one) and records the replacement with `reason`, in one
+    /// transaction. `None` when the plan allows no more.
+    pub async fn replace_node(
+        &self,
+        failed: &NodeRecord,
+        new: &NewNode,
+        reason: &str,
+    ) -> Result<Option<NodeRecord>> {
+        let Some(plan_id) = &failed.plan_id else {
+            return Ok(None);
+        };
+        let id = uuid::Uuid::now_v7().to_string();
         let mut tx = self.pool.begin().await?;
         self.lock_events(&mut tx).await?;
-        sqlx::query(
-            "INSERT INTO nodes (id, owner, name, network, mode, prune, state, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        let Some(seq) = deals::take_replacement(&mut tx, plan_id).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let why = format!("replaces node {}: {reason}", failed.id);
+        let Some(node) = insert_node_row(
+            &mut tx,
+            &id,
+            new,
+            Some(plan_id),
+            Some(&failed.id),
+            Some(&why),
+            None,
         )
-        .bind(&id)
-        .bind(&new.owner)
-        .bind(&new.name)
-        .bind(&new.network)
-        .bind(&new.mode)
-        .bind(&new.prune)
-        .bind(NodeState::Pending.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        insert_event(&mut tx, &id, &new.owner, NodeState::Pending, None, now).await?;
+        .await?
+        else {
+            return Err(StoreError::Corrupt(
+                "an uncapped insert inserted nothing".into(),
+            ));
+        };
+        deals::insert_replacement(&mut tx, plan_id, seq, &failed.id, &id, reason).await?;
         tx.commit().await?;
-        Ok(NodeRecord {
-            id,
-            owner: new.owner.clone(),
-            name: new.name.clone(),
-            network: new.network.clone(),
-            mode: new.mode.clone(),
-            prune: new.prune.clone(),
-            state: NodeState::Pending,
-            reason: None,
-            url: None,
-            ws_url: None,
-            username: None,
-            password_enc: None,
-            instance: None,
-            backend_ref: None,
-            block: None,
-            sync: None,
-            created_at: now,
-            updated_at: now,
-            stopped_at: None,
-        })
+        Ok(Some(node))
     }
 
     /// The node if `owner` owns it.
@@ -482,6 +568,22 @@ impl Store {
         .await?)
     }
 
+    /// How many nodes are in each state (every state, zeros included), counted by the database.
+    pub async fn count_by_state(&self) -> Result<Vec<(NodeState, i64)>> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM nodes GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut counts: Vec<(NodeState, i64)> = NodeState::ALL.iter().map(|s| (*s, 0)).collect();
+        for row in rows {
+            let state: NodeState = row.try_get::<String, _>("state")?.parse()?;
+            let n: i64 = row.try_get("n")?;
+            if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == state) {
+                slot.1 = n;
+            }
+        }
+        Ok(counts)
+    }
+
     /// Every owner's nodes in one of `states`, oldest first (for the reconciler).
     pub async fn nodes_in_states(&self, states: &[NodeState]) -> Result<Vec<NodeRecord>> {
         if states.is_empty() {
@@ -507,6 +609,8 @@ impl Store {
         reason: Option<&str>,
     ) -> Result<NodeRecord> {
         let now = now_ms();
+        let reason = reason.map(|r| cap_text(r, MAX_TEXT_BYTES));
+        let reason = reason.as_deref();
         let from = to.predecessors();
         if !from.is_empty() {
             let mut tx = self.pool.begin().await?;
@@ -538,6 +642,66 @@ impl Store {
         }
     }
 
+    /// [`Store::transition`], but only from `from`: a compare-and-set on the state a decision was
+    /// made from, so a decision never applies to a node that moved on meanwhile.
+    pub async fn transition_from(
+        &self,
+        id: &str,
+        from: NodeState,
+        to: NodeState,
+        reason: Option<&str>,
+    ) -> Result<NodeRecord> {
+        if !from.can_transition_to(to) {
+            return Err(StoreError::IllegalTransition { from, to });
+        }
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        self.lock_events(&mut tx).await?;
+        let row = sqlx::query(&format!(
+            "UPDATE nodes SET state = $1, reason = COALESCE($2, reason), updated_at = $3, \
+             stopped_at = COALESCE($4, stopped_at) \
+             WHERE id = $5 AND state = $6 RETURNING {NODE_COLS}"
+        ))
+        .bind(to.as_str())
+        .bind(reason)
+        .bind(now)
+        .bind(to.is_down().then_some(now))
+        .bind(id)
+        .bind(from.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = row {
+            let node = node_from_row(&row)?;
+            insert_event(&mut tx, id, &node.owner, to, reason, now).await?;
+            tx.commit().await?;
+            return Ok(node);
+        }
+        tx.rollback().await?;
+        match self.state_of(id).await? {
+            None => Err(StoreError::NotFound),
+            Some(current) => Err(StoreError::IllegalTransition { from: current, to }),
+        }
+    }
+
+    /// Any owner's node `id` (for the reconciler and the payment loop).
+    pub async fn node_by_id(&self, id: &str) -> Result<Option<NodeRecord>> {
+        let row = sqlx::query(&format!("SELECT {NODE_COLS} FROM nodes WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(node_from_row).transpose()
+    }
+
+    /// The node that replaced `id`, if one did.
+    pub async fn replacement_of(&self, id: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM nodes WHERE replaces = $1 LIMIT 1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     /// Records where node `id` answers and its credentials; the password is stored encrypted.
     #[allow(clippy::too_many_arguments)]
     pub async fn set_endpoint(
@@ -551,6 +715,9 @@ impl Store {
         backend_ref: Option<&serde_json::Value>,
     ) -> Result<()> {
         let password_enc = self.encrypt(id, password_plain)?;
+        let cap = |t: &str| cap_text(t, MAX_TEXT_BYTES).into_owned();
+        let (url, ws_url, username) = (cap(url), ws_url.map(cap), cap(username));
+        let instance = instance.map(cap);
         let done = sqlx::query(
             "UPDATE nodes SET url = $1, ws_url = $2, username = $3, password_enc = $4, \
              instance = $5, backend_ref = $6, updated_at = $7 WHERE id = $8",
@@ -609,6 +776,7 @@ impl Store {
         block: Option<i64>,
         sync: Option<serde_json::Value>,
     ) -> Result<()> {
+        let sync = cap_sync(sync);
         let done =
             sqlx::query("UPDATE nodes SET block = $1, sync = $2, updated_at = $3 WHERE id = $4")
                 .bind(block)
@@ -672,14 +840,41 @@ impl Store {
             .collect()
     }
 
+    /// The id of `owner`'s newest event, 0 if none: where a new event stream starts.
+    pub async fn latest_event_id(&self, owner: &str) -> Result<i64> {
+        let id: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(id) FROM node_events WHERE owner = $1")
+                .bind(owner)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(id.unwrap_or(0))
+    }
+
     // ---- internals ----------------------------------------------------------------------------
+
+    /// PostgreSQL: holds a transaction-scoped advisory lock on `(scope, key)`, serialising the
+    /// check-then-insert of concurrent transactions for that key. (SQLite has a single writer.)
+    async fn lock_key(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        scope: &str,
+        key: &str,
+    ) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(format!("{scope}:{key}"))
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
 
     async fn state_of(&self, id: &str) -> Result<Option<NodeState>> {
         let state: Option<String> = sqlx::query_scalar("SELECT state FROM nodes WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        state.map(|s| s.parse()).transpose()
+        Ok(state.map(|s| s.parse()).transpose()?)
     }
 
     /// PostgreSQL hands out identity values at insert, not commit: serialise event writers so
@@ -744,6 +939,66 @@ fn create_sqlite_parent(url: &str) -> Result<()> {
     Ok(())
 }
 
+async fn insert_node_row(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    new: &NewNode,
+    plan_id: Option<&str>,
+    replaces: Option<&str>,
+    reason: Option<&str>,
+    cap: Option<u32>,
+) -> Result<Option<NodeRecord>> {
+    let now = now_ms();
+    let done = sqlx::query(&format!(
+        "INSERT INTO nodes (id, owner, name, network, mode, prune, state, created_at, updated_at, \
+         plan_id, replaces, reason) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11 \
+         WHERE $12 < 0 OR (SELECT COUNT(*) FROM nodes WHERE owner = $2 AND state IN ({})) < $12",
+        state_list(&NodeState::ACTIVE)
+    ))
+    .bind(id)
+    .bind(&new.owner)
+    .bind(&new.name)
+    .bind(&new.network)
+    .bind(&new.mode)
+    .bind(&new.prune)
+    .bind(NodeState::Pending.as_str())
+    .bind(now)
+    .bind(plan_id)
+    .bind(replaces)
+    .bind(reason)
+    .bind(cap.map_or(-1, i64::from))
+    .execute(&mut **tx)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(None);
+    }
+    insert_event(tx, id, &new.owner, NodeState::Pending, reason, now).await?;
+    Ok(Some(NodeRecord {
+        id: id.to_owned(),
+        owner: new.owner.clone(),
+        name: new.name.clone(),
+        network: new.network.clone(),
+        mode: new.mode.clone(),
+        prune: new.prune.clone(),
+        state: NodeState::Pending,
+        reason: reason.map(str::to_owned),
+        url: None,
+        ws_url: None,
+        username: None,
+        password_enc: None,
+        instance: None,
+        backend_ref: None,
+        plan_id: plan_id.map(str::to_owned),
+        replaces: replaces.map(str::to_owned),
+        block: None,
+        sync: None,
+        created_at: now,
+        updated_at: now,
+        stopped_at: None,
+    }))
+}
+
 async fn insert_event(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     node_id: &str,
@@ -765,7 +1020,7 @@ async fn insert_event(
     Ok(())
 }
 
-fn found(rows: u64) -> Result<()> {
+pub(crate) fn found(rows: u64) -> Result<()> {
     if rows == 0 {
         Err(StoreError::NotFound)
     } else {
@@ -806,6 +1061,8 @@ fn node_from_row(row: &AnyRow) -> Result<NodeRecord> {
         password_enc: row.try_get("password_enc")?,
         instance: row.try_get("instance")?,
         backend_ref: json_column(row, "backend_ref")?,
+        plan_id: row.try_get("plan_id")?,
+        replaces: row.try_get("replaces")?,
         block: row.try_get("block")?,
         sync: json_column(row, "sync")?,
         created_at: row.try_get("created_at")?,

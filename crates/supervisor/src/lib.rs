@@ -22,6 +22,30 @@ mod logfile;
 
 use logfile::RotatingLog;
 pub use logfile::{tail_lines, LogFile};
+/// Variables a child started with a cleared environment still gets from its parent (when set):
+/// where programs are, the home and XDG directories (where a runtime finds its config), locale
+/// and time zone, the temp dir, and log settings. Nothing secret (app keys, database URLs,
+/// tokens) is among them.
+pub const INHERITED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "XDG_DATA_HOME",
+    "XDG_CONFIG_HOME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+];
+
+/// The [`INHERITED_ENV`] variables this process has.
+pub fn inherited_env() -> Vec<(OsString, OsString)> {
+    INHERITED_ENV
+        .iter()
+        .filter_map(|k| std::env::var_os(k).map(|v| (OsString::from(k), v)))
+        .collect()
+}
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -30,6 +54,9 @@ pub struct ProcessSpec {
     pub args: Vec<OsString>,
     pub env: Vec<(OsString, OsString)>,
     pub cwd: Option<PathBuf>,
+    /// Start from an empty environment plus [`INHERITED_ENV`] and `env`, instead of this
+    /// process's whole environment.
+    pub clear_env: bool,
 }
 
 impl ProcessSpec {
@@ -39,7 +66,14 @@ impl ProcessSpec {
             args: Vec::new(),
             env: Vec::new(),
             cwd: None,
+            clear_env: false,
         }
+    }
+
+    /// Gives the process only [`INHERITED_ENV`] and its own `env`, nothing else of ours.
+    pub fn clear_env(mut self) -> Self {
+        self.clear_env = true;
+        self
     }
 
     pub fn args<I, S>(mut self, args: I) -> Self
@@ -146,14 +180,7 @@ impl Supervised {
         let pid = child.id().unwrap_or_default();
         let (state_tx, state) = watch::channel(ProcessState::Running { pid, restarts: 0 });
         let (stop_tx, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(supervise(
-            spec,
-            log,
-            policy,
-            child,
-            state_tx,
-            stop_rx,
-        ));
+        let task = tokio::spawn(supervise(spec, log, policy, child, state_tx, stop_rx));
         Ok(Self {
             state,
             stop_tx: Some(stop_tx),
@@ -203,6 +230,9 @@ impl Drop for Supervised {
 /// two never cut each other's lines).
 fn start(spec: &ProcessSpec, log: &SharedLog) -> Result<Child, SupervisorError> {
     let mut cmd = Command::new(&spec.program);
+    if spec.clear_env {
+        cmd.env_clear().envs(inherited_env());
+    }
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())

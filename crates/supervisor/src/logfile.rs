@@ -205,11 +205,20 @@ mod tests {
             l.write(chunk.as_bytes()).unwrap();
         }
         assert_eq!(read(dir.path(), "node.log").as_deref(), Some("eeee\nff\n"));
-        assert_eq!(read(dir.path(), "node.log.1").as_deref(), Some("ccc\ndddd\n"));
-        assert_eq!(read(dir.path(), "node.log.2").as_deref(), Some("aaa\nbbb\n"));
+        assert_eq!(
+            read(dir.path(), "node.log.1").as_deref(),
+            Some("ccc\ndddd\n")
+        );
+        assert_eq!(
+            read(dir.path(), "node.log.2").as_deref(),
+            Some("aaa\nbbb\n")
+        );
         l.write(b"gggggg\n").unwrap();
         // The oldest is gone.
-        assert_eq!(read(dir.path(), "node.log.2").as_deref(), Some("ccc\ndddd\n"));
+        assert_eq!(
+            read(dir.path(), "node.log.2").as_deref(),
+            Some("ccc\ndddd\n")
+        );
         assert_eq!(read(dir.path(), "node.log.3"), None);
         // The last lines read straight across the files.
         assert_eq!(

@@ -39,14 +39,10 @@ pub fn linear_coeffs(properties: &Value) -> Option<Vec<f64>> {
         .collect()
 }
 
-/// A GLM amount for yagna, with the token's 18 decimals at most.
+/// A GLM amount for yagna, with the token's 18 decimals at most. (The provider agent's billing;
+/// the requestor decides in decimals, `erigolem_lifecycle::Glm`.)
 pub fn glm(amount: f64) -> BigDecimal {
     format!("{amount:.18}").parse().unwrap_or_default()
-}
-
-/// A GLM amount from yagna as f64 (infinite if it does not parse, so it never passes a limit).
-pub fn glm_f64(amount: &BigDecimal) -> f64 {
-    amount.to_string().parse().unwrap_or(f64::INFINITY)
 }
 
 #[cfg(test)]
@@ -70,7 +66,7 @@ mod tests {
 
     #[test]
     fn glm_amounts_round_trip() {
-        assert_eq!(glm_f64(&glm(0.540065)), 0.540065);
+        assert_eq!(glm(0.5).to_string(), "0.500000000000000000");
         assert_eq!(glm(1.0).to_string(), "1.000000000000000000");
     }
 }

@@ -38,10 +38,13 @@ impl DemandSpec {
         if let Some(mode) = &self.mode {
             properties["erigolem.mode"] = json!(mode);
         }
+        // Only linear prices can be bounded (as yapapi's LeastExpensiveLinearPayuMS asks too).
+        // Caps on the coefficients cannot be constraints: yagna's resolver answers false to any
+        // ordering operator on a list property; every proposal is judged by `DealOptions::accept`.
         NewDemand::new(
             properties,
             format!(
-                "(&(golem.runtime.name=erigon)(golem.node.debug.subnet={}))",
+                "(&(golem.runtime.name=erigon)(golem.node.debug.subnet={})(golem.com.pricing.model=linear))",
                 self.subnet
             ),
         )
@@ -83,12 +86,16 @@ fn reasons(rejections: &[String]) -> String {
 pub struct DealOptions<'a> {
     /// Give up (with [`DealError::NoDeal`] and every reason heard) after this long.
     pub timeout: Duration,
-    /// After the first provider's answer, wait this long for others, then sign with the cheapest.
+    /// After the first provider's answer, wait at least this long for others, and on until every
+    /// provider whose offer we answered has answered too (or `max_window` has passed); then sign
+    /// with the cheapest. A provider that answers fast does not win for being fast.
     pub window: Duration,
-    /// Whether an offer is acceptable, or why not (price cap, allow/deny lists, …).
+    pub max_window: Duration,
+    /// Whether a proposal (the provider's first offer, and its answer to our demand) is
+    /// acceptable, or why not (price caps, allow/deny lists, …).
     pub accept: &'a (dyn Fn(&Proposal) -> Result<(), String> + Send + Sync),
-    /// What an offer costs, for choosing the cheapest.
-    pub price: &'a (dyn Fn(&Proposal) -> f64 + Send + Sync),
+    /// Which of two answers to sign with first (`Less` = `a`): the cheaper one.
+    pub order: &'a (dyn Fn(&Proposal, &Proposal) -> std::cmp::Ordering + Send + Sync),
 }
 
 impl std::fmt::Debug for DealOptions<'_> {
@@ -118,8 +125,9 @@ pub async fn make_deal(
     let options = DealOptions {
         timeout,
         window: Duration::ZERO,
+        max_window: Duration::ZERO,
         accept: &accept,
-        price: &|_| 0.0,
+        order: &|_, _| std::cmp::Ordering::Equal,
     };
     make_deal_with(yagna, spec, &options).await
 }
@@ -140,6 +148,8 @@ pub async fn make_deal_with(
         // Providers' answers to our counter-proposals, and when the first came.
         let mut answers: Vec<Proposal> = Vec::new();
         let mut first_answer: Option<Instant> = None;
+        // Our counter-proposals not answered yet: their id → the provider.
+        let mut waiting: std::collections::HashMap<String, String> = Default::default();
         while started.elapsed() < options.timeout {
             let left = options.timeout.saturating_sub(started.elapsed());
             let poll = match first_answer {
@@ -156,16 +166,21 @@ pub async fn make_deal_with(
                             rejections.push(format!("{}: {why}", proposal.issuer_id));
                             continue;
                         }
+                        let issuer = proposal.issuer_id.to_string().to_lowercase();
                         if proposal.state == State::Initial {
                             // Answer with our demand; the provider counters if it can serve it.
-                            if let Err(e) = yagna
+                            match yagna
                                 .counter_demand(&subscription, &proposal.proposal_id, &demand)
                                 .await
                             {
-                                rejections.push(format!("{}: {e}", proposal.issuer_id));
+                                Ok(ours) => {
+                                    waiting.insert(ours, issuer);
+                                }
+                                Err(e) => rejections.push(format!("{}: {e}", proposal.issuer_id)),
                             }
                             continue;
                         }
+                        waiting.retain(|_, who| who != &issuer);
                         first_answer.get_or_insert_with(Instant::now);
                         answers.push(proposal);
                     }
@@ -174,6 +189,7 @@ pub async fn make_deal_with(
                         reason,
                         ..
                     } => {
+                        waiting.remove(&proposal_id);
                         rejections.push(
                             reason
                                 .map(|r| r.message)
@@ -183,9 +199,12 @@ pub async fn make_deal_with(
                     RequestorEvent::PropertyQueryEvent { .. } => {}
                 }
             }
-            if first_answer.is_some_and(|at| at.elapsed() >= options.window) && !answers.is_empty()
-            {
-                answers.sort_by(|a, b| (options.price)(a).total_cmp(&(options.price)(b)));
+            let decided = first_answer.is_some_and(|at| {
+                at.elapsed() >= options.window
+                    && (waiting.is_empty() || at.elapsed() >= options.max_window)
+            });
+            if decided && !answers.is_empty() {
+                answers.sort_by(|a, b| (options.order)(a, b));
                 for proposal in answers.drain(..) {
                     match sign(yagna, &proposal.proposal_id, spec.expiration).await {
                         Ok(agreement_id) => {
@@ -201,6 +220,7 @@ pub async fn make_deal_with(
                     }
                 }
                 first_answer = None;
+                waiting.clear();
             }
         }
         Err(DealError::NoDeal {

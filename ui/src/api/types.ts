@@ -19,21 +19,31 @@ export interface Credentials {
   password: string;
 }
 
+/** An amount of GLM as the API sends it: a decimal string (`"0.25"`), never a float. */
+export type Glm = string;
+
 /** Price and spend of a node on Golem (golem backend only). */
 export interface Billing {
   provider_id: string;
+  /** What the provider calls itself: shown, never trusted. */
   provider_name: string | null;
   agreement_id: string;
   /** GLM per hour. */
-  price_per_hour: number;
-  start_fee: number;
-  /** GLM paid so far. */
-  spent: number;
-  budget: number;
+  price_per_hour: Glm;
+  start_fee: Glm;
+  price_per_request: Glm | null;
+  /** GLM paid on this node's agreements. */
+  spent: Glm;
+  /** GLM paid on the node and its replacements: what counts against the budget. */
+  budget_spent: Glm;
+  budget: Glm;
+  /** The most its agreement may be paid now (start fee + price × time served + slack). */
+  payable: Glm;
+  served_secs: number;
   /** Seconds the rest of the budget pays for, while the node runs. */
   runway_secs: number | null;
   settled: boolean;
-  /** The last payment request above the agreed price, refused, and why. */
+  /** The last payment request refused (not paid), and why. */
   refused: string | null;
 }
 
@@ -64,6 +74,11 @@ export interface Node {
   ws_url: string | null;
   auth: Credentials | null;
   billing?: Billing | null;
+  /** The backend still holds something for the node (an agreement, a runtime): Stop ends it. */
+  held?: boolean;
+  /** The failed node this one replaced, and the node that replaced this one. */
+  replaces?: string | null;
+  replaced_by?: string | null;
   /** Set while a running node's status checks fail (it is failed after three), with why. */
   health?: string | null;
   /** The engine's release the node runs, e.g. Erigon `3.6.1`. */
@@ -99,7 +114,7 @@ export interface NetworkOffer {
   network: string;
   modes: string[];
   engine: string;
-  price?: { min_per_hour: number; max_per_hour: number; currency: string; providers: number };
+  price?: { min_per_hour: Glm; max_per_hour: Glm; min_start_fee: Glm; currency: string; providers: number };
   /** Prune modes a node of this network can have (none for the dev chain). */
   prunes?: string[];
   engine_version?: string | null;
@@ -111,13 +126,38 @@ export interface CreateNodeRequest {
   network: string;
   mode?: string;
   prune?: string;
-  /** Golem: GLM to set aside for the node (capped at the server's budget). */
-  budget?: number;
+  /** Golem: GLM for the node and its replacements (at most the server's budget). */
+  budget?: Glm;
   /** Golem: the highest price per hour to accept. */
-  max_price_per_hour?: number;
+  max_price_per_hour?: Glm;
+  /** Golem: the highest start fee to accept. */
+  max_start_fee?: Glm;
+  /** Golem: how many hours it will run (offers are compared on start fee + price × hours). */
+  expected_hours?: number;
   /** Replace the node with a new one (same name and network) if it fails while running. */
   auto_replace?: boolean;
 }
+
+/** `GET /api/v1/billing`: what nodes may cost here, and what you spent this period. */
+export interface BillingTerms {
+  pays: boolean;
+  currency: string;
+  budget: Glm;
+  max_price_per_hour: Glm | null;
+  max_start_fee: Glm | null;
+  max_price_per_request: Glm | null;
+  expected_hours: number;
+  expected_requests_per_hour: number;
+  payment_slack: Glm;
+  max_replacements: number;
+  spend_period_secs: number;
+  period_started_at: number;
+  you: { spent: Glm | null; cap: Glm | null; reached: boolean };
+  server: { spent: Glm | null; cap: Glm | null; reached: boolean };
+}
+
+/** What a GLM amount typed into a form must look like (the server parses it the same way). */
+export const GLM_PATTERN = '[0-9]{1,12}(\\.[0-9]{1,18})?';
 
 export interface NonceResponse {
   nonce: string;

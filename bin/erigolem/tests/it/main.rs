@@ -227,7 +227,19 @@ fn serve(
     gateway: u16,
     node_ports: u16,
 ) -> ServeProcess {
+    serve_with_env(data_dir, database_url, listen, gateway, node_ports, &[])
+}
+
+fn serve_with_env(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    listen: u16,
+    gateway: u16,
+    node_ports: u16,
+    env: &[(&str, &str)],
+) -> ServeProcess {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_erigolem"));
+    cmd.envs(env.iter().copied());
     cmd.arg("serve")
         .args(["--listen", &format!("127.0.0.1:{listen}")])
         .arg("--data-dir")
@@ -561,4 +573,217 @@ async fn serve_reads_a_config_file_and_flags_override_it() {
         err.contains("erigolem.toml is not a valid config") && err.contains("listen-port"),
         "{err}"
     );
+}
+
+/// Live processes descended from `root`, with their command names.
+fn descendants(root: u32) -> Vec<(u32, String)> {
+    let procs: Vec<(u32, u32, String)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (head, tail) = stat.rsplit_once(") ")?;
+            let comm = head.split_once(" (")?.1.to_owned();
+            let mut fields = tail.split_whitespace();
+            let state = fields.next()?;
+            let ppid = fields.next()?.parse().ok()?;
+            (state != "Z").then_some((pid, ppid, comm))
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut parents = vec![root];
+    while let Some(parent) = parents.pop() {
+        for (pid, _, comm) in procs.iter().filter(|p| p.1 == parent) {
+            out.push((*pid, comm.clone()));
+            parents.push(*pid);
+        }
+    }
+    out
+}
+
+/// After a restart the server hands each running node its stored password again: on no command
+/// line of any process (`/proc/*/cmdline` is world-readable). The server's children (runtime,
+/// Nginx, anvil) run with a cleared environment: no `YAGNA_APPKEY` or anything else of the server's.
+#[tokio::test]
+async fn after_a_restart_no_command_line_holds_a_password_and_children_get_a_clean_environment() {
+    const APPKEY: &str = "yagna-appkey-canary-5f1d9c";
+    const CANARY: &str = "server-only-canary-0b7e2a";
+    let env = [("YAGNA_APPKEY", APPKEY), ("ERIGOLEM_TEST_CANARY", CANARY)];
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (listen, gateway, ports) = (stable_port(), stable_port(), free_port_block(24));
+    let server = serve_with_env(&data, None, listen, gateway, ports, &env);
+    healthy(&server.url).await;
+    let wallet = erigolem_client::Wallet::from_hex(DEV_KEY_0).unwrap();
+    let mut client = erigolem_client::Client::new(&server.url);
+    client.sign_in(&wallet, 1).await.unwrap();
+    let node = client
+        .create(&erigolem_client::CreateNode {
+            network: "dev".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let running = wait_state(&client, &node.id, "running").await;
+    let auth = running.auth.clone().unwrap();
+    let url = running.url.clone().unwrap();
+    drop(server);
+
+    let server = serve_with_env(&data, None, listen, gateway, ports, &env);
+    healthy(&server.url).await;
+    erigolem_test_utils::wait_for(
+        "the node to answer again with its password",
+        std::time::Duration::from_secs(30),
+        || {
+            let (url, user, password) = (url.clone(), auth.user.clone(), auth.password.clone());
+            async move {
+                rpc(&url, Some((&user, &password)), "eth_blockNumber", json!([]))
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await;
+
+    let on_a_command_line: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            text.contains(&auth.password)
+                .then(|| format!("{}: {text}", e.file_name().to_string_lossy()))
+        })
+        .collect();
+    assert!(
+        on_a_command_line.is_empty(),
+        "the node password is on a command line: {on_a_command_line:?}"
+    );
+
+    let children = descendants(server.guard.pid());
+    for wanted in ["ya-runtime-erig", "nginx", "anvil"] {
+        assert!(
+            children.iter().any(|(_, comm)| comm.starts_with(wanted)),
+            "no {wanted} among the server's children: {children:?}"
+        );
+    }
+    for (pid, comm) in &children {
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let environ = String::from_utf8_lossy(&environ);
+        for secret in [APPKEY, CANARY] {
+            assert!(
+                !environ.contains(secret),
+                "{comm} ({pid}) inherited {secret}: {environ}"
+            );
+        }
+    }
+    client.stop(&node.id).await.unwrap();
+    wait_state(&client, &node.id, "stopped").await;
+}
+
+/// Text that comes from a provider (the node's URL, credentials, failure reason) may carry
+/// terminal escapes; the CLI prints it inert.
+#[tokio::test]
+async fn the_cli_prints_provider_text_without_terminal_escapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_dir = dir.path().join("server");
+    let h = server(&server_dir).await;
+    let config = dir.path().join("cli");
+    login(&h, &config).await;
+    let created: Value = serde_json::from_str(&ok(&cli(
+        &h,
+        &config,
+        &[],
+        &["nodes", "create", "--network", "dev", "--wait", "--json"],
+    )
+    .await))
+    .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    // What a hostile provider could send: set the title, clear the screen, move the cursor, an
+    // 8-bit CSI, a bidi override and a line break that forges another row.
+    let hostile = "ok\x1b]0;owned\x07\x1b[2J\x1b[1A\u{9b}31m\u{202e}evil\nforged row\r";
+    let key = erigolem_store::KeyFile::load_or_create(server_dir.join("secret.key")).unwrap();
+    let store = erigolem_store::Store::connect(
+        &format!(
+            "sqlite://{}?mode=rwc",
+            server_dir.join("erigolem.db").display()
+        ),
+        key,
+    )
+    .await
+    .unwrap();
+    store
+        .set_endpoint(
+            &id,
+            &format!("http://127.0.0.1:1/{hostile}"),
+            Some(&format!("ws://127.0.0.1:1/{hostile}")),
+            &format!("user{hostile}"),
+            &format!("password{hostile}"),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    let dangerous = |out: &str| {
+        out.chars()
+            .filter(|c| (c.is_control() && *c != '\n') || ('\u{202a}'..='\u{202e}').contains(c))
+            .collect::<String>()
+    };
+    for args in [vec!["nodes", "show", &id], vec!["nodes", "list"]] {
+        let out = ok(&cli(&h, &config, &[], &args).await);
+        assert_eq!(dangerous(&out), "", "{args:?} printed {out:?}");
+        assert!(
+            !out.contains("\nforged row"),
+            "{args:?} printed a forged line: {out}"
+        );
+    }
+
+    let mut watcher = std::process::Command::new(env!("CARGO_BIN_EXE_erigolem"))
+        .args(["nodes", "watch"])
+        .env("ERIGOLEM_CONFIG_DIR", &config)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await; // subscribed
+    store
+        .transition(
+            &id,
+            erigolem_store::NodeState::Failed,
+            Some(&format!("reason {hostile}")),
+        )
+        .await
+        .unwrap();
+    let stdout = watcher.stdout.take().unwrap();
+    let line = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || {
+            use std::io::BufRead;
+            let mut line = String::new();
+            std::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .unwrap();
+            line
+        }),
+    )
+    .await
+    .expect("watch printed nothing")
+    .unwrap();
+    watcher.kill().unwrap();
+    watcher.wait().unwrap();
+    assert!(line.contains("failed"), "{line:?}");
+    assert_eq!(
+        dangerous(line.trim_end_matches('\n')),
+        "",
+        "watch printed {line:?}"
+    );
+    let shown = ok(&cli(&h, &config, &[], &["nodes", "show", &id]).await);
+    assert_eq!(dangerous(&shown), "", "show printed {shown:?}");
+    assert!(shown.contains("reason"), "{shown}");
+    store.close().await;
+    // The runtime still runs: stopping a failed node tears it down.
+    ok(&cli(&h, &config, &[], &["nodes", "stop", &id, "--wait"]).await);
 }

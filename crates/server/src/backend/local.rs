@@ -16,7 +16,7 @@ use erigolem_runtime_client::RuntimeBinary;
 use erigolem_supervisor::{ProcessSpec, ProcessState, RestartPolicy, Supervised};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Backend, BackendError, NetworkOffer};
+use super::{Backend, BackendError, NetworkOffer, StartTerms};
 
 /// What the local backend needs to know.
 #[derive(Debug, Clone)]
@@ -38,7 +38,11 @@ pub struct LocalConfig {
 #[derive(Debug)]
 enum Command {
     Status(oneshot::Sender<Result<NodeStatus, BackendError>>),
-    Rotate(oneshot::Sender<Result<erigolem_primitives::Credentials, BackendError>>),
+    /// A fresh password, or the given one (restoring what the node had).
+    Rotate(
+        Option<erigolem_primitives::EndpointPassword>,
+        oneshot::Sender<Result<erigolem_primitives::Credentials, BackendError>>,
+    ),
     Stop(oneshot::Sender<Result<(), BackendError>>),
 }
 
@@ -78,7 +82,10 @@ pub enum LocalError {
 /// Where the private Nginx keeps its config and the per-node password files. Its workers (www-data
 /// when we are root) read the password files on every request, so every directory above them must be
 /// searchable by others; a data dir under e.g. `/root` (mode 0700) is not, and would answer 500.
-/// Then the Nginx files go to a directory of their own under the system's temp dir.
+/// Then the Nginx files go to a directory of their own under the system's temp dir: made with a
+/// random name by `mkdtemp` (nobody can have made it first), and remembered in `<data_dir>/nginx-dir`
+/// so that the next start finds its Nginx. A remembered directory is used again only if it is
+/// still a directory (not a symlink), ours, and writable by nobody else.
 fn nginx_dir(data_dir: &Path, root: bool) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(data_dir)?;
     let data_dir = data_dir.canonicalize()?;
@@ -86,21 +93,55 @@ fn nginx_dir(data_dir: &Path, root: bool) -> std::io::Result<PathBuf> {
     if !root || searchable_by_others(&data_dir) {
         return Ok(preferred);
     }
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    data_dir.hash(&mut hasher);
-    let fallback = std::env::temp_dir().join(format!("erigolem-nginx-{:016x}", hasher.finish()));
+    let record = data_dir.join("nginx-dir");
+    if let Ok(previous) = std::fs::read_to_string(&record) {
+        let previous = PathBuf::from(previous.trim());
+        match owned_private_dir(&previous) {
+            Ok(()) => return Ok(previous),
+            Err(why) if previous.exists() || previous.is_symlink() => tracing::warn!(
+                dir = %previous.display(),
+                "not using the Nginx directory of the last start: {why}"
+            ),
+            Err(_) => {}
+        }
+    }
+    let fallback = tempfile::Builder::new()
+        .prefix("erigolem-nginx-")
+        .tempdir_in(std::env::temp_dir())?
+        .keep();
+    // mkdtemp made it 0700 and ours: open it for the workers to pass through.
+    std::fs::set_permissions(
+        &fallback,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    std::fs::write(&record, fallback.as_os_str().as_encoded_bytes())?;
     tracing::warn!(
         data_dir = %data_dir.display(),
         nginx_dir = %fallback.display(),
         "the data dir is not searchable by the Nginx workers (www-data); keeping the Nginx files elsewhere"
     );
-    std::fs::create_dir_all(&fallback)?;
-    std::fs::set_permissions(
-        &fallback,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )?;
     Ok(fallback)
+}
+
+/// `Ok` if `dir` is a directory itself (not a symlink to one), owned by this process's user, and
+/// not writable by group or others; else why not.
+fn owned_private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
+    if !meta.file_type().is_dir() {
+        return Err("it is not a directory (a symlink?)".into());
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(format!("it belongs to uid {}, not {me}", meta.uid()));
+    }
+    if meta.permissions().mode() & 0o022 != 0 {
+        return Err(format!(
+            "its mode {:04o} lets others write into it",
+            meta.permissions().mode() & 0o7777
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `dir` and every directory above it let others through (the `x` bit for others).
@@ -263,6 +304,20 @@ impl LocalBackend {
             .ok_or_else(|| BackendError::Unknown(node_id.to_owned()))
     }
 
+    async fn set_password(
+        &self,
+        node_id: &str,
+        password: Option<erigolem_primitives::EndpointPassword>,
+    ) -> Result<erigolem_primitives::Credentials, BackendError> {
+        let (tx, rx) = oneshot::channel();
+        self.handle(node_id)?
+            .send(Command::Rotate(password, tx))
+            .await
+            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?;
+        rx.await
+            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?
+    }
+
     /// The Nginx this backend runs (for tests and diagnostics).
     pub fn gateway_pid(&self) -> u32 {
         self.nginx.pid()
@@ -279,7 +334,74 @@ impl Backend for LocalBackend {
         &self,
         node_id: &str,
         args: StartArgs,
-        _terms: &super::NodeTerms,
+        _terms: &StartTerms,
+    ) -> Result<NodeStatus, BackendError> {
+        self.spawn_runtime(node_id, args).await
+    }
+
+    /// The old server's runtimes ended with it: the node is started again with the same instance
+    /// name and password (same URL, same credentials).
+    async fn resume(&self, node_id: &str, args: StartArgs) -> Result<NodeStatus, BackendError> {
+        self.spawn_runtime(node_id, args).await
+    }
+
+    async fn holds(&self, node_id: &str) -> bool {
+        self.nodes
+            .lock()
+            .map(|nodes| nodes.contains_key(node_id))
+            .unwrap_or(false)
+    }
+
+    async fn status(&self, node_id: &str) -> Result<NodeStatus, BackendError> {
+        let (tx, rx) = oneshot::channel();
+        self.handle(node_id)?
+            .send(Command::Status(tx))
+            .await
+            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?;
+        rx.await
+            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?
+    }
+
+    async fn rotate(
+        &self,
+        node_id: &str,
+    ) -> Result<erigolem_primitives::Credentials, BackendError> {
+        self.set_password(node_id, None).await
+    }
+
+    async fn restore_password(
+        &self,
+        node_id: &str,
+        password: erigolem_primitives::EndpointPassword,
+    ) -> Result<(), BackendError> {
+        self.set_password(node_id, Some(password)).await.map(drop)
+    }
+
+    async fn stop(&self, node_id: &str) -> Result<(), BackendError> {
+        let commands = self.handle(node_id)?;
+        let (tx, rx) = oneshot::channel();
+        let sent = commands.send(Command::Stop(tx)).await;
+        let result = match sent {
+            Ok(()) => rx
+                .await
+                .map_err(|_| BackendError::Unknown(node_id.to_owned()))
+                .and_then(|r| r),
+            Err(_) => Err(BackendError::Unknown(node_id.to_owned())),
+        };
+        // Whatever the outcome, the runtime thread has ended or is ending: the slot is free.
+        if let Ok(mut nodes) = self.nodes.lock() {
+            nodes.remove(node_id);
+        }
+        result
+    }
+}
+
+impl LocalBackend {
+    /// One `ya-runtime-erigon` for the node on its own thread; its first STATUS.
+    async fn spawn_runtime(
+        &self,
+        node_id: &str,
+        args: StartArgs,
     ) -> Result<NodeStatus, BackendError> {
         let runtime = self.runtime(node_id);
         let args = serde_json::to_string(&args).map_err(|e| BackendError::Other(e.to_string()))?;
@@ -330,13 +452,13 @@ impl Backend for LocalBackend {
                                         .map_err(|e| BackendError::Other(e.to_string())),
                                 );
                             }
-                            Command::Rotate(reply) => {
-                                let _ = reply.send(
-                                    session
-                                        .rotate()
-                                        .await
-                                        .map_err(|e| BackendError::Other(e.to_string())),
-                                );
+                            Command::Rotate(password, reply) => {
+                                let rotated = match &password {
+                                    Some(password) => session.restore_password(password).await,
+                                    None => session.rotate().await,
+                                };
+                                let _ = reply
+                                    .send(rotated.map_err(|e| BackendError::Other(e.to_string())));
                             }
                             Command::Stop(reply) => {
                                 let result = match session.shutdown().await {
@@ -368,45 +490,6 @@ impl Backend for LocalBackend {
         }
         status
     }
-
-    async fn status(&self, node_id: &str) -> Result<NodeStatus, BackendError> {
-        let (tx, rx) = oneshot::channel();
-        self.handle(node_id)?
-            .send(Command::Status(tx))
-            .await
-            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?;
-        rx.await
-            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?
-    }
-
-    async fn rotate(
-        &self,
-        node_id: &str,
-    ) -> Result<erigolem_primitives::Credentials, BackendError> {
-        let (tx, rx) = oneshot::channel();
-        self.handle(node_id)?
-            .send(Command::Rotate(tx))
-            .await
-            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?;
-        rx.await
-            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?
-    }
-
-    async fn stop(&self, node_id: &str) -> Result<(), BackendError> {
-        let commands = self.handle(node_id)?;
-        let (tx, rx) = oneshot::channel();
-        commands
-            .send(Command::Stop(tx))
-            .await
-            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?;
-        let result = rx
-            .await
-            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?;
-        if let Ok(mut nodes) = self.nodes.lock() {
-            nodes.remove(node_id);
-        }
-        result
-    }
 }
 
 /// The runtime's own reason for a failed start: its last error line, without the SDK's panic noise.
@@ -435,7 +518,8 @@ impl NginxProcess {
         let log = conf.with_file_name("nginx.log");
         let spec = ProcessSpec::new("/usr/sbin/nginx")
             .args(["-e", "stderr", "-g", "daemon off;", "-c"])
-            .args([conf]);
+            .args([conf])
+            .clear_env();
         let policy = RestartPolicy {
             stop_grace: Duration::from_secs(5),
             ..RestartPolicy::default()

@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Json, Router};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use axum_extra::headers::authorization::Bearer;
@@ -16,6 +17,7 @@ use axum_extra::TypedHeader;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::security::ClientIp;
 use crate::{ApiError, AppState};
 
 /// Name of the session cookie.
@@ -42,14 +44,33 @@ pub(crate) struct NonceResponse {
     expires_at: i64,
 }
 
-/// A fresh single-use nonce for a SIWE message.
-#[utoipa::path(get, path = "/api/v1/auth/nonce", tag = "auth", responses((status = 200, body = NonceResponse)))]
+/// A fresh single-use nonce for a SIWE message. One client address holds at most
+/// `max_nonces_per_ip` unused ones (429 `too_many_nonces` beyond).
+#[utoipa::path(get, path = "/api/v1/auth/nonce", tag = "auth", responses((status = 200, body = NonceResponse), (status = 429, body = crate::routes::ErrorBody)))]
 pub(crate) async fn nonce(
     State(state): State<Arc<AppState>>,
+    Extension(client): Extension<ClientIp>,
 ) -> Result<Json<NonceResponse>, ApiError> {
     let nonce = erigolem_auth::new_nonce();
-    let expires_at = unix_ms(SystemTime::now() + state.config.nonce_ttl);
-    state.store.put_nonce(&nonce, expires_at).await?;
+    let now = SystemTime::now();
+    let expires_at = unix_ms(now + state.config.nonce_ttl);
+    let issued = state
+        .store
+        .issue_nonce(
+            &nonce,
+            expires_at,
+            &client.key().to_string(),
+            state.config.limits.max_nonces_per_ip,
+            unix_ms(now),
+        )
+        .await?;
+    if !issued {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_nonces",
+            "too many unused sign-in nonces from your address: use one, or wait until they expire",
+        ));
+    }
     Ok(Json(NonceResponse { nonce, expires_at }))
 }
 
@@ -72,15 +93,19 @@ pub(crate) struct LoginResponse {
 
 /// Verifies a signed SIWE message, consumes its nonce and opens a session.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = LoginResponse), (status = 400, body = crate::routes::ErrorBody), (status = 401, body = crate::routes::ErrorBody)))]
+    responses((status = 200, body = LoginResponse), (status = 400, body = crate::routes::ErrorBody), (status = 401, body = crate::routes::ErrorBody), (status = 403, body = crate::routes::ErrorBody)))]
 pub(crate) async fn login(
     State(state): State<Arc<AppState>>,
+    Extension(client): Extension<ClientIp>,
     jar: CookieJar,
     body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(body) = body?;
     let now = SystemTime::now();
     let verified = erigolem_auth::verify(&state.siwe, &body.message, &body.signature, now)?;
+    if !crate::security::admits(&state.config.admission, &verified.address) {
+        return Err(crate::security::not_admitted());
+    }
     // Single use: whoever consumes the nonce first wins; an unknown or expired one is refused.
     if !state
         .store
@@ -90,7 +115,11 @@ pub(crate) async fn login(
         return Err(erigolem_auth::AuthError::UnknownNonce.into());
     }
     let session = erigolem_auth::new_session_token();
-    let expires = now + state.config.session_ttl;
+    // Never longer than the user signed for.
+    let expires = match verified.expires_at {
+        Some(signed) => signed.min(now + state.config.session_ttl),
+        None => now + state.config.session_ttl,
+    };
     state
         .store
         .create_session(&session.hash, &verified.address, unix_ms(expires))
@@ -99,9 +128,11 @@ pub(crate) async fn login(
     let cookie = Cookie::build((SESSION_COOKIE, session.token.clone()))
         .http_only(true)
         .same_site(SameSite::Strict)
-        .secure(state.secure_cookies)
+        .secure(state.secure_cookies || client.forwarded_https)
         .path("/")
-        .max_age(cookie_max_age(state.config.session_ttl))
+        .max_age(cookie_max_age(
+            expires.duration_since(now).unwrap_or_default(),
+        ))
         .build();
     let response = LoginResponse {
         address: verified.address,
@@ -123,6 +154,7 @@ pub(crate) async fn logout(
     jar: CookieJar,
 ) -> Result<impl IntoResponse, ApiError> {
     state.store.revoke_session(&user.token_hash).await?;
+    state.hub.close_session(&user.address, &user.token_hash);
     Ok((
         jar.remove(Cookie::build(SESSION_COOKIE).path("/")),
         StatusCode::NO_CONTENT,
@@ -147,6 +179,8 @@ pub(crate) async fn me(user: AuthUser) -> Json<MeResponse> {
 pub(crate) struct AuthUser {
     pub(crate) address: String,
     pub(crate) token_hash: String,
+    /// When the session ends (unix ms).
+    pub(crate) expires_at: i64,
 }
 
 impl FromRequestParts<Arc<AppState>> for AuthUser {
@@ -177,6 +211,7 @@ impl FromRequestParts<Arc<AppState>> for AuthUser {
         Ok(AuthUser {
             address: session.address,
             token_hash,
+            expires_at: session.expires_at,
         })
     }
 }

@@ -3,18 +3,21 @@
 //! it missed, in order. Between transitions, `event: progress` carries the block height and sync
 //! progress of running nodes as they are polled (no id: they are not replayed, the next one supersedes).
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use axum::Router;
 use futures::stream::{self, Stream};
 
 use super::auth::AuthUser;
+use crate::feed::{SubscribeError, Subscription};
 use crate::{ApiError, AppState};
 
 /// Events sent per database read; the rest follow at once.
@@ -47,89 +50,127 @@ pub(crate) struct Progress {
 
 /// Server-sent events: `event: transition`, `data: {"id","node_id","state","reason","at"}`, and
 /// `event: progress`, `data: {"node_id","block","sync","health","behind_seconds","behind_blocks",
-/// "peers","lagging","at"}`.
+/// "peers","lagging","at"}`. At most `max_streams_per_user` open at once (429
+/// `too_many_streams`); a stream ends when its session is signed out or expires.
 #[utoipa::path(get, path = "/api/v1/events", tag = "nodes",
-    responses((status = 200, description = "text/event-stream of the caller's node transitions"), (status = 401, body = super::ErrorBody)))]
+    responses((status = 200, description = "text/event-stream of the caller's node transitions"), (status = 401, body = super::ErrorBody), (status = 429, body = super::ErrorBody)))]
 pub(crate) async fn events(
     State(state): State<Arc<AppState>>,
     user: AuthUser,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    // Resume after the last event the client saw; a new client starts with what happens next.
-    let after = match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
-        Some(id) => id.parse::<i64>().map_err(|_| {
+    let resume = match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+        Some(id) => Some(id.parse::<i64>().map_err(|_| {
             ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be a number")
-        })?,
-        None => latest_id(&state, &user.address).await?,
+        })?),
+        None => None,
     };
-    let changes = state.changes.subscribe();
-    let progress = progress_stream(state.progress.subscribe(), user.address.clone());
-    let transitions = stream::unfold(
-        (state, user.address, after, changes, Vec::new()),
-        |(state, owner, mut after, mut changes, mut pending)| async move {
-            loop {
-                if let Some(event) = pending.pop() {
-                    return Some((Ok(event), (state, owner, after, changes, pending)));
-                }
-                match state.store.events(&owner, after, BATCH).await {
+    let sub = state
+        .hub
+        .subscribe(&user.address, &user.token_hash)
+        .await
+        .map_err(|e| match e {
+            SubscribeError::TooMany(_) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                format!("{e}: close one first"),
+            ),
+            other => ApiError::internal(other),
+        })?;
+    // Resume after the last event the client saw; a new client starts with what happens next.
+    let after = resume.unwrap_or(sub.sent_upto);
+    let expires = tokio::time::Instant::now()
+        + Duration::from_millis(
+            user.expires_at
+                .saturating_sub(erigolem_store::now_ms())
+                .max(0) as u64,
+        );
+    let stream = StreamState {
+        catch_up: after < sub.sent_upto,
+        sub,
+        store: state.store.clone(),
+        owner: user.address,
+        after,
+        pending: VecDeque::new(),
+        expires: Box::pin(tokio::time::sleep_until(expires)),
+    };
+    let stream = stream::unfold(stream, |mut st| async move {
+        st.next().await.map(|event| (Ok(event), st))
+    });
+    // Often enough that the connection's idle timeout never ends a quiet stream.
+    let keep_alive = (state.config.limits.idle_timeout / 3).min(Duration::from_secs(15));
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(keep_alive)))
+}
+
+/// One open event stream.
+struct StreamState {
+    sub: Subscription,
+    store: erigolem_store::Store,
+    owner: String,
+    /// The newest transition id sent.
+    after: i64,
+    /// Read the store from `after` before taking the feed again (resumed, or fell behind).
+    catch_up: bool,
+    pending: VecDeque<Event>,
+    expires: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl StreamState {
+    /// The next event to send; `None` ends the stream.
+    async fn next(&mut self) -> Option<Event> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            if self.catch_up {
+                match self.store.events(&self.owner, self.after, BATCH).await {
                     Ok(batch) if !batch.is_empty() => {
                         for record in &batch {
-                            after = after.max(record.id);
+                            self.push_transition(record);
                         }
-                        // Popped from the end: reverse so they go out oldest first.
-                        pending = batch
-                            .iter()
-                            .rev()
-                            .filter_map(|r| {
-                                Event::default()
-                                    .event("transition")
-                                    .id(r.id.to_string())
-                                    .json_data(r)
-                                    .ok()
-                            })
-                            .collect();
-                        continue;
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("event stream: {e}"),
+                    Ok(_) => self.catch_up = false,
+                    Err(e) => {
+                        tracing::warn!("event stream: {e}");
+                        return None;
+                    }
                 }
-                // Wait for the next transition (or re-check now and then, e.g. after a missed wake-up).
-                let _ = tokio::time::timeout(Duration::from_secs(5), changes.changed()).await;
+                continue;
             }
-        },
-    );
-    let stream = stream::select(transitions, progress);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
-}
-
-/// The owner's progress updates; a lagging stream skips what it missed (each update supersedes the last).
-fn progress_stream(
-    rx: tokio::sync::broadcast::Receiver<Progress>,
-    owner: String,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    use tokio::sync::broadcast::error::RecvError;
-    stream::unfold((rx, owner), |(mut rx, owner)| async move {
-        loop {
-            match rx.recv().await {
-                Ok(p) if p.owner == owner => {
-                    if let Ok(event) = Event::default().event("progress").json_data(&p) {
-                        return Some((Ok(event), (rx, owner)));
+            tokio::select! {
+                biased;
+                _ = &mut self.sub.closed => return None,
+                _ = &mut self.expires => return None,
+                event = self.sub.events.recv() => match event {
+                    Ok(record) => self.push_transition(&record),
+                    Err(RecvError::Lagged(_)) => self.catch_up = true,
+                    Err(RecvError::Closed) => return None,
+                },
+                progress = self.sub.progress.recv() => match progress {
+                    Ok(p) => {
+                        if let Ok(event) = Event::default().event("progress").json_data(&p) {
+                            self.pending.push_back(event);
+                        }
                     }
-                }
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return None,
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return None,
+                },
             }
         }
-    })
-}
+    }
 
-async fn latest_id(state: &AppState, owner: &str) -> Result<i64, ApiError> {
-    let mut after = 0;
-    loop {
-        let batch = state.store.events(owner, after, 1000).await?;
-        match batch.last() {
-            Some(last) => after = last.id,
-            None => return Ok(after),
+    fn push_transition(&mut self, record: &erigolem_store::EventRecord) {
+        if record.id <= self.after {
+            return;
+        }
+        self.after = record.id;
+        if let Ok(event) = Event::default()
+            .event("transition")
+            .id(record.id.to_string())
+            .json_data(record)
+        {
+            self.pending.push_back(event);
         }
     }
 }

@@ -3,13 +3,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Router};
 use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -17,6 +15,7 @@ use utoipa::OpenApi;
 use crate::AppState;
 
 pub(crate) mod auth;
+pub(crate) mod billing;
 pub(crate) mod events;
 pub(crate) mod nodes;
 
@@ -39,7 +38,8 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
         nodes::list,
         nodes::show,
         nodes::stop,
-        nodes::remove
+        nodes::remove,
+        billing::billing
     ),
     components(schemas(
         auth::NonceResponse,
@@ -70,8 +70,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .merge(auth::router())
         .merge(nodes::router())
+        .merge(billing::router())
         .merge(events::router())
-        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .route("/openapi.json", get(openapi))
         .fallback(|| async {
             crate::ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,
@@ -80,45 +81,120 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(state.clone(), rate_limit));
-    Router::new()
+        .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::security::check_host_and_origin,
+        ));
+    let mut app = Router::new()
         .nest("/api/v1", api)
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz));
+    // With a listener of its own, /metrics is served there only (here: 404, not the web UI).
+    app = match state.config.metrics.listen {
+        None => app.merge(metrics_router(state.clone())),
+        Some(_) => app.route(
+            "/metrics",
+            get(|| async { axum::http::StatusCode::NOT_FOUND }),
+        ),
+    };
+    app
         // Everything else is the web UI (the API's unknown paths stay JSON 404s under /api/v1).
         .fallback_service(
             Router::new()
                 .fallback(erigolem_web_ui::serve)
                 .layer(CompressionLayer::new()),
         )
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::security::client_ip,
+        ))
         .layer(middleware::from_fn(record_request))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::security::security_headers,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    // Nodes by state, read at scrape time so the gauge is right after a restart too.
-    if let Ok(nodes) = state
-        .store
-        .nodes_in_states(&erigolem_store::NodeState::ALL)
-        .await
-    {
-        for s in erigolem_store::NodeState::ALL {
-            let count = nodes.iter().filter(|n| n.state == s).count();
-            metrics::gauge!("erigolem_nodes", "state" => s.as_str()).set(count as f64);
-        }
-    }
-    state.metrics.render()
+/// The OpenAPI document, built once (building it costs milliseconds: not on every request).
+async fn openapi() -> Response {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| serde_json::to_string(&ApiDoc::openapi()).unwrap_or_default());
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        doc.as_str(),
+    )
+        .into_response()
 }
 
-/// Refuses API requests beyond the per-IP quota with 429 and the error envelope.
-async fn rate_limit(
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `/metrics` (behind the bearer token if one is set), and `/healthz`: what a metrics listener
+/// of its own serves.
+pub(crate) fn metrics_router(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(state, metrics_token))
+}
+
+pub(crate) fn metrics_only(state: Arc<AppState>) -> Router {
+    metrics_router(state.clone())
+        .route("/healthz", get(healthz))
+        .layer(middleware::from_fn(record_request))
+        .with_state(state)
+}
+
+/// Refuses `/metrics` without the configured bearer token.
+async fn metrics_token(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
     next: Next,
 ) -> Response {
-    if state.limiter.check_key(&peer.ip()).is_err() {
+    if let Some(token) = &state.config.metrics.token {
+        let given = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        // Compared as digests: the comparison's time says nothing about the token.
+        if erigolem_auth::hash_token(given) != erigolem_auth::hash_token(token) {
+            return crate::ApiError::new(
+                axum::http::StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "/metrics needs the metrics bearer token",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    // Nodes by state, counted by the database at scrape time (right after a restart too).
+    match state.store.count_by_state().await {
+        Ok(counts) => {
+            for (s, n) in counts {
+                metrics::gauge!("erigolem_nodes", "state" => s.as_str()).set(n as f64);
+            }
+        }
+        Err(e) => tracing::warn!("metrics: counting nodes: {e}"),
+    }
+    metrics::gauge!("erigolem_rate_limiter_clients").set(state.limiter.len() as f64);
+    state.metrics.render()
+}
+
+/// Refuses API requests beyond the per-client quota with 429 and the error envelope.
+async fn rate_limit(
+    State(state): State<Arc<AppState>>,
+    Extension(client): Extension<crate::security::ClientIp>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state.limiter.check_key(&client.key()).is_err() {
         return crate::ApiError::new(
             axum::http::StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
@@ -129,18 +205,35 @@ async fn rate_limit(
     next.run(request).await
 }
 
-/// Counts requests and their latency by route template (not raw path: bounded label values).
+/// The method as a metric label: the standard ones by name, anything else `other` (any token is
+/// a valid HTTP method, so raw names would let a client mint series without end).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Counts requests and their latency by route template (never the raw path) and method label:
+/// label values come from fixed sets, so the number of series is bounded.
 async fn record_request(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("erigolem_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+    metrics::counter!("erigolem_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!("erigolem_http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());

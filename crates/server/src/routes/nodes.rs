@@ -12,9 +12,12 @@ use erigolem_store::{NewNode, NodeRecord, NodeState};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use erigolem_lifecycle::{Conflict, Event, Glm};
+
 use super::auth::AuthUser;
 use crate::backend::NetworkOffer;
-use crate::{reconciler, ApiError, AppState};
+use crate::reconciler::{self, Handled};
+use crate::{ApiError, AppState};
 
 /// Longest node name accepted.
 const MAX_NAME_CHARS: usize = 64;
@@ -63,7 +66,13 @@ pub(crate) struct NodeView {
     ws_url: Option<String>,
     auth: Option<Credentials>,
     /// Price, spend and budget of a node on Golem.
-    billing: Option<crate::backend::Billing>,
+    billing: Option<crate::money::Billing>,
+    /// The backend still holds something for the node (an open agreement, a runtime): a failed
+    /// node that holds one can be stopped to end it.
+    held: bool,
+    /// The failed node this one replaced, and the node that replaced this one.
+    replaces: Option<String>,
+    replaced_by: Option<String>,
     /// Set while a running node's STATUS polls fail (it is failed after 3), with why.
     health: Option<String>,
     /// The engine's release the node runs (e.g. Erigon `3.6.1`), from its last STATUS.
@@ -108,7 +117,30 @@ async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeVie
             .find(|o| o.network.to_string() == node.network)
             .map(|o| o.engine.to_string())
     });
-    let billing = state.backend.as_ref().and_then(|b| b.billing(&node.id));
+    let held = match &state.backend {
+        Some(b) => b.holds(&node.id).await,
+        None => false,
+    };
+    let billing = match (
+        &node.plan_id,
+        state.backend.as_ref().and_then(|b| b.payer()),
+    ) {
+        (Some(plan_id), Some(_)) => match state.store.plan(plan_id).await? {
+            Some(plan) => crate::money::billing(
+                &state.store.node_deals(&node.id).await?,
+                &plan,
+                node.state == NodeState::Running,
+                &state.config.payments.slack,
+                erigolem_store::now_ms(),
+            ),
+            None => None,
+        },
+        _ => None,
+    };
+    let replaced_by = match node.state {
+        NodeState::Failed => state.store.replacement_of(&node.id).await?,
+        _ => None,
+    };
     let health = state.health(&node.id).filter(|_| live);
     let status = state
         .live(&node.id)
@@ -127,6 +159,9 @@ async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeVie
         ws_url: node.ws_url.filter(|_| live),
         auth,
         billing,
+        held,
+        replaces: node.replaces,
+        replaced_by,
         health,
         engine_version: status.engine_version,
         limits: status.limits,
@@ -153,24 +188,35 @@ pub(crate) struct CreateNode {
     mode: Option<Mode>,
     #[schema(value_type = Option<String>)]
     prune: Option<Prune>,
-    /// Where nodes are paid for (golem): GLM to set aside for it (capped at the server's budget).
-    budget: Option<f64>,
-    /// Where nodes are paid for: the highest price per hour (GLM) to accept.
-    max_price_per_hour: Option<f64>,
-    /// Replace the node with a new one (same name and network) if it fails while running.
+    /// Where nodes are paid for (golem): GLM for the node and its replacements, a decimal string
+    /// (at most the server's budget).
+    #[schema(value_type = Option<String>, example = "2")]
+    budget: Option<Glm>,
+    /// Where nodes are paid for: the highest price per hour (GLM, a decimal string) to accept.
+    #[schema(value_type = Option<String>, example = "0.5")]
+    max_price_per_hour: Option<Glm>,
+    /// Where nodes are paid for: the highest start fee (GLM, a decimal string) to accept.
+    #[schema(value_type = Option<String>, example = "0.05")]
+    max_start_fee: Option<Glm>,
+    /// Where nodes are paid for: how many hours the node will run, which offers are compared on
+    /// (start fee + price × hours).
+    expected_hours: Option<u32>,
+    /// Replace the node with a new one (same name and network, another provider, the same budget)
+    /// if it fails while running; at most the server's number of replacements.
     #[serde(default)]
     auto_replace: bool,
 }
 
 /// Starts a node; it is `pending` at once and moves on in the background (watch `GET /nodes/{id}`).
 #[utoipa::path(post, path = "/api/v1/nodes", tag = "nodes", request_body = CreateNode,
-    responses((status = 201, body = NodeView), (status = 400, body = super::ErrorBody), (status = 401, body = super::ErrorBody), (status = 429, body = super::ErrorBody)))]
+    responses((status = 201, body = NodeView), (status = 400, body = super::ErrorBody), (status = 401, body = super::ErrorBody), (status = 403, body = super::ErrorBody), (status = 429, body = super::ErrorBody)))]
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     user: AuthUser,
     body: Result<Json<CreateNode>, axum::extract::rejection::JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(body) = body?;
+    crate::admission::admit_create(&state, &user.address).await?;
     let name = match body.name {
         Some(name) => {
             let name = name.trim().to_owned();
@@ -243,62 +289,46 @@ pub(crate) async fn create(
             ),
         ));
     }
-    let terms = crate::backend::NodeTerms {
+    let policy = &state.config.payments;
+    let pays = state.backend.as_ref().is_some_and(|b| b.payer().is_some());
+    let asked = crate::money::AskedTerms {
         budget: body.budget,
         max_price_per_hour: body.max_price_per_hour,
+        max_start_fee: body.max_start_fee,
+        expected_hours: body.expected_hours,
         auto_replace: body.auto_replace,
     };
-    let pays = state.backend.as_ref().is_some_and(|b| b.pays());
-    if !pays && (terms.budget.is_some() || terms.max_price_per_hour.is_some()) {
-        return Err(ApiError::bad_request(
-            "not_supported",
-            "budget and max_price_per_hour apply only where nodes are paid for (the golem backend)",
-        ));
-    }
-    for (name, value) in [
-        ("budget", terms.budget),
-        ("max_price_per_hour", terms.max_price_per_hour),
-    ] {
-        if value.is_some_and(|v| !v.is_finite() || v <= 0.0) {
-            return Err(ApiError::bad_request(
-                "invalid_terms",
-                format!("{name} must be a positive number of GLM"),
-            ));
+    let plan = policy.plan(pays, asked).map_err(|e| match e {
+        crate::money::TermsError::NotSupported => {
+            ApiError::bad_request("not_supported", e.to_string())
         }
-    }
-    let active = state.store.count_active(&user.address).await?;
-    if active >= i64::from(state.config.max_active_nodes) {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_nodes",
-            format!(
-                "you have {active} active nodes; the limit is {}",
-                state.config.max_active_nodes
-            ),
-        ));
-    }
-    let node = state
-        .store
-        .insert_node(&NewNode {
-            owner: user.address.clone(),
-            name,
-            network: body.network.to_string(),
-            mode: mode.to_string(),
-            prune: prune.to_string(),
-        })
-        .await?;
-    let node = if terms == crate::backend::NodeTerms::default() {
-        node
-    } else {
-        let backend_ref = terms.to_backend_ref();
-        state.store.set_backend_ref(&node.id, &backend_ref).await?;
-        NodeRecord {
-            backend_ref: Some(backend_ref),
-            ..node
-        }
+        _ => ApiError::bad_request("invalid_terms", e.to_string()),
+    })?;
+    // (Spend caps were checked by `admission::admit_create`.) The per-user cap is checked in the same statement as the insert (see Store::insert_node_capped).
+    let new = NewNode {
+        owner: user.address.clone(),
+        name,
+        network: body.network.to_string(),
+        mode: mode.to_string(),
+        prune: prune.to_string(),
     };
-    state.notify();
-    reconciler::start(state.clone(), node.clone());
+    let (node, _) = match state
+        .store
+        .insert_node_with_plan(&new, &plan, Some(state.config.max_active_nodes))
+        .await
+    {
+        Err(erigolem_store::StoreError::TooManyNodes { active, max }) => {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_nodes",
+                format!("you have {active} active nodes; the limit is {max}"),
+            ))
+        }
+        other => other?,
+    };
+    state.notify_owner(&node.owner);
+    // Answered as created (`pending`); it moves on at once.
+    reconciler::handle(&state, &node.id, Event::Created).await?;
     Ok((
         StatusCode::CREATED,
         Json(view(&state, node, &user.address).await?),
@@ -341,15 +371,16 @@ pub(crate) async fn show(
     Ok(Json(view(&state, node, &user.address).await?))
 }
 
-/// Stops a node; it moves to `stopping`, then `stopped`.
+/// Stops a node; it moves to `stopping`, then `stopped`. A failed node that still holds an
+/// agreement (or a runtime) has it ended and stays failed.
 #[utoipa::path(post, path = "/api/v1/nodes/{id}/stop", tag = "nodes", responses((status = 202, body = NodeView), (status = 404, body = super::ErrorBody)))]
 pub(crate) async fn stop(
     State(state): State<Arc<AppState>>,
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let node = owned(&state, &id, &user).await?;
-    reconciler::stop(state.clone(), node).await?;
+    owned(&state, &id, &user).await?;
+    reconciler::handle(&state, &id, Event::StopAsked).await?;
     let node = owned(&state, &id, &user).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -357,22 +388,28 @@ pub(crate) async fn stop(
     ))
 }
 
-/// Deletes a stopped (or failed) node from the list.
-#[utoipa::path(delete, path = "/api/v1/nodes/{id}", tag = "nodes", responses((status = 204), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+/// Deletes a stopped (or failed) node from the list; whatever the backend still holds for it is
+/// stopped first.
+#[utoipa::path(delete, path = "/api/v1/nodes/{id}", tag = "nodes", responses((status = 204), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody), (status = 502, body = super::ErrorBody)))]
 pub(crate) async fn remove(
     State(state): State<Arc<AppState>>,
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    match state.store.delete_node(&id, &user.address).await {
-        Ok(true) => Ok(StatusCode::NO_CONTENT),
-        Ok(false) => Err(not_found()),
-        Err(erigolem_store::StoreError::NotStopped { state }) => Err(ApiError::new(
+    owned(&state, &id, &user).await?;
+    match reconciler::handle(&state, &id, Event::DeleteAsked).await? {
+        Handled::Deleted | Handled::Missing => Ok(StatusCode::NO_CONTENT),
+        Handled::Conflict(Conflict::NotStopped(state)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_stopped",
             format!("the node is {state}: stop it first"),
         )),
-        Err(e) => Err(e.into()),
+        Handled::StopFailed(why) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "stop_failed",
+            format!("the node could not be stopped, so it was not deleted: {why}"),
+        )),
+        Handled::Done => Err(ApiError::internal("a delete decided nothing")),
     }
 }
 
@@ -399,7 +436,13 @@ pub(crate) async fn rotate(
                 ),
             )
         })?;
-    let credentials = backend.rotate(&id).await.map_err(ApiError::internal)?;
+    let credentials = backend.rotate(&id).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "backend_failed",
+            format!("the node did not rotate its credentials: {e}"),
+        )
+    })?;
     state
         .store
         .set_password(&id, credentials.password.expose())

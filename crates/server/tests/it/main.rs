@@ -5,6 +5,7 @@
 mod erigon;
 mod golem;
 mod nodes;
+mod security;
 
 use erigolem_server::{spawn, Handle, ServerConfig};
 use erigolem_test_utils::wallet::{rfc3339_from_now, SiweMessage, Wallet, DEV_KEY_0, DEV_KEY_1};

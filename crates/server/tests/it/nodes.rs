@@ -576,9 +576,199 @@ async fn budgets_and_price_caps_are_refused_where_nodes_are_not_paid_for() {
     let h = server_with_nodes(dir.path(), |_| {}).await;
     let alice = Api::signed_in(&h, DEV_KEY_0).await;
     let (status, body) = alice
-        .post("/nodes", json!({"network": "dev", "budget": 1}))
+        .post("/nodes", json!({"network": "dev", "budget": "1"}))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["code"], "not_supported");
     assert_eq!(alice.get("/nodes").await.1, json!([]));
+}
+
+#[tokio::test]
+async fn a_local_node_that_fails_releases_its_runtime_ports_and_credentials() {
+    // fake-erigon (the sepolia node) crashes 3 s after each start: the runtime restarts it
+    // twice, then reports it failed. (Each test runs in a process of its own.)
+    std::env::set_var("FAKE_ERIGON_CRASH_AFTER_SECS", "3");
+    let dir = tempfile::tempdir().unwrap();
+    let h = server_with_nodes(dir.path(), |c| {
+        c.rate_limit = std::num::NonZeroU32::new(10_000).unwrap()
+    })
+    .await;
+    let alice = Api::signed_in(&h, DEV_KEY_0).await;
+    let (_, created) = alice.post("/nodes", json!({"network": "sepolia"})).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let running = alice.wait_state(&id, "running").await;
+    assert_eq!(running["held"], true, "{running}");
+    let url = running["url"].as_str().unwrap().to_owned();
+    let (user, password) = (
+        running["auth"]["user"].as_str().unwrap().to_owned(),
+        running["auth"]["password"].as_str().unwrap().to_owned(),
+    );
+    let failed = wait_for("the node to fail", Duration::from_secs(60), || async {
+        let (_, node) = alice.get(&format!("/nodes/{id}")).await;
+        (node["state"] == "failed").then_some(node)
+    })
+    .await;
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("times in a row"),
+        "{failed}"
+    );
+    // Every move to failed stops the backend: runtime gone, endpoint and password removed.
+    let gone = wait_for(
+        "the runtime to be released",
+        Duration::from_secs(30),
+        || async {
+            let (_, node) = alice.get(&format!("/nodes/{id}")).await;
+            (node["held"] == false).then_some(node)
+        },
+    )
+    .await;
+    assert!(gone["url"].is_null() && gone["auth"].is_null(), "{gone}");
+    let gateway = dir.path().join("local/nginx/gateway");
+    for sub in ["locations", "htpasswd", "upstreams"] {
+        let left: Vec<_> = std::fs::read_dir(gateway.join(sub))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{sub}: {left:?}");
+    }
+    let after = rpc(&url, Some((&user, &password)), "eth_blockNumber", json!([])).await;
+    assert!(matches!(after, Err(RpcError::Http(401 | 404))), "{after:?}");
+    wait_for(
+        "no process of the node left",
+        Duration::from_secs(15),
+        || async {
+            erigolem_test_utils::pids_mentioning(&id)
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    // Stop on a failed node that holds nothing changes nothing; delete removes it.
+    let (status, node) = alice.post(&format!("/nodes/{id}/stop"), json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(node["state"], "failed");
+    assert_eq!(
+        alice.delete(&format!("/nodes/{id}")).await,
+        StatusCode::NO_CONTENT
+    );
+}
+
+/// As root, the Nginx files fall back to a directory under /tmp when the data dir is not
+/// searchable. A local user who creates that directory first (predictable name, their own,
+/// world-writable) must not get root's Nginx config written into it.
+#[tokio::test]
+async fn a_hostile_nginx_dir_created_in_tmp_beforehand_is_not_used() {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::PermissionsExt;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the /tmp fallback exists only for root (CI runs as root)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let data = dir.path().join("data");
+    let local = data.join("local");
+    std::fs::create_dir_all(&local).unwrap();
+    // The name the server used to choose: a hash of the canonical backend dir.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    local.canonicalize().unwrap().hash(&mut hasher);
+    let hostile = std::env::temp_dir().join(format!("erigolem-nginx-{:016x}", hasher.finish()));
+    let _ = std::fs::remove_dir_all(&hostile);
+    std::fs::create_dir(&hostile).unwrap();
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    nix::unistd::chown(
+        &hostile,
+        Some(nobody),
+        Some(nix::unistd::Gid::from_raw(65534)),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hostile, std::fs::Permissions::from_mode(0o777)).unwrap();
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Remove(hostile.clone());
+
+    let h = server_with_nodes(&data, |_| {}).await;
+    let alice = Api::signed_in(&h, DEV_KEY_0).await;
+    let (_, created) = alice.post("/nodes", json!({"network": "dev"})).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let node = alice.wait_state(&id, "running").await;
+    let auth = (
+        node["auth"]["user"].as_str().unwrap(),
+        node["auth"]["password"].as_str().unwrap(),
+    );
+    rpc(
+        node["url"].as_str().unwrap(),
+        Some(auth),
+        "eth_blockNumber",
+        json!([]),
+    )
+    .await
+    .unwrap();
+    let written: Vec<_> = std::fs::read_dir(&hostile)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        written.is_empty(),
+        "root's Nginx files went into {}: {written:?}",
+        hostile.display()
+    );
+    let meta = std::fs::metadata(&hostile).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 65534);
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o777,
+        "the server changed its mode"
+    );
+    alice.post(&format!("/nodes/{id}/stop"), json!({})).await;
+    alice.wait_state(&id, "stopped").await;
+    h.shutdown().await;
+
+    // The directory it made is remembered for the next start. If it is gone (a tmp cleaner) and
+    // a local user put their own in its place — a world-writable dir, or a symlink to one — the
+    // next start makes a new one instead of writing into theirs.
+    let record = local.join("nginx-dir");
+    let bait = std::env::temp_dir().join(format!("erigolem-bait-{}", std::process::id()));
+    let _bait_cleanup = Remove(bait.clone());
+    for plant in ["world-writable dir", "symlink"] {
+        let used = std::path::PathBuf::from(std::fs::read_to_string(&record).unwrap());
+        assert!(used.starts_with(std::env::temp_dir()) && used != hostile);
+        std::fs::remove_dir_all(&used).unwrap();
+        let target = if plant == "symlink" {
+            std::fs::create_dir_all(&bait).unwrap();
+            std::os::unix::fs::symlink(&bait, &used).unwrap();
+            bait.clone()
+        } else {
+            std::fs::create_dir(&used).unwrap();
+            used.clone()
+        };
+        nix::unistd::chown(&target, Some(nobody), None).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let _planted = Remove(used.clone());
+
+        let h = server_with_nodes(&data, |_| {}).await;
+        let alice = Api::signed_in(&h, DEV_KEY_0).await;
+        let (_, created) = alice.post("/nodes", json!({"network": "dev"})).await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        alice.wait_state(&id, "running").await;
+        let written: Vec<_> = std::fs::read_dir(&target).unwrap().collect();
+        assert!(
+            written.is_empty(),
+            "{plant}: the server wrote into {}",
+            target.display()
+        );
+        let now = std::path::PathBuf::from(std::fs::read_to_string(&record).unwrap());
+        assert_ne!(now, used, "{plant}: the planted path is in use");
+        alice.post(&format!("/nodes/{id}/stop"), json!({})).await;
+        alice.wait_state(&id, "stopped").await;
+        h.shutdown().await;
+        let _ = std::fs::remove_file(&used);
+    }
+    let _ = std::fs::remove_dir_all(std::fs::read_to_string(&record).unwrap());
 }

@@ -4,7 +4,11 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use erigolem_store::{now_ms, Key, KeyFile, NewNode, NodeState, Store, StoreError};
+use erigolem_lifecycle::{DocumentKind, Glm, LinearPrice};
+use erigolem_store::{
+    now_ms, DocumentState, Key, KeyFile, NewDeal, NewDocument, NewNode, NewPlan, NodeState,
+    Reservation, Reserved, Store, StoreError, SERVER_LEDGER,
+};
 use erigolem_test_utils::postgres::Postgres;
 use serde_json::json;
 use sqlx::Row;
@@ -80,6 +84,16 @@ both!(
     delete_only_when_down,
     password_encrypted_at_rest,
     restart_keeps_everything,
+    transition_from_is_a_compare_and_set,
+    plans_allow_a_bounded_number_of_replacements_each_recorded,
+    deals_freeze_billing_once_and_survive_a_restart,
+    payments_are_reserved_once_and_totals_compare_and_set,
+    concurrent_payments_never_exceed_what_was_read,
+    provider_text_is_length_capped,
+    capped_inserts_race_to_exactly_the_cap,
+    nonces_per_client_are_capped,
+    purge_removes_old_events_only,
+    counts_by_state,
 );
 
 const ALICE: &str = "0xaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -168,8 +182,18 @@ async fn sessions_expire_and_revoke(db: Db) {
     assert_eq!(db.store.session("h2", now).await.unwrap(), None, "revoked");
     assert!(db.store.session("h1", now).await.unwrap().is_some());
 
-    assert_eq!(db.store.purge_expired(now).await.unwrap(), 1, "h3");
+    assert_eq!(
+        db.store.purge_expired(now).await.unwrap(),
+        2,
+        "h2 (revoked) and h3 (expired)"
+    );
     assert!(db.store.session("h1", now).await.unwrap().is_some());
+    let live = db
+        .store
+        .live_sessions(&["h1".into(), "h2".into(), "h3".into(), "nope".into()], now)
+        .await
+        .unwrap();
+    assert_eq!(live, ["h1"]);
 }
 
 async fn node_lifecycle_and_events(db: Db) {
@@ -757,7 +781,10 @@ async fn sqlite_settings_and_parent_dir() {
         .fetch_one(store.pool())
         .await
         .unwrap();
-    assert_eq!(applied, 1);
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+        .unwrap()
+        .count();
+    assert_eq!(applied, files as i64);
 }
 
 #[tokio::test]
@@ -772,4 +799,634 @@ async fn sqlite_in_memory_works() {
         .unwrap();
     assert_eq!(store.nodes(ALICE).await.unwrap().len(), 1);
     assert_eq!(store.backend_name(), "sqlite");
+}
+
+fn g(s: &str) -> Glm {
+    Glm::parse(s).unwrap()
+}
+
+fn plan(budget: &str, max_replacements: u32) -> NewPlan {
+    NewPlan {
+        budget: Some(g(budget)),
+        max_price_per_hour: Some(g("1")),
+        max_start_fee: Some(g("0.1")),
+        expected_hours: Some(2),
+        auto_replace: true,
+        max_replacements,
+    }
+}
+
+fn new_deal(agreement: &str, node: &str, plan_id: &str, provider: &str) -> NewDeal {
+    NewDeal {
+        agreement_id: agreement.into(),
+        node_id: node.into(),
+        plan_id: plan_id.into(),
+        owner: ALICE.into(),
+        provider_id: provider.into(),
+        provider_name: Some("honest".into()),
+        allocation_id: format!("alloc-{agreement}"),
+        price: LinearPrice {
+            per_hour: Glm::from_decimal(
+                &"0.2000000000000000016"
+                    .parse::<bigdecimal::BigDecimal>()
+                    .unwrap(),
+            )
+            .unwrap(),
+            start_fee: g("0.01"),
+            per_request: None,
+        },
+        expires_at: now_ms() + 86_400_000,
+    }
+}
+
+async fn transition_from_is_a_compare_and_set(db: Db) {
+    let n = db.store.insert_node(&new_node(ALICE, "cas")).await.unwrap();
+    db.store
+        .transition_from(&n.id, NodeState::Pending, NodeState::Starting, None)
+        .await
+        .unwrap();
+    // Decided from `pending`, but the node moved on: refused, even though starting → failed is legal.
+    let err = db
+        .store
+        .transition_from(&n.id, NodeState::Pending, NodeState::Failed, Some("x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::IllegalTransition {
+                from: NodeState::Starting,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let node = db
+        .store
+        .transition_from(&n.id, NodeState::Starting, NodeState::Running, None)
+        .await
+        .unwrap();
+    assert_eq!(node.state, NodeState::Running);
+    assert!(matches!(
+        db.store
+            .transition_from(&n.id, NodeState::Running, NodeState::Running, None)
+            .await,
+        Err(StoreError::IllegalTransition { .. })
+    ));
+    assert!(matches!(
+        db.store
+            .transition_from("nope", NodeState::Running, NodeState::Failed, None)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn plans_allow_a_bounded_number_of_replacements_each_recorded(db: Db) {
+    let (first, p) = db
+        .store
+        .insert_node_with_plan(&new_node(ALICE, "keeper"), &plan("2", 2), None)
+        .await
+        .unwrap();
+    assert_eq!(first.plan_id.as_deref(), Some(first.id.as_str()));
+    assert_eq!(p.id, first.id);
+    assert!(p.may_replace());
+    let stored = db.store.plan(&p.id).await.unwrap().unwrap();
+    assert_eq!(stored, p);
+    assert_eq!(stored.budget, Some(g("2")));
+    assert_eq!(stored.expected_hours, Some(2));
+
+    let mut failed = first.clone();
+    let mut chain = vec![first.id.clone()];
+    for i in 0..2 {
+        let next = db
+            .store
+            .replace_node(&failed, &new_node(ALICE, "keeper"), &format!("reason {i}"))
+            .await
+            .unwrap()
+            .expect("a replacement left");
+        assert_eq!(next.plan_id.as_deref(), Some(p.id.as_str()));
+        assert_eq!(next.replaces.as_deref(), Some(failed.id.as_str()));
+        assert_eq!(next.state, NodeState::Pending);
+        assert!(next
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains(&format!("reason {i}")));
+        assert_eq!(
+            db.store
+                .replacement_of(&failed.id)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(next.id.as_str())
+        );
+        chain.push(next.id.clone());
+        failed = next;
+    }
+    assert!(db
+        .store
+        .replace_node(&failed, &new_node(ALICE, "keeper"), "third")
+        .await
+        .unwrap()
+        .is_none());
+    let stored = db.store.plan(&p.id).await.unwrap().unwrap();
+    assert_eq!(stored.replacements, 2);
+    assert!(!stored.may_replace());
+    let recorded = db.store.replacements(&p.id).await.unwrap();
+    assert_eq!(recorded.len(), 2);
+    assert_eq!(recorded[1].seq, 2);
+    assert_eq!(recorded[1].failed_node, chain[1]);
+    assert_eq!(recorded[1].new_node, chain[2]);
+    assert_eq!(recorded[1].reason, "reason 1");
+
+    // Concurrent replacements of one failure: exactly one wins the last slot.
+    let (n, p) = db
+        .store
+        .insert_node_with_plan(&new_node(BOB, "race"), &plan("1", 1), None)
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, n) = (db.store.clone(), n.clone());
+            tokio::spawn(async move {
+                store
+                    .replace_node(&n, &new_node(BOB, "race"), "race")
+                    .await
+                    .unwrap()
+                    .is_some()
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        won += u32::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1);
+    assert_eq!(db.store.plan(&p.id).await.unwrap().unwrap().replacements, 1);
+    // Without auto-replace, none.
+    let (n, _) = db
+        .store
+        .insert_node_with_plan(
+            &new_node(BOB, "manual"),
+            &NewPlan {
+                auto_replace: false,
+                ..plan("1", 2)
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(db
+        .store
+        .replace_node(&n, &new_node(BOB, "manual"), "x")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn deals_freeze_billing_once_and_survive_a_restart(mut db: Db) {
+    // A plan comes with its node, within the owner's node cap, or not at all.
+    let carol = "0xcccccccccccccccccccccccccccccccccccccccc";
+    db.store
+        .insert_node_with_plan(&new_node(carol, "one"), &plan("1", 0), Some(1))
+        .await
+        .unwrap();
+    let over = db
+        .store
+        .insert_node_with_plan(&new_node(carol, "two"), &plan("1", 0), Some(1))
+        .await;
+    assert!(
+        matches!(over, Err(StoreError::TooManyNodes { active: 1, max: 1 })),
+        "{over:?}"
+    );
+    assert_eq!(db.store.nodes(carol).await.unwrap().len(), 1);
+    let (n, p) = db
+        .store
+        .insert_node_with_plan(&new_node(ALICE, "paid"), &plan("2", 0), None)
+        .await
+        .unwrap();
+    db.store
+        .insert_deal(&new_deal("a1", &n.id, &p.id, "0xprov1"))
+        .await
+        .unwrap();
+    // The same agreement twice is an error, never a second row.
+    assert!(db
+        .store
+        .insert_deal(&new_deal("a1", &n.id, &p.id, "0xprov1"))
+        .await
+        .is_err());
+    db.store.set_deal_activity("a1", "act1").await.unwrap();
+    db.store.mark_served("a1", 1_000).await.unwrap();
+    db.store.mark_served("a1", 2_000).await.unwrap();
+    db.store.note_requests("a1", 10).await.unwrap();
+    db.store.note_requests("a1", 7).await.unwrap();
+    let d = db.store.live_deal(&n.id).await.unwrap().unwrap();
+    assert_eq!(d.activity_id.as_deref(), Some("act1"));
+    assert_eq!(
+        d.service.served_from,
+        Some(1_000),
+        "the first STATUS counts"
+    );
+    assert_eq!(d.service.requests, 10, "the count only grows");
+    assert_eq!(
+        d.price.per_hour.to_string(),
+        "0.2000000000000000016",
+        "exact"
+    );
+    db.store.freeze_billing(&n.id, 5_000).await.unwrap();
+    db.store.freeze_billing(&n.id, 9_000).await.unwrap();
+    db.store.note_requests("a1", 99).await.unwrap();
+    let d = db.store.deal("a1").await.unwrap().unwrap();
+    assert_eq!(
+        d.service.served_until,
+        Some(5_000),
+        "frozen at the first stop or failure"
+    );
+    assert_eq!(d.service.requests, 10, "frozen too");
+    assert!(
+        db.store.live_deal(&n.id).await.unwrap().is_some(),
+        "not ended yet"
+    );
+    db.store.end_deal("a1", 7_000).await.unwrap();
+    assert!(db.store.live_deal(&n.id).await.unwrap().is_none());
+    let d = db.store.deal("a1").await.unwrap().unwrap();
+    assert_eq!(
+        (d.ended_at, d.service.served_until),
+        (Some(7_000), Some(5_000))
+    );
+    // A second agreement of the same plan, on another provider.
+    db.store
+        .insert_deal(&new_deal("a2", &n.id, &p.id, "0xprov2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.plan_providers(&p.id).await.unwrap(),
+        ["0xprov1", "0xprov2"]
+    );
+    db.restart().await;
+    let open: Vec<String> = db
+        .store
+        .open_deals()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.agreement_id)
+        .collect();
+    assert_eq!(open, ["a1", "a2"], "unsettled or not ended: still owed");
+    assert_eq!(db.store.node_deals(&n.id).await.unwrap().len(), 2);
+    // Deals stay when their node is deleted: an invoice may still come.
+    db.store
+        .transition(&n.id, NodeState::Failed, Some("x"))
+        .await
+        .unwrap();
+    assert!(db.store.delete_node(&n.id, ALICE).await.unwrap());
+    assert!(db.store.deal("a1").await.unwrap().is_some());
+}
+
+fn doc(id: &str, kind: DocumentKind, agreement: &str, amount: &str) -> NewDocument {
+    NewDocument {
+        id: id.into(),
+        kind,
+        agreement_id: agreement.into(),
+        owner: ALICE.into(),
+        amount: amount.into(),
+    }
+}
+
+async fn payments_are_reserved_once_and_totals_compare_and_set(db: Db) {
+    let (n, p) = db
+        .store
+        .insert_node_with_plan(&new_node(ALICE, "paid"), &plan("2", 0), None)
+        .await
+        .unwrap();
+    db.store
+        .insert_deal(&new_deal("a1", &n.id, &p.id, "0xprov1"))
+        .await
+        .unwrap();
+    let period = 86_400_000;
+    let zero = Glm::zero();
+    let dn1 = doc("dn1", DocumentKind::DebitNote, "a1", "0.3");
+    let reserve = |d: &'static NewDocument, inc: &'static str, seen: [&'static str; 4]| {
+        let store = db.store.clone();
+        async move {
+            let (inc, s) = (g(inc), seen.map(g));
+            store
+                .reserve_payment(&Reservation {
+                    document: d,
+                    increment: &inc,
+                    period_start: period,
+                    deal_accepted: &s[0],
+                    plan_spent: &s[1],
+                    user_spent: &s[2],
+                    server_spent: &s[3],
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let dn1: &'static NewDocument = Box::leak(Box::new(dn1));
+    assert_eq!(
+        reserve(dn1, "0.3", ["0", "0", "0", "0"]).await,
+        Reserved::Done
+    );
+    assert_eq!(
+        reserve(dn1, "0.3", ["0.3", "0.3", "0.3", "0.3"]).await,
+        Reserved::Duplicate,
+        "a document is decided once"
+    );
+    let d = db.store.document("dn1").await.unwrap().unwrap();
+    assert_eq!(d.state, DocumentState::Accepting);
+    assert_eq!(d.increment, g("0.3"));
+    assert_eq!(
+        db.store
+            .documents_in_state(DocumentState::Accepting)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Decided on numbers that moved: stale, and nothing of it stays.
+    let dn2: &'static NewDocument =
+        Box::leak(Box::new(doc("dn2", DocumentKind::DebitNote, "a1", "0.5")));
+    assert_eq!(
+        reserve(dn2, "0.2", ["0", "0", "0", "0"]).await,
+        Reserved::Stale
+    );
+    assert!(db.store.document("dn2").await.unwrap().is_none());
+    assert_eq!(
+        reserve(dn2, "0.2", ["0.3", "0.3", "0.3", "0.3"]).await,
+        Reserved::Done
+    );
+    db.store.confirm_payment("dn1").await.unwrap();
+    db.store.confirm_payment("dn2").await.unwrap();
+    assert_eq!(
+        db.store.deal("a1").await.unwrap().unwrap().accepted,
+        g("0.5")
+    );
+    assert_eq!(db.store.plan(&p.id).await.unwrap().unwrap().spent, g("0.5"));
+    assert_eq!(db.store.spent(ALICE, period).await.unwrap(), g("0.5"));
+    assert_eq!(
+        db.store.spent(SERVER_LEDGER, period).await.unwrap(),
+        g("0.5")
+    );
+    assert_eq!(db.store.spent(ALICE, 0).await.unwrap(), zero);
+    assert_eq!(db.store.spent(BOB, period).await.unwrap(), zero);
+
+    // A refusal is recorded once and shown on the deal.
+    let greedy = doc("dn3", DocumentKind::DebitNote, "a1", "9");
+    assert!(db
+        .store
+        .refuse_payment(&greedy, "too much", period)
+        .await
+        .unwrap());
+    assert!(!db
+        .store
+        .refuse_payment(&greedy, "too much", period)
+        .await
+        .unwrap());
+    let d = db.store.deal("a1").await.unwrap().unwrap();
+    assert_eq!(d.refused.as_deref(), Some("debit note dn3: too much"));
+    assert_eq!(d.accepted, g("0.5"), "a refusal pays nothing");
+
+    // A reservation yagna would not accept is given back.
+    let inv: &'static NewDocument =
+        Box::leak(Box::new(doc("inv1", DocumentKind::Invoice, "a1", "0.6")));
+    assert_eq!(
+        reserve(inv, "0.1", ["0.5", "0.5", "0.5", "0.5"]).await,
+        Reserved::Done
+    );
+    assert!(db
+        .store
+        .release_payment("inv1", "yagna: 400")
+        .await
+        .unwrap());
+    let d = db.store.document("inv1").await.unwrap().unwrap();
+    assert_eq!(d.state, DocumentState::Failed);
+    assert_eq!(
+        db.store.deal("a1").await.unwrap().unwrap().accepted,
+        g("0.5")
+    );
+    assert_eq!(db.store.plan(&p.id).await.unwrap().unwrap().spent, g("0.5"));
+    assert_eq!(db.store.spent(ALICE, period).await.unwrap(), g("0.5"));
+    // An invoice accepted settles its agreement.
+    let inv2: &'static NewDocument =
+        Box::leak(Box::new(doc("inv2", DocumentKind::Invoice, "a1", "0.6")));
+    assert_eq!(
+        reserve(inv2, "0.1", ["0.5", "0.5", "0.5", "0.5"]).await,
+        Reserved::Done
+    );
+    db.store.confirm_payment("inv2").await.unwrap();
+    let d = db.store.deal("a1").await.unwrap().unwrap();
+    assert!(d.settled);
+    assert_eq!(d.accepted, g("0.6"));
+    assert_eq!(db.store.agreement_documents("a1").await.unwrap().len(), 5);
+    assert!(db
+        .store
+        .documents_in_state(DocumentState::Accepting)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn concurrent_payments_never_exceed_what_was_read(db: Db) {
+    let (n, p) = db
+        .store
+        .insert_node_with_plan(&new_node(ALICE, "race"), &plan("1", 0), None)
+        .await
+        .unwrap();
+    db.store
+        .insert_deal(&new_deal("a1", &n.id, &p.id, "0xprov1"))
+        .await
+        .unwrap();
+    // Eight documents decided on the same totals (zero): only one may count.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = db.store.clone();
+            tokio::spawn(async move {
+                let d = doc(&format!("dn{i}"), DocumentKind::DebitNote, "a1", "0.6");
+                let (inc, zero) = (g("0.6"), Glm::zero());
+                store
+                    .reserve_payment(&Reservation {
+                        document: &d,
+                        increment: &inc,
+                        period_start: 0,
+                        deal_accepted: &zero,
+                        plan_spent: &zero,
+                        user_spent: &zero,
+                        server_spent: &zero,
+                    })
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut done = 0;
+    for t in tasks {
+        if t.await.unwrap() == Reserved::Done {
+            done += 1;
+        }
+    }
+    assert_eq!(done, 1);
+    assert_eq!(db.store.plan(&p.id).await.unwrap().unwrap().spent, g("0.6"));
+    assert_eq!(db.store.spent(SERVER_LEDGER, 0).await.unwrap(), g("0.6"));
+}
+
+/// Whatever a provider sends (failure reasons, URLs, user names, sync JSON) is stored at a
+/// bounded length: a megabyte of reason does not become a megabyte per event row.
+async fn provider_text_is_length_capped(db: Db) {
+    use NodeState::*;
+    let s = &db.store;
+    let n = s.insert_node(&new_node(ALICE, "n")).await.unwrap();
+    s.transition(&n.id, Starting, None).await.unwrap();
+    let huge = "é".repeat(1 << 20);
+    s.set_endpoint(&n.id, &huge, Some(&huge), &huge, "pw-1", Some(&huge), None)
+        .await
+        .unwrap();
+    let sync = json!({"stages": vec![huge.clone(); 4]});
+    s.set_progress(&n.id, Some(1), Some(sync)).await.unwrap();
+    let stored = s.node(&n.id, ALICE).await.unwrap().unwrap();
+    for (what, text) in [
+        ("url", stored.url.clone()),
+        ("ws_url", stored.ws_url.clone()),
+        ("username", stored.username.clone()),
+        ("instance", stored.instance.clone()),
+    ] {
+        let len = text.map(|t| t.len()).unwrap_or(0);
+        assert!(len <= 4096, "{what}: {len} bytes stored");
+    }
+    let sync_len = stored.sync.map(|v| v.to_string().len()).unwrap_or(0);
+    assert!(sync_len <= 16 * 1024, "sync: {sync_len} bytes stored");
+    let failed = s.transition(&n.id, Failed, Some(&huge)).await.unwrap();
+    let reason = failed.reason.unwrap();
+    assert!(reason.len() <= 4096, "reason: {} bytes", reason.len());
+    assert!(reason.starts_with("éé"), "cut on a character boundary");
+    let events = s.events(ALICE, 0, 10).await.unwrap();
+    assert!(events
+        .iter()
+        .all(|e| e.reason.as_ref().is_none_or(|r| r.len() <= 4096)));
+}
+
+/// 50 concurrent capped inserts for one owner: exactly the cap gets in (per owner: another
+/// owner's nodes do not count), the rest are refused with the count.
+async fn capped_inserts_race_to_exactly_the_cap(db: Db) {
+    let s = &db.store;
+    s.insert_node(&new_node(BOB, "bob's")).await.unwrap();
+    let tries = (0..50).map(|i| {
+        let store = s.clone();
+        tokio::spawn(async move {
+            store
+                .insert_node_capped(&new_node(ALICE, &format!("n{i}")), 3)
+                .await
+        })
+    });
+    let mut created = 0;
+    for t in tries.collect::<Vec<_>>() {
+        match t.await.unwrap() {
+            Ok(_) => created += 1,
+            Err(StoreError::TooManyNodes { active, max }) => {
+                assert_eq!((active, max), (3, 3));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(created, 3);
+    assert_eq!(s.count_active(ALICE).await.unwrap(), 3);
+    // Stopped and failed nodes make room.
+    let first = s.nodes(ALICE).await.unwrap().pop().unwrap();
+    s.transition(&first.id, NodeState::Failed, None)
+        .await
+        .unwrap();
+    s.insert_node_capped(&new_node(ALICE, "again"), 3)
+        .await
+        .unwrap();
+    assert!(s
+        .insert_node_capped(&new_node(ALICE, "over"), 3)
+        .await
+        .is_err());
+    // Every node that got in has its `pending` event.
+    let events = s.events(ALICE, 0, 100).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.state == NodeState::Pending)
+            .count(),
+        4
+    );
+}
+
+async fn nonces_per_client_are_capped(db: Db) {
+    let s = &db.store;
+    let now = now_ms();
+    let issued = (0..40).map(|i| {
+        let store = s.clone();
+        tokio::spawn(async move {
+            store
+                .issue_nonce(&format!("a{i}"), now + 60_000, "192.0.2.1", 8, now)
+                .await
+                .unwrap()
+        })
+    });
+    let mut ok = 0;
+    for t in issued.collect::<Vec<_>>() {
+        ok += t.await.unwrap() as u32;
+    }
+    assert_eq!(ok, 8);
+    assert!(s
+        .issue_nonce("b", now + 60_000, "192.0.2.2", 8, now)
+        .await
+        .unwrap());
+    assert!(!s
+        .issue_nonce("c", now + 60_000, "192.0.2.1", 8, now)
+        .await
+        .unwrap());
+    // Expired nonces free the slots.
+    let later = now + 61_000;
+    assert!(s
+        .issue_nonce("e", later + 60_000, "192.0.2.1", 8, later)
+        .await
+        .unwrap());
+    assert_eq!(s.purge_expired(later).await.unwrap(), 9);
+    assert!(s.consume_nonce("e", later).await.unwrap());
+}
+
+async fn purge_removes_old_events_only(db: Db) {
+    use NodeState::*;
+    let s = &db.store;
+    let n = s.insert_node(&new_node(ALICE, "n")).await.unwrap();
+    s.transition(&n.id, Starting, None).await.unwrap();
+    let cut = now_ms() + 1;
+    while now_ms() <= cut {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    s.transition(&n.id, Running, None).await.unwrap();
+    let purged = s.purge(now_ms(), cut).await.unwrap();
+    assert_eq!(purged.events, 2);
+    let left: Vec<_> = s.events(ALICE, 0, 10).await.unwrap();
+    assert_eq!(left.iter().map(|e| e.state).collect::<Vec<_>>(), [Running]);
+    assert_eq!(s.latest_event_id(ALICE).await.unwrap(), left[0].id);
+    assert_eq!(s.latest_event_id(BOB).await.unwrap(), 0);
+    // The node itself stays.
+    assert_eq!(s.node(&n.id, ALICE).await.unwrap().unwrap().state, Running);
+}
+
+async fn counts_by_state(db: Db) {
+    use NodeState::*;
+    let s = &db.store;
+    for owner in [ALICE, BOB, BOB] {
+        s.insert_node(&new_node(owner, "n")).await.unwrap();
+    }
+    let n = s.insert_node(&new_node(ALICE, "f")).await.unwrap();
+    s.transition(&n.id, Failed, None).await.unwrap();
+    let counts = s.count_by_state().await.unwrap();
+    assert_eq!(
+        counts,
+        [
+            (Pending, 3),
+            (Starting, 0),
+            (Running, 0),
+            (Stopping, 0),
+            (Stopped, 0),
+            (Failed, 1)
+        ]
+    );
 }

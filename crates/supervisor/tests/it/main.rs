@@ -247,11 +247,22 @@ async fn a_log_over_its_cap_rotates_and_its_tail_reads_across_the_rotation() {
     let node = Supervised::spawn(sh(&script), &log, quick_policy()).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while erigolem_supervisor::tail_lines(&log, 1).unwrap_or_default() != "last line\n" {
-        assert!(std::time::Instant::now() < deadline, "the last line never reached the log");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the last line never reached the log"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let size = |name: &str| std::fs::metadata(dir.path().join(name)).map(|m| m.len()).ok();
-    assert_eq!(size("node.log"), Some(10), "the live file holds the last line only");
+    let size = |name: &str| {
+        std::fs::metadata(dir.path().join(name))
+            .map(|m| m.len())
+            .ok()
+    };
+    assert_eq!(
+        size("node.log"),
+        Some(10),
+        "the live file holds the last line only"
+    );
     assert_eq!(size("node.log.1"), Some(CAP));
     assert_eq!(size("node.log.2"), Some(CAP));
     assert_eq!(size("node.log.3"), None, "at most two rotated files");

@@ -2,7 +2,7 @@ import { useId, useState } from 'react';
 import type { Node } from '../../api/types';
 import { CopyButton } from '../../components/CopyButton';
 import { useToast } from '../../components/Toasts';
-import { formatBlock, formatDuration, formatGlm, formatTime, lagText, limitsText, STATE_LABEL, syncView } from './format';
+import { formatBlock, formatDuration, formatGlm, formatTime, isZeroGlm, lagText, limitsText, STATE_LABEL, syncView } from './format';
 import { SNIPPET_KINDS, snippet, type SnippetKind } from './snippets';
 import { useDeleteNode } from './useDeleteNode';
 import { useStopNode } from './useStopNode';
@@ -93,7 +93,8 @@ export function NodeCard({ node }: { node: Node }) {
   const remove = useDeleteNode();
   const toast = useToast();
   const live = node.state === 'running' || node.state === 'starting';
-  const canStop = node.state !== 'stopped' && node.state !== 'failed' && node.state !== 'stopping';
+  // A failed node may still hold an agreement (or a runtime): Stop ends it.
+  const canStop = node.state !== 'stopped' && node.state !== 'stopping' && (node.state !== 'failed' || node.held === true);
   const canDelete = node.state === 'stopped' || node.state === 'failed';
   const titleId = useId();
 
@@ -192,7 +193,8 @@ export function NodeCard({ node }: { node: Node }) {
             <dd>
               <span className="value" data-testid="node-price">
                 {formatGlm(node.billing.price_per_hour)} GLM/h
-                {node.billing.start_fee > 0 ? ` + ${formatGlm(node.billing.start_fee)} GLM start` : ''}
+                {!isZeroGlm(node.billing.start_fee) ? ` + ${formatGlm(node.billing.start_fee)} GLM start` : ''}
+                {node.billing.price_per_request ? ` + ${formatGlm(node.billing.price_per_request)} GLM per request` : ''}
               </span>
             </dd>
           </div>
@@ -202,7 +204,8 @@ export function NodeCard({ node }: { node: Node }) {
             <dt>Spent</dt>
             <dd>
               <span className="value" data-testid="node-spent">
-                {formatGlm(node.billing.spent)} of {formatGlm(node.billing.budget)} GLM
+                {formatGlm(node.billing.budget_spent)} of {formatGlm(node.billing.budget)} GLM
+                {node.billing.budget_spent !== node.billing.spent ? ` (this node ${formatGlm(node.billing.spent)}, the rest its predecessors)` : ''}
                 {node.billing.runway_secs !== null ? ` · budget lasts ${formatDuration(node.billing.runway_secs)}` : ''}
                 {node.billing.settled ? ' · paid' : ''}
               </span>
@@ -215,6 +218,26 @@ export function NodeCard({ node }: { node: Node }) {
             <dd>
               <code className="value" title={node.billing.provider_id}>
                 {node.billing.provider_name ?? node.billing.provider_id}
+              </code>
+            </dd>
+          </div>
+        )}
+        {node.replaces && (
+          <div className="field">
+            <dt>Replaces</dt>
+            <dd>
+              <code className="value" data-testid="node-replaces">
+                {node.replaces}
+              </code>
+            </dd>
+          </div>
+        )}
+        {node.replaced_by && (
+          <div className="field">
+            <dt>Replaced by</dt>
+            <dd>
+              <code className="value" data-testid="node-replaced-by">
+                {node.replaced_by}
               </code>
             </dd>
           </div>
@@ -249,7 +272,11 @@ export function NodeCard({ node }: { node: Node }) {
         )}
         {canStop && confirming && (
           <div className="confirm" role="group" aria-label="Confirm stop">
-            <span>Stop {node.name}? Its URL stops working at once.</span>
+            <span>
+              {node.state === 'failed'
+                ? `End what is left of ${node.name} (its agreement with the provider)?`
+                : `Stop ${node.name}? Its URL stops working at once.`}
+            </span>
             <button
               type="button"
               className="button danger"

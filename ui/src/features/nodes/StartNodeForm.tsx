@@ -1,5 +1,5 @@
 import { useEffect, useState, type FormEvent } from 'react';
-import { PRUNE_MODES, type CreateNodeRequest } from '../../api/types';
+import { GLM_PATTERN, PRUNE_MODES, type CreateNodeRequest } from '../../api/types';
 import { useToast } from '../../components/Toasts';
 import { defaultNodeName, formatBytes, formatGlm } from './format';
 import { useCreateNode } from './useCreateNode';
@@ -16,6 +16,7 @@ export function StartNodeForm({ onStarted }: { onStarted?: () => void }) {
   const [prune, setPrune] = useState<string>(PRUNE_MODES[0]);
   const [budget, setBudget] = useState('');
   const [maxPrice, setMaxPrice] = useState('');
+  const [maxStartFee, setMaxStartFee] = useState('');
   const [autoReplace, setAutoReplace] = useState(false);
 
   const offer = offers.find((o) => o.network === network) ?? offers[0];
@@ -40,8 +41,10 @@ export function StartNodeForm({ onStarted }: { onStarted?: () => void }) {
     const request: CreateNodeRequest = { network: offer.network, name: name.trim() || undefined, mode: mode || undefined };
     if (offer.engine === 'erigon') request.prune = prune;
     if (offer.price) {
-      if (budget) request.budget = Number(budget);
-      if (maxPrice) request.max_price_per_hour = Number(maxPrice);
+      // Amounts go as typed (decimal strings): the server parses them exactly.
+      if (budget) request.budget = budget.trim();
+      if (maxPrice) request.max_price_per_hour = maxPrice.trim();
+      if (maxStartFee) request.max_start_fee = maxStartFee.trim();
       if (autoReplace) request.auto_replace = true;
     }
     create.mutate(request, {
@@ -120,13 +123,19 @@ export function StartNodeForm({ onStarted }: { onStarted?: () => void }) {
         {offer?.price && (
           <label>
             Budget (GLM)
-            <input type="number" min={0} step="any" value={budget} placeholder="server default" onChange={(e) => setBudget(e.target.value)} />
+            <input inputMode="decimal" pattern={GLM_PATTERN} title="GLM, like 2 or 0.5" value={budget} placeholder="server default" onChange={(e) => setBudget(e.target.value)} />
           </label>
         )}
         {offer?.price && (
           <label>
             Max price per hour (GLM)
-            <input type="number" min={0} step="any" value={maxPrice} placeholder="any" onChange={(e) => setMaxPrice(e.target.value)} />
+            <input inputMode="decimal" pattern={GLM_PATTERN} title="GLM, like 0.5" value={maxPrice} placeholder="server cap" onChange={(e) => setMaxPrice(e.target.value)} />
+          </label>
+        )}
+        {offer?.price && (
+          <label>
+            Max start fee (GLM)
+            <input inputMode="decimal" pattern={GLM_PATTERN} title="GLM, like 0.05" value={maxStartFee} placeholder="server cap" onChange={(e) => setMaxStartFee(e.target.value)} />
           </label>
         )}
         {offer?.price && (
@@ -140,7 +149,7 @@ export function StartNodeForm({ onStarted }: { onStarted?: () => void }) {
             {offer.price.providers} provider{offer.price.providers === 1 ? '' : 's'} ·{' '}
             {formatGlm(offer.price.min_per_hour)}
             {offer.price.max_per_hour !== offer.price.min_per_hour ? `–${formatGlm(offer.price.max_per_hour)}` : ''} {offer.price.currency}/h
-            (the cheapest is chosen)
+            (the cheapest for the time it runs is chosen, start fee included)
           </p>
         )}
       </div>

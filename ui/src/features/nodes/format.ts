@@ -1,4 +1,4 @@
-import type { Node, NodeState } from '../../api/types';
+import type { Glm, Node, NodeState } from '../../api/types';
 
 /** Shown next to the state badge; the colour comes from the CSS class `state-<state>`. */
 export const STATE_LABEL: Record<NodeState, string> = {
@@ -56,8 +56,19 @@ export function defaultNodeName(network: string, random: () => number = Math.ran
   return `${network}-${word}-${n}`;
 }
 
-export function formatGlm(amount: number, locale?: string): string {
-  return new Intl.NumberFormat(locale, { maximumSignificantDigits: 4 }).format(amount);
+/**
+ * A GLM amount (the API's decimal string) for people: 4 significant digits. The string goes to
+ * `Intl.NumberFormat` as it is (it formats decimal strings exactly), never through a float.
+ */
+export function formatGlm(amount: Glm, locale?: string): string {
+  // ES2023's Intl.NumberFormat takes decimal strings; TypeScript's ES2022 lib types only numbers.
+  const format = new Intl.NumberFormat(locale, { maximumSignificantDigits: 4 }).format as unknown as (value: string) => string;
+  return format(amount);
+}
+
+/** Whether a GLM amount is zero. */
+export function isZeroGlm(amount: Glm): boolean {
+  return /^0*(\.0*)?$/.test(amount);
 }
 
 /** `2 h 5 min`, `45 min`, `30 s`. */
