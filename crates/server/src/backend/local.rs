@@ -210,6 +210,9 @@ impl LocalBackend {
             shared: Default::default(),
             limits: Limits {
                 max_instances: u32::from(local.max_nodes),
+                // The operator's own machine and nodes: no promise of Erigon's published sizes
+                // (the free-space floor still holds).
+                disk_estimates: false,
                 ..Limits::default()
             },
             rpc_limits: erigolem_node_service::dedicated_rpc_limits(),
