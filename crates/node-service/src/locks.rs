@@ -72,8 +72,8 @@ pub(crate) fn free_bytes(path: &Path) -> std::io::Result<u64> {
 /// Whether a node needing `need` fits: `free` bytes free now, of which `promised` will still be
 /// taken by other instances' nodes as they grow to their size.
 pub(crate) fn check_disk(free: u64, promised: u64, need: DiskNeed) -> Result<(), ServiceError> {
-    let wanted = need.node_bytes.saturating_add(need.min_free);
-    if free.saturating_sub(promised) >= wanted {
+    let wanted = need.node_bytes.checked_add(need.min_free);
+    if wanted.is_some_and(|wanted| free.saturating_sub(promised) >= wanted) {
         return Ok(());
     }
     Err(ServiceError::DiskLow {
