@@ -94,9 +94,12 @@ async fn shared_node_serves_two_activities_with_their_own_credentials() {
 }
 
 /// `max_instances` is checked and the instance claimed under one host lock: runtimes starting at
-/// once (one per activity, each its own process) never exceed it. (Counting under one lock and
-/// claiming under another let a start that counted before another claimed through: a race, so
-/// each round lines the starts up behind the host lock and lets them all go at once.)
+/// once (one per activity, each its own process) never exceed it. Counting under one lock and
+/// claiming under another let a start that counted before another claimed through; each round
+/// lines the starts up behind the host lock and lets them all go at once. A stress test: the
+/// window of the old code is a few system calls wide, and on two cores this test did not hit it
+/// in two runs against that code (the process releasing the lock re-takes it before the woken
+/// ones run), so it guards against regressions with more than one lock rather than proving it.
 #[tokio::test]
 async fn concurrent_starts_never_exceed_max_instances() {
     const ROUNDS: usize = 8;
