@@ -57,7 +57,7 @@ async fn entry_serves_rpc_only_with_its_credentials_and_goes_away() {
     let block = block.unwrap_or_else(|e| {
         panic!(
             "{e:?}: {}",
-            std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+            std::fs::read_to_string(dir.path().join("nginx.stderr")).unwrap_or_default()
         )
     });
     assert_eq!(hex_u64(&block), 0);
@@ -223,4 +223,30 @@ async fn add_without_a_running_nginx_leaves_nothing() {
     assert!(err.to_string().contains("nginx is not running"), "{err}");
     assert!(gw.entries().unwrap().is_empty());
     assert!(!gw.password_file(&name("orphan")).exists());
+}
+
+/// A private Nginx writes its errors to stderr (kept by whoever runs it: the local backend's
+/// supervisor rotates it at a cap), never to a file of its own that grows without bound: a
+/// stranger hammering an endpoint whose node is down cannot fill the disk through it.
+#[tokio::test]
+async fn private_nginx_errors_go_to_stderr_not_a_file_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(dir.path()).await;
+    let gw = Gateway::new(nginx.gateway.clone());
+    let down = erigolem_test_utils::free_port();
+    let c = creds("node-down");
+    gw.add(&name("node-down"), &Upstream::local(down), &c)
+        .await
+        .unwrap();
+    let url = format!("{}/node-down/", nginx.base_url());
+    until_status(&url, Some((c.user.as_str(), c.password.expose())), Some(502)).await;
+    let stderr = dir.path().join("nginx.stderr");
+    wait_for("the error on stderr", Duration::from_secs(10), || async {
+        std::fs::read_to_string(&stderr)
+            .unwrap_or_default()
+            .contains("connect() failed")
+            .then_some(())
+    })
+    .await;
+    assert!(!dir.path().join("error.log").exists());
 }
