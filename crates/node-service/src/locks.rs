@@ -153,11 +153,12 @@ impl InstanceLock {
                 }
                 let claim = Self { dir, _file: file };
                 if let Some(need) = admission.disk.filter(|n| n.node_bytes > 0) {
-                    fs::write(claim.dir.join(PROMISED_FILE), need.node_bytes.to_string())
-                        .map_err(|source| ServiceError::DataDir {
+                    fs::write(claim.dir.join(PROMISED_FILE), need.node_bytes.to_string()).map_err(
+                        |source| ServiceError::DataDir {
                             path: claim.dir.clone(),
                             source,
-                        })?;
+                        },
+                    )?;
                 }
                 Ok(claim)
             }
@@ -287,7 +288,9 @@ mod tests {
             let got = check_disk(free, promised, need(node));
             assert_eq!(got.is_ok(), admitted, "{free} {promised} {node}: {got:?}");
         }
-        let err = check_disk(500 * GB, 80 * GB, need(419 * GB)).unwrap_err().to_string();
+        let err = check_disk(500 * GB, 80 * GB, need(419 * GB))
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "not enough disk on this provider: 500.0 GB free, 80.0 GB of it promised to running \

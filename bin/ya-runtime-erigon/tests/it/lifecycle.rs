@@ -460,7 +460,11 @@ async fn a_node_log_over_its_cap_rotates() {
     })
     .await;
     assert!(size("node.log").unwrap() <= CAP, "{:?}", size("node.log"));
-    assert!(size("node.log.1").unwrap() <= CAP, "{:?}", size("node.log.1"));
+    assert!(
+        size("node.log.1").unwrap() <= CAP,
+        "{:?}",
+        size("node.log.1")
+    );
     assert_eq!(size("node.log.2"), None, "one rotated file kept");
     let logs = session.run("LOGS", &["5"]).await.unwrap();
     assert_eq!(logs.lines().count(), 5, "{logs}");

@@ -239,7 +239,12 @@ async fn private_nginx_errors_go_to_stderr_not_a_file_of_its_own() {
         .await
         .unwrap();
     let url = format!("{}/node-down/", nginx.base_url());
-    until_status(&url, Some((c.user.as_str(), c.password.expose())), Some(502)).await;
+    until_status(
+        &url,
+        Some((c.user.as_str(), c.password.expose())),
+        Some(502),
+    )
+    .await;
     let stderr = dir.path().join("nginx.stderr");
     wait_for("the error on stderr", Duration::from_secs(10), || async {
         std::fs::read_to_string(&stderr)
