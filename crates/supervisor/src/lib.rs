@@ -21,7 +21,7 @@ use tokio::sync::{oneshot, watch};
 mod logfile;
 
 use logfile::RotatingLog;
-pub use logfile::{tail_lines, LogFile};
+pub use logfile::{capture, tail_lines, LogFile};
 /// Variables a child started with a cleared environment still gets from its parent (when set):
 /// where programs are, the home and XDG directories (where a runtime finds its config), locale
 /// and time zone, the temp dir, and log settings. Nothing secret (app keys, database URLs,

@@ -134,6 +134,31 @@ impl RotatingLog {
     }
 }
 
+/// The longest line [`capture`] holds back waiting for its end; a longer one is written cut.
+const MAX_LINE: u64 = 64 * 1024;
+
+/// Copies `from` (e.g. the read end of a child's stderr pipe) into `log`, rotating at its cap,
+/// whole lines at a time, on a thread of its own until `from` closes.
+pub fn capture(
+    from: impl Read + Send + 'static,
+    log: LogFile,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    use std::io::BufRead;
+    let mut log = RotatingLog::open(log)?;
+    Ok(std::thread::spawn(move || {
+        let mut from = io::BufReader::new(from);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match (&mut from).take(MAX_LINE).read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                // A failing disk drops output; the writer never blocks on it.
+                Ok(_) => drop(log.write(&line)),
+            }
+        }
+    }))
+}
+
 fn append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
@@ -244,6 +269,29 @@ mod tests {
         l.write(b"ab\n").unwrap();
         assert_eq!(read(dir.path(), "node.log.1").as_deref(), Some("89\n"));
         assert_eq!(read(dir.path(), "node.log").as_deref(), Some("ab\n"));
+    }
+
+    #[test]
+    fn a_captured_stream_rotates_and_ends_with_its_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        let path = dir.path().join("runtime.log");
+        let config = LogFile {
+            path: path.clone(),
+            max_bytes: 100,
+            keep: 1,
+        };
+        let pump = capture(reader, config).unwrap();
+        for i in 0..1000 {
+            writeln!(writer, "line {i:04}").unwrap();
+        }
+        drop(writer);
+        pump.join().unwrap();
+        // 10-byte lines: 10 per file, the last 20 kept.
+        assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 10);
+        assert_eq!(tail_lines(&path, 1).unwrap(), "line 0999\n");
+        assert_eq!(tail_lines(&path, 100).unwrap().lines().count(), 20);
+        assert!(!dir.path().join("runtime.log.2").exists());
     }
 
     #[test]
