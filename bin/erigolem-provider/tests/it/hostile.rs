@@ -28,7 +28,14 @@ async fn ten_thousand_logs_commands_leave_the_agent_bounded_and_the_other_node_s
     let machine = Provider::start(2, |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("agent");
-    let agent = start_agent(&net, &machine, &data_dir, &["--capacity", "2"]);
+    // Nobody here accepts debit notes: the flood (over 4 minutes beside the whole suite on two
+    // cores) must not outlast the agreement's accept timeout.
+    let agent = start_agent(
+        &net,
+        &machine,
+        &data_dir,
+        &["--capacity", "2", "--debit-note-accept-timeout", "1800"],
+    );
     let (attacker, victim) = (yagna(net.requestor(0)), yagna(net.requestor(1)));
     let other = buy_dev_node(&victim, net.requestor(1), &data_dir).await;
     let mine = buy_dev_node(&attacker, net.requestor(0), &data_dir).await;
