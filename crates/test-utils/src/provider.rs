@@ -54,6 +54,7 @@ impl Provider {
                 disk_estimates: false,
                 ..Limits::default()
             },
+            guard: Default::default(),
             rpc_limits: erigolem_node_service::dedicated_rpc_limits(),
             health: Default::default(),
         };
@@ -96,12 +97,9 @@ impl Provider {
         self.config.data_dir.join("instances").join(name)
     }
 
-    /// Names of the instances that have an Nginx location file.
+    /// Names of the instances that have a gateway entry (a password file Nginx reads).
     pub fn gateway_entries(&self) -> Vec<String> {
-        list(&self.nginx.gateway.dir.join("locations"))
-            .into_iter()
-            .filter_map(|n| n.strip_suffix(".conf").map(str::to_owned))
-            .collect()
+        list(&self.nginx.gateway.dir.join("htpasswd"))
     }
 
     /// Names in the instances directory.
@@ -109,9 +107,9 @@ impl Provider {
         list(&self.config.data_dir.join("instances"))
     }
 
-    /// Files in the password directory.
-    pub fn password_files(&self) -> Vec<String> {
-        list(&self.nginx.gateway.dir.join("htpasswd"))
+    /// Files in the sockets directory (the instances' endpoint guards).
+    pub fn sockets(&self) -> Vec<String> {
+        list(&self.nginx.gateway.dir.join("sockets"))
     }
 }
 

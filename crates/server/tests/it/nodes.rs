@@ -634,7 +634,7 @@ async fn a_local_node_that_fails_releases_its_runtime_ports_and_credentials() {
     .await;
     assert!(gone["url"].is_null() && gone["auth"].is_null(), "{gone}");
     let gateway = dir.path().join("local/nginx/gateway");
-    for sub in ["locations", "htpasswd", "upstreams"] {
+    for sub in ["htpasswd", "sockets"] {
         let left: Vec<_> = std::fs::read_dir(gateway.join(sub))
             .map(|d| d.flatten().map(|e| e.file_name()).collect())
             .unwrap_or_default();
