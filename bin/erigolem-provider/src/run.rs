@@ -65,11 +65,54 @@ pub(crate) struct RunArgs {
     /// Seconds after which the offer is published anew.
     #[arg(long, default_value_t = 1800)]
     offer_ttl: u64,
+    /// Seconds an approved agreement may wait for its activity; then it is terminated and its
+    /// slot freed (ya-provider's --idle-agreement-timeout).
+    #[arg(long, default_value_t = 90)]
+    agreement_idle_timeout: u64,
+    #[command(flatten)]
+    exe_unit: ExeUnitLimitArgs,
     /// TEST ONLY: misbehave as a hostile provider would, to test requestors (`name[=value],…`:
     /// overbill-debit-notes=F, overbill-invoice=GLM, node-name=NAME, status-failed-after=N,
     /// silent-after=N, status-garbage-after=N). Never on a provider that sells nodes.
     #[arg(long, hide = true, value_parser = |s: &str| s.parse::<Misbehaviour>())]
     misbehave: Option<Misbehaviour>,
+}
+
+/// What one requestor may make an exe-unit (in this process) hold.
+#[derive(clap::Args)]
+pub(crate) struct ExeUnitLimitArgs {
+    /// Commands an exe script may hold; longer scripts are refused.
+    #[arg(long, default_value_t = 64)]
+    batch_max_commands: usize,
+    /// Batches of one activity waiting or running at once; more are refused.
+    #[arg(long, default_value_t = 16)]
+    batch_max_pending: usize,
+    /// Bytes kept of one command's stdout (and of its stderr); the rest is cut, with a marker.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    command_max_output: usize,
+    /// Bytes of output one activity's batches may hold in all; the oldest finished go first.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    activity_output_budget: usize,
+    /// Finished batches kept per activity for their results.
+    #[arg(long, default_value_t = 64)]
+    batches_kept: usize,
+    /// Seconds a finished batch's results are kept.
+    #[arg(long, default_value_t = 600)]
+    batch_results_ttl: u64,
+}
+
+impl ExeUnitLimitArgs {
+    fn limits(&self) -> erigolem_exe_unit::ExeUnitLimits {
+        erigolem_exe_unit::ExeUnitLimits {
+            max_commands: self.batch_max_commands,
+            max_pending: self.batch_max_pending,
+            max_output: self.command_max_output,
+            output_budget: self.activity_output_budget,
+            max_finished: self.batches_kept,
+            finished_ttl: Duration::from_secs(self.batch_results_ttl),
+            ..erigolem_exe_unit::ExeUnitLimits::default()
+        }
+    }
 }
 
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -97,6 +140,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         gsb_url: args.gsb_url.clone(),
         runtime,
         activities_dir: data_dir.join("activities"),
+        limits: args.exe_unit.limits(),
         run_filter: misbehaviour.rewrites_status().then(|| {
             erigolem_exe_unit::RunFilter(Arc::new(StatusMisbehaviour(misbehaviour.clone())))
         }),
@@ -124,6 +168,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     config.debit_note_interval = Duration::from_secs(args.debit_note_interval.max(1));
     config.debit_note_accept_timeout = Duration::from_secs(args.debit_note_accept_timeout.max(1));
     config.offer_ttl = Duration::from_secs(args.offer_ttl.max(10));
+    config.agreement_idle_timeout = Duration::from_secs(args.agreement_idle_timeout.max(1));
     config.misbehaviour = misbehaviour;
     let agent = erigolem_provider_agent::spawn(config)
         .await
@@ -202,6 +247,7 @@ struct ExeUnitRunner {
     gsb_url: String,
     runtime: PathBuf,
     activities_dir: PathBuf,
+    limits: erigolem_exe_unit::ExeUnitLimits,
     /// Test-only: STATUS answers rewritten by a misbehaviour.
     run_filter: Option<erigolem_exe_unit::RunFilter>,
 }
@@ -272,6 +318,7 @@ impl ActivityRunner for ExeUnitRunner {
         } else {
             config.usage_vector(activity.usage_vector.clone())
         };
+        config.limits = self.limits;
         config.run_filter = self.run_filter.clone();
         let requests_at = config
             .usage_vector

@@ -1,8 +1,10 @@
-//! One exe-script batch: its commands, what each produced, and who streams its events — kept the
-//! way yagna's exe-unit keeps them (`state.rs`, `output.rs`), so results read the same.
+//! One exe-script batch: its commands, what each produced, and the events a stream replays —
+//! kept the way yagna's exe-unit keeps them (`state.rs`, `output.rs`), so results read the same,
+//! and counted in bytes, so that [`crate::batches::Batches`] can bound what an activity holds.
+
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use futures::channel::mpsc;
 use ya_client_model::activity::{
     CaptureFormat, CaptureMode, CapturePart, CommandOutput, CommandResult, ExeScriptCommand,
     ExeScriptCommandResult, ExeScriptCommandState, RuntimeEvent, RuntimeEventKind,
@@ -15,9 +17,12 @@ pub(crate) struct Batch {
     results: Vec<CommandState>,
     /// No command will run any more: all ran, one failed, or the batch was aborted.
     pub(crate) done: bool,
+    /// When it became done.
+    pub(crate) finished_at: Option<Instant>,
     /// Every event streamed so far: a stream opened late still sees the whole batch.
     history: Vec<RuntimeEvent>,
-    streams: Vec<mpsc::UnboundedSender<RuntimeEvent>>,
+    /// Output bytes held (in the results and in the history).
+    bytes: usize,
 }
 
 impl Batch {
@@ -26,9 +31,15 @@ impl Batch {
             commands,
             results: Vec::new(),
             done: false,
+            finished_at: None,
             history: Vec::new(),
-            streams: Vec::new(),
+            bytes: 0,
         }
+    }
+
+    /// Output bytes this batch holds.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Whether command `idx` has finished.
@@ -65,6 +76,7 @@ impl Batch {
             }
             RuntimeEventKind::StdOut(out) => {
                 let written = state.stdout.write(output_bytes(out));
+                self.bytes += written.as_ref().map_or(0, output_len);
                 written
                     .filter(|_| state.stdout.stream)
                     .map(|o| RuntimeEvent {
@@ -74,6 +86,7 @@ impl Batch {
             }
             RuntimeEventKind::StdErr(out) => {
                 let written = state.stderr.write(output_bytes(out));
+                self.bytes += written.as_ref().map_or(0, output_len);
                 written
                     .filter(|_| state.stderr.stream)
                     .map(|o| RuntimeEvent {
@@ -83,30 +96,27 @@ impl Batch {
             }
         };
         if let Some(event) = forward {
-            self.streams
-                .retain(|tx| tx.unbounded_send(event.clone()).is_ok());
+            if let RuntimeEventKind::StdOut(o) | RuntimeEventKind::StdErr(o) = &event.kind {
+                self.bytes += output_len(o);
+            }
             self.history.push(event);
         }
     }
 
-    /// A stream of this batch's events: those so far, then the others as they come; it ends
-    /// with the batch. (yagna's exe-unit streams only the events after the subscription, so a
-    /// stream opened right after `Exec` may miss the start; here it never does.)
-    pub(crate) fn subscribe(&mut self) -> mpsc::UnboundedReceiver<RuntimeEvent> {
-        let (tx, rx) = mpsc::unbounded();
-        for event in &self.history {
-            let _ = tx.unbounded_send(event.clone());
-        }
-        if !self.done {
-            self.streams.push(tx);
-        }
-        rx
+    /// Event `i` of what streams see: a stream reads them one by one, from the batch's start
+    /// (yagna's exe-unit streams only the events after the subscription, so a stream opened
+    /// right after `Exec` may miss the start; here it never does), and ends once the batch is
+    /// done and it read them all.
+    pub(crate) fn event(&self, i: usize) -> Option<RuntimeEvent> {
+        self.history.get(i).cloned()
     }
 
-    /// Marks the batch done and ends its streams.
-    pub(crate) fn finish(&mut self) {
-        self.done = true;
-        self.streams.clear();
+    /// Marks the batch done (its streams end once they read what there is).
+    pub(crate) fn finish(&mut self, now: Instant) {
+        if !self.done {
+            self.done = true;
+            self.finished_at = Some(now);
+        }
     }
 
     /// The command that has started and not finished, if any.
@@ -341,17 +351,15 @@ fn output_bytes(output: &CommandOutput) -> &[u8] {
     }
 }
 
+fn output_len(output: &CommandOutput) -> usize {
+    output_bytes(output).len()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use ya_client_model::activity::Capture;
-
-    /// The next event if one is ready; None once the stream ended (panics if it is pending).
-    fn poll(rx: &mut mpsc::UnboundedReceiver<RuntimeEvent>) -> Option<RuntimeEvent> {
-        use futures::{FutureExt, StreamExt};
-        rx.next().now_or_never().expect("a ready stream")
-    }
 
     fn capture(stdout: Option<CaptureMode>) -> Capture {
         Capture {
@@ -436,6 +444,8 @@ mod tests {
         assert_eq!(all[1].stderr, Some(CommandOutput::Str("oops".into())));
         assert_eq!(all[1].message.as_deref(), Some("failed"));
         assert!(all[1].is_batch_finished);
+        // Streamed output is held twice: in the results and in what streams replay.
+        assert_eq!(batch.bytes(), 2 * (2 + 3 + 4));
 
         // With a command index: up to it, output only for it.
         let first = batch.results(Some(0));
@@ -455,7 +465,6 @@ mod tests {
             })
         };
         let mut batch = Batch::new(vec![run(Some(capture(head(3))))]);
-        let mut stream = batch.subscribe();
         batch.handle(event(
             0,
             RuntimeEventKind::StdOut(CommandOutput::Str("hello".into())),
@@ -466,18 +475,15 @@ mod tests {
             Some(CommandOutput::Str("hel".into()))
         );
         assert_eq!(batch.results(None)[0].stderr, None);
-        // At-end capture: the output is not streamed, the end is.
-        let first = poll(&mut stream).unwrap();
-        assert!(matches!(first.kind, RuntimeEventKind::Finished { .. }));
-        batch.finish();
-        assert_eq!(poll(&mut stream), None);
-        // A late stream gets the history, then ends.
-        let mut late = batch.subscribe();
+        // At-end capture: the output is not streamed, the end is; only what is kept counts.
         assert!(matches!(
-            poll(&mut late).unwrap().kind,
+            batch.event(0).unwrap().kind,
             RuntimeEventKind::Finished { .. }
         ));
-        assert_eq!(poll(&mut late), None);
+        assert_eq!(batch.event(1), None);
+        assert_eq!(batch.bytes(), 3);
+        batch.finish(Instant::now());
+        assert!(batch.done && batch.finished_at.is_some());
 
         let mut tail = CapturedOutput::from(Some(CaptureMode::AtEnd {
             part: Some(CapturePart::Tail(4)),

@@ -57,6 +57,7 @@
 //! one process.
 
 mod batch;
+mod batches;
 pub mod gsb;
 pub mod messages;
 mod unit;
@@ -99,11 +100,79 @@ pub struct ExeUnitConfig {
     pub env: Vec<(OsString, OsString)>,
     /// How often `SetActivityUsage` is sent (at most 5 s: yagna gives up after 10 s).
     pub usage_interval: Duration,
+    /// What one requestor may make the exe-unit hold: its scripts, their output, their results.
+    pub limits: ExeUnitLimits,
     /// The agreement's `golem.com.usage.vector`: the counters reported, in this order.
     pub usage_vector: Vec<String>,
     /// Test-only: rewrites what `run` commands answer (a hostile-provider double). `None` in
     /// production.
     pub run_filter: Option<RunFilter>,
+}
+
+/// Bounds on what an activity's requestor can make the exe-unit keep in memory. yagna's exe-unit
+/// (0.17.6) has none: it keeps every batch and all of its output until the activity ends
+/// (`ExeUnitState::batches`, insert-only, in `exe-unit/src/state.rs`), and caps output only
+/// where the requestor's `capture` asks (`output.rs`: `Head`/`Tail`/`Stream` limits, cut without
+/// a marker). Exe-units here live in the agent's process, so one requestor could otherwise fill
+/// the memory of every activity on the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExeUnitLimits {
+    /// Commands one exe script may hold; a longer one is refused whole (`BadRequest`).
+    pub max_commands: usize,
+    /// Batches not finished yet (queued or running) at once; more are refused.
+    pub max_pending: usize,
+    /// Bytes kept of one command's stdout, and as many of its stderr: the rest is cut, and the
+    /// output ends with a marker saying so (the command's `message` says it too).
+    pub max_output: usize,
+    /// Bytes of output kept over all of the activity's batches (results and stream replay): the
+    /// oldest finished batches are dropped to stay under it, and a running batch's output is cut
+    /// (with the marker) where it would not fit.
+    pub output_budget: usize,
+    /// Finished batches kept for their results; the oldest are dropped beyond it.
+    pub max_finished: usize,
+    /// How long a finished batch's results are kept.
+    pub finished_ttl: Duration,
+    /// GSB calls served at once (results waited for, streams); more are refused.
+    pub max_calls: usize,
+}
+
+impl Default for ExeUnitLimits {
+    fn default() -> Self {
+        Self {
+            max_commands: 64,
+            max_pending: 16,
+            max_output: 1024 * 1024,
+            output_budget: 16 * 1024 * 1024,
+            max_finished: 64,
+            finished_ttl: Duration::from_secs(600),
+            max_calls: 256,
+        }
+    }
+}
+
+impl ExeUnitLimits {
+    fn validate(&self) -> Result<(), String> {
+        let zero = [
+            ("max_commands", self.max_commands),
+            ("max_pending", self.max_pending),
+            ("max_output", self.max_output),
+            ("output_budget", self.output_budget),
+            ("max_finished", self.max_finished),
+            ("max_calls", self.max_calls),
+        ]
+        .into_iter()
+        .find(|(_, v)| *v == 0);
+        if let Some((name, _)) = zero {
+            return Err(format!("exe-unit limit {name} must be above 0"));
+        }
+        if self.max_output > self.output_budget {
+            return Err(format!(
+                "exe-unit limit max_output ({}) exceeds output_budget ({})",
+                self.max_output, self.output_budget
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Test-only: what the requestor gets for a `run` command, for doubles of hostile providers
@@ -142,6 +211,7 @@ impl ExeUnitConfig {
             workdir: workdir.into(),
             env: Vec::new(),
             usage_interval: DEFAULT_USAGE_INTERVAL,
+            limits: ExeUnitLimits::default(),
             usage_vector: vec![DURATION_SEC.to_owned(), CPU_SEC.to_owned()],
             run_filter: None,
         }
@@ -197,6 +267,7 @@ impl ExeUnitConfig {
                 self.usage_interval
             )));
         }
+        self.limits.validate().map_err(ExeUnitError::Config)?;
         if self.usage_vector.is_empty() || self.usage_vector.len() > 16 {
             return Err(ExeUnitError::Config(format!(
                 "usage vector {:?} must name 1 to 16 counters",
@@ -253,12 +324,27 @@ pub async fn spawn(config: ExeUnitConfig) -> Result<ExeUnit, ExeUnitError> {
     });
     let (ready_tx, ready) = oneshot::channel();
     let (control, control_rx) = mpsc::unbounded_channel();
+    let (gsb_url, id) = (config.gsb_url.clone(), activity_id.clone());
     let thread = std::thread::Builder::new()
         .name("exe-unit".into())
         .spawn(move || {
-            actix_rt::System::new().block_on(unit::run(
-                config, url, state_tx, usage_tx, ready_tx, control_rx,
-            ))
+            // A panic on this thread ends this activity only: yagna is told it is Terminated,
+            // the owner sees its state channel close, the runtime dies with its session (its
+            // node follows through the parent-death signal).
+            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                actix_rt::System::new().block_on(unit::run(
+                    config, url, state_tx, usage_tx, ready_tx, control_rx,
+                ))
+            }));
+            if let Err(panic) = served {
+                let reason = format!("the exe-unit failed: {}", unit::panic_message(panic));
+                tracing::error!(activity = %id, "{reason}");
+                let reported =
+                    actix_rt::System::new().block_on(report_terminated(&gsb_url, &id, &reason));
+                if let Err(e) = reported {
+                    tracing::warn!(activity = %id, "reporting Terminated: {e}");
+                }
+            }
         })
         .map_err(ExeUnitError::Thread)?;
     let started = ready.await;

@@ -8,13 +8,14 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use erigolem_runtime_client::{ClientError, RuntimeBinary, Session};
 use futures::channel::mpsc;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::{mpsc as tmpsc, oneshot, watch, Notify};
 use ya_client_model::activity::{
     ActivityState, ActivityUsage, CommandOutput, ExeScriptCommand, ExeScriptCommandResult,
@@ -23,13 +24,14 @@ use ya_client_model::activity::{
 use ya_service_bus::{Error as GsbError, ResponseChunk, RpcMessage, RpcStreamMessage};
 
 use crate::batch::Batch;
+use crate::batches::Batches;
 use crate::gsb::{self, Connection, GsbUrl, Handler, Incoming};
 use crate::messages::{
     exeunit_bus_id, Exec, GetExecBatchResults, GetRunningCommand, RpcMessageError, SetState,
     SetUsage, StreamExecBatchResults, LOCAL_ACTIVITY_BUS_ID,
 };
 use crate::usage::{alive, tree_cpu_seconds, usage_vector};
-use crate::{ExeUnitConfig, ExeUnitError};
+use crate::{ExeUnitConfig, ExeUnitError, ExeUnitLimits};
 
 /// How long connecting to yagna's GSB may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,7 +67,10 @@ struct Shared {
     state: RefCell<ActivityState>,
     state_tx: watch::Sender<ActivityState>,
     usage_tx: watch::Sender<ActivityUsage>,
-    batches: RefCell<HashMap<String, Batch>>,
+    batches: RefCell<Batches>,
+    limits: ExeUnitLimits,
+    /// GSB calls being served now.
+    calls: Cell<usize>,
     /// Some batch changed: waiters re-check their condition.
     changed: Notify,
     jobs: tmpsc::UnboundedSender<Job>,
@@ -151,7 +156,9 @@ pub(crate) async fn run(
         state: RefCell::new(initial),
         state_tx,
         usage_tx,
-        batches: RefCell::default(),
+        batches: RefCell::new(Batches::new(config.limits)),
+        limits: config.limits,
+        calls: Cell::new(0),
         changed: Notify::new(),
         jobs: jobs_tx,
         stopping: Cell::new(false),
@@ -167,8 +174,21 @@ pub(crate) async fn run(
     let server = {
         let shared = shared.clone();
         tokio::task::spawn_local(async move {
-            while let Some(call) = incoming.next().await {
-                tokio::task::spawn_local(serve(shared.clone(), call));
+            while let Some(mut call) = incoming.next().await {
+                if shared.calls.get() >= shared.limits.max_calls {
+                    tracing::warn!(activity = %shared.activity_id, "refused a call to {}: {} calls in progress", call.address, shared.calls.get());
+                    let busy = GsbError::GsbFailure(format!(
+                        "activity {} is serving {} calls already; try again later",
+                        shared.activity_id, shared.limits.max_calls
+                    ));
+                    let _ = call.reply.send(Err(busy)).await;
+                    continue;
+                }
+                let guard = CallGuard::new(shared.clone());
+                tokio::task::spawn_local(async move {
+                    serve(guard.0.clone(), call).await;
+                    drop(guard);
+                });
             }
         })
     };
@@ -212,17 +232,47 @@ pub(crate) async fn run(
         }
         .run(jobs),
     );
+    let mut worker = worker;
     let reporter = tokio::task::spawn_local(report_usage(shared.clone(), config.usage_interval));
     let _ = ready.send(Ok(()));
 
-    let (reason, done) = match control.recv().await {
+    let mut worker_alive = true;
+    let control = tokio::select! {
+        control = control.recv() => control,
+        ended = &mut worker => {
+            // The worker only ends on Shutdown: it panicked outside a command (a panic inside a
+            // command ends just that command and the activity, cleanly). Its runtime session is
+            // gone with it (the runtime is killed, its node follows): end the activity here.
+            worker_alive = false;
+            let why = match ended {
+                Err(e) if e.is_panic() => panic_message(e.into_panic()),
+                _ => "the exe-unit's worker ended".to_owned(),
+            };
+            shared.stopping.set(true);
+            let reason = format!("the exe-unit failed: {why}");
+            tracing::error!(activity = %shared.activity_id, "{reason}");
+            let state = ActivityState {
+                state: StatePair::from(State::Terminated),
+                reason: Some(reason.clone()),
+                error_message: Some(reason),
+            };
+            shared.set_state(state).await;
+            for id in shared.batches.borrow().ids() {
+                shared.finish_batch(&id);
+            }
+            control.recv().await
+        }
+    };
+    let (reason, done) = match control {
         Some(Control::Shutdown { reason, done }) => (reason, done),
         None => ("the exe-unit's owner went away".to_owned(), None),
     };
     tracing::info!(activity = %shared.activity_id, "shutting down: {reason}");
     shared.stopping.set(true);
-    let _ = shared.jobs.send(Job::Shutdown(reason));
-    let _ = worker.await;
+    if worker_alive {
+        let _ = shared.jobs.send(Job::Shutdown(reason));
+        let _ = worker.await;
+    }
     reporter.abort();
     if shared.connected.get() {
         unbind(&conn, &addrs).await;
@@ -230,6 +280,33 @@ pub(crate) async fn run(
     server.abort();
     if let Some(done) = done {
         let _ = done.send(());
+    }
+}
+
+/// Counts a GSB call being served for as long as it lives (also when its task panics).
+struct CallGuard(Rc<Shared>);
+
+impl CallGuard {
+    fn new(shared: Rc<Shared>) -> Self {
+        shared.calls.set(shared.calls.get() + 1);
+        Self(shared)
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.calls.set(self.0.calls.get().saturating_sub(1));
+    }
+}
+
+/// What a panic said (its `&str` or `String` payload).
+pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => format!("panic: {s}"),
+        Err(payload) => match payload.downcast::<&str>() {
+            Ok(s) => format!("panic: {s}"),
+            Err(_) => "panic".to_owned(),
+        },
     }
 }
 
@@ -308,10 +385,22 @@ impl Shared {
     }
 
     fn finish_batch(&self, batch_id: &str) {
-        if let Some(batch) = self.batches.borrow_mut().get_mut(batch_id) {
-            batch.finish();
+        let now = Instant::now();
+        {
+            let mut batches = self.batches.borrow_mut();
+            if let Some(batch) = batches.get_mut(batch_id) {
+                batch.finish(now);
+            }
+            batches.expire(now);
         }
         self.changed.notify_waiters();
+    }
+
+    /// Forgets finished batches past their time (see [`Batches::expire`]).
+    fn expire_batches(&self) {
+        if self.batches.borrow_mut().expire(Instant::now()) > 0 {
+            self.changed.notify_waiters();
+        }
     }
 
     /// CPU seconds of the runtime and its descendants so far (never decreasing).
@@ -342,7 +431,7 @@ impl Shared {
 
     fn exec(&self, msg: Exec) -> Result<String, RpcMessageError> {
         let mut batches = self.batches.borrow_mut();
-        if batches.contains_key(&msg.batch_id) {
+        if batches.get(&msg.batch_id).is_some() {
             return Err(RpcMessageError::BadRequest(format!(
                 "Batch {} already exists",
                 msg.batch_id
@@ -354,12 +443,24 @@ impl Shared {
                 self.activity_id
             )));
         }
-        batches.insert(msg.batch_id.clone(), Batch::new(msg.exe_script));
+        batches.expire(Instant::now());
+        if let Err(refusal) = batches.admit(&msg.batch_id, msg.exe_script) {
+            tracing::warn!(activity = %self.activity_id, "refused batch {}: {refusal}", msg.batch_id);
+            return Err(RpcMessageError::BadRequest(refusal.to_string()));
+        }
         if self.jobs.send(Job::Batch(msg.batch_id.clone())).is_err() {
             batches.remove(&msg.batch_id);
             return Err(RpcMessageError::Service("the exe-unit has ended".into()));
         }
         Ok(msg.batch_id)
+    }
+
+    fn not_found(&self, batch_id: &str) -> RpcMessageError {
+        RpcMessageError::NotFound(format!(
+            "batch_id = {batch_id} (finished batches are kept {} s, at most {})",
+            self.limits.finished_ttl.as_secs(),
+            self.limits.max_finished
+        ))
     }
 
     /// Waits (up to the message's timeout) until command `command_index` (or the last one) has
@@ -371,12 +472,7 @@ impl Shared {
     ) -> Result<Vec<ExeScriptCommandResult>, RpcMessageError> {
         let len = match self.batches.borrow().get(&msg.batch_id) {
             Some(batch) => batch.commands.len(),
-            None => {
-                return Err(RpcMessageError::NotFound(format!(
-                    "batch_id = {}",
-                    msg.batch_id
-                )))
-            }
+            None => return Err(self.not_found(&msg.batch_id)),
         };
         if len == 0 {
             return Ok(Vec::new());
@@ -408,12 +504,11 @@ impl Shared {
         if !within && msg.command_index.is_some() {
             return Err(RpcMessageError::Timeout);
         }
-        Ok(self
-            .batches
+        self.batches
             .borrow()
             .get(&msg.batch_id)
             .map(|b| b.results(msg.command_index))
-            .unwrap_or_default())
+            .ok_or_else(|| self.not_found(&msg.batch_id))
     }
 
     fn running(&self) -> Result<Vec<ExeScriptCommandState>, RpcMessageError> {
@@ -507,23 +602,29 @@ async fn stream(
         let _ = reply.send(gsb::part(&Err::<RuntimeEvent, _>(e))).await;
         return;
     }
-    let events = shared
-        .batches
-        .borrow_mut()
-        .get_mut(&msg.batch_id)
-        .map(Batch::subscribe);
-    match events {
-        None => {
-            let e = GsbError::GsbBadRequest(format!("Unknown batch: {}", msg.batch_id));
-            let _ = reply.send(Err(e)).await;
-        }
-        Some(mut events) => {
-            while let Some(event) = events.next().await {
+    if shared.batches.borrow().get(&msg.batch_id).is_none() {
+        let e = GsbError::GsbBadRequest(format!("Unknown batch: {}", msg.batch_id));
+        let _ = reply.send(Err(e)).await;
+        return;
+    }
+    // One event at a time from the batch's history: a stream holds no copy of the output.
+    let mut next = 0;
+    loop {
+        let notified = shared.changed.notified();
+        let (event, done) = match shared.batches.borrow().get(&msg.batch_id) {
+            Some(batch) => (batch.event(next), batch.done),
+            None => break, // forgotten (its time is up, or the activity ended)
+        };
+        match event {
+            Some(event) => {
+                next += 1;
                 let item = gsb::part(&Ok::<_, RpcMessageError>(event));
                 if reply.send(item).await.is_err() {
                     break;
                 }
             }
+            None if done => break,
+            None => notified.await,
         }
     }
 }
@@ -535,6 +636,7 @@ async fn report_usage(shared: Rc<Shared>, interval: Duration) {
         if !shared.state_pair().alive() || shared.stopping.get() {
             return;
         }
+        shared.expire_batches();
         let usage = shared.measure_usage();
         if let Some(pid) = shared.runtime_pid.get() {
             if !alive(pid) {
@@ -625,7 +727,7 @@ impl Worker {
             }
         }
         // Whatever did not run will not: let the waiters have what there is.
-        let ids: Vec<String> = self.shared.batches.borrow().keys().cloned().collect();
+        let ids = self.shared.batches.borrow().ids();
         for id in ids {
             self.shared.finish_batch(&id);
         }
@@ -636,6 +738,7 @@ impl Worker {
             Some(batch) => batch.commands.clone(),
             None => return,
         };
+        let mut failure = None;
         for (idx, command) in commands.into_iter().enumerate() {
             if self.shared.stopping.get() {
                 tracing::warn!(activity = %self.shared.activity_id, "batch {id} aborted: shutting down");
@@ -643,25 +746,52 @@ impl Worker {
             }
             self.shared
                 .emit(id, RuntimeEvent::started(id.into(), idx, command.clone()));
-            let outcome = self.execute(&command).await;
+            // A panic while running one command ends that command and the activity (cleanly:
+            // the runtime is shut down), never the agent or another activity.
+            let outcome = match AssertUnwindSafe(self.execute(&command))
+                .catch_unwind()
+                .await
+            {
+                Ok(outcome) => outcome,
+                Err(panic) => {
+                    let why = panic_message(panic);
+                    tracing::error!(activity = %self.shared.activity_id, "batch {id} command {idx}: {why}");
+                    failure = Some(format!("the exe-unit failed running a command: {why}"));
+                    Outcome::failed(-1, format!("internal error of the exe-unit: {why}"))
+                }
+            };
             if outcome.silent {
                 tracing::warn!(activity = %self.shared.activity_id, "batch {id}: command {idx} left unanswered (test filter)");
                 return;
             }
+            let mut cuts = Vec::new();
             for (bytes, stdout) in [(outcome.stdout, true), (outcome.stderr, false)] {
-                if !bytes.is_empty() {
-                    let output = CommandOutput::Bin(bytes);
-                    let kind = match stdout {
-                        true => RuntimeEventKind::StdOut(output),
-                        false => RuntimeEventKind::StdErr(output),
-                    };
-                    self.shared
-                        .emit(id, RuntimeEvent::new(id.into(), idx, kind));
+                if bytes.is_empty() {
+                    continue;
                 }
+                let room = self.shared.batches.borrow().room(0);
+                let (bytes, cut) = cap_output(bytes, room);
+                if let Some(cut) = &cut {
+                    let stream = if stdout { "stdout" } else { "stderr" };
+                    tracing::warn!(activity = %self.shared.activity_id, "batch {id} command {idx}: {stream} {cut}");
+                    cuts.push(format!("{stream} {cut}"));
+                }
+                let output = CommandOutput::Bin(bytes);
+                let kind = match stdout {
+                    true => RuntimeEventKind::StdOut(output),
+                    false => RuntimeEventKind::StdErr(output),
+                };
+                self.shared
+                    .emit(id, RuntimeEvent::new(id.into(), idx, kind));
             }
             let (code, message) = match outcome.result {
                 Ok(()) => (0, None),
                 Err((code, message)) => (code, Some(message)),
+            };
+            let message = match (message, cuts.is_empty()) {
+                (message, true) => message,
+                (None, false) => Some(cuts.join("; ")),
+                (Some(m), false) => Some(format!("{m} ({})", cuts.join("; "))),
             };
             self.shared.emit(
                 id,
@@ -677,6 +807,9 @@ impl Worker {
             }
         }
         self.shared.finish_batch(id);
+        if let Some(reason) = failure {
+            self.terminate(reason, true).await;
+        }
     }
 
     async fn execute(&mut self, command: &ExeScriptCommand) -> Outcome {
@@ -846,6 +979,24 @@ impl Worker {
     }
 }
 
+/// `bytes` within `room`: cut at a character boundary where it would not fit, with a marker line
+/// at the end saying so; and what was cut, for the command's message.
+fn cap_output(mut bytes: Vec<u8>, room: usize) -> (Vec<u8>, Option<String>) {
+    let len = bytes.len();
+    if len <= room {
+        return (bytes, None);
+    }
+    // Back over UTF-8 continuation bytes, so text output stays text.
+    let mut cut = room;
+    while cut > 0 && bytes[cut] & 0xC0 == 0x80 {
+        cut -= 1;
+    }
+    bytes.truncate(cut);
+    let what = format!("cut at {cut} of {len} bytes (the provider's limit of output kept)");
+    bytes.extend_from_slice(format!("\n[erigolem exe-unit: output {what}]\n").as_bytes());
+    (bytes, Some(what))
+}
+
 /// The end of `text`, at most `n` characters.
 fn last_chars(text: &str, n: usize) -> &str {
     let text = text.trim_end();
@@ -867,6 +1018,23 @@ mod tests {
         assert_eq!(wait_time(Some(f32::NAN)), Duration::ZERO);
         assert_eq!(wait_time(Some(2.0)), Duration::from_millis(1800));
         assert_eq!(wait_time(Some(1e30)), MAX_RESULTS_WAIT);
+    }
+
+    #[test]
+    fn output_over_the_room_is_cut_with_a_marker() {
+        assert_eq!(cap_output(b"abc".to_vec(), 3), (b"abc".to_vec(), None));
+        let (out, cut) = cap_output(b"abcdef".to_vec(), 4);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("abcd\n[erigolem exe-unit: output cut at 4 of 6 bytes"),
+            "{text}"
+        );
+        assert!(cut.unwrap().contains("cut at 4 of 6 bytes"));
+        // Never inside a character: "é" is two bytes.
+        let (out, _) = cap_output("aé".as_bytes().to_vec(), 2);
+        assert!(String::from_utf8(out).unwrap().starts_with("a\n["));
+        let (out, _) = cap_output(b"abc".to_vec(), 0);
+        assert!(out.starts_with(b"\n[erigolem"));
     }
 
     #[test]

@@ -156,6 +156,17 @@ pub struct Limits {
     pub stop_grace_secs: u64,
     /// Consecutive crashes after which a node is `failed`.
     pub max_restarts: u32,
+    /// Bytes that must stay free on the data dir's filesystem: a dedicated start is refused when
+    /// it would leave less, and a running dedicated node is stopped (STATUS `failed`, saying
+    /// why) once free space falls below it, before the disk is full.
+    pub min_free_disk_bytes: u64,
+    /// A dedicated Erigon node also needs Erigon's published size for its network and prune mode
+    /// (`erigolem_engine::disk_estimate`), less what other instances' nodes were already
+    /// promised: `prune: archive` is refused where it cannot fit.
+    pub disk_estimates: bool,
+    /// A node's log rotates at this size; `log_files_kept` rotated files are kept.
+    pub log_max_bytes: u64,
+    pub log_files_kept: u32,
 }
 
 impl Default for Limits {
@@ -165,6 +176,10 @@ impl Default for Limits {
             start_timeout_secs: 120,
             stop_grace_secs: 60,
             max_restarts: 3,
+            min_free_disk_bytes: 2 * 1024 * 1024 * 1024,
+            disk_estimates: true,
+            log_max_bytes: erigolem_supervisor::LogFile::DEFAULT_MAX_BYTES,
+            log_files_kept: erigolem_supervisor::LogFile::DEFAULT_KEEP,
         }
     }
 }

@@ -28,7 +28,7 @@ mod locks;
 pub use config::{
     dedicated_rpc_limits, Engines, GuardSettings, HealthChecks, Limits, PortRange, RuntimeConfig,
 };
-use locks::{InstanceLock, PortLease};
+use locks::{Admission, DiskNeed, InstanceLock, PortLease};
 
 /// The Golem usage counter of an endpoint: JSON-RPC calls the node answered through it.
 pub const REQUESTS_COUNTER: &str = "golem.usage.erigolem.requests";
@@ -58,6 +58,17 @@ pub enum ServiceError {
     PortsExhausted { start: u16, end: u16 },
     #[error("this host already serves {max} instances")]
     Capacity { max: u32 },
+    #[error(
+        "not enough disk on this provider: {} free, {} of it promised to running nodes; this node needs {}{}",
+        gb(*.free), gb(*.promised), gb(*.node),
+        if *.min_free > 0 { format!(" and {} must stay free", gb(*.min_free)) } else { String::new() }
+    )]
+    DiskLow {
+        free: u64,
+        promised: u64,
+        node: u64,
+        min_free: u64,
+    },
     #[error("instance {0} already exists")]
     InstanceExists(InstanceName),
     #[error("gateway: {0}")]
@@ -412,17 +423,23 @@ impl NodeService {
         self.sweep_stale().await;
         let instances_dir = self.config.data_dir.join("instances");
         check_writable_dir(&instances_dir)?;
-        let in_use = locks::instances_in_use(&instances_dir);
-        if in_use >= self.config.limits.max_instances as usize {
-            return Err(ServiceError::Capacity {
-                max: self.config.limits.max_instances,
-            });
-        }
         let name = match args.instance {
             Some(name) => name,
             None => random_instance_name(),
         };
-        let lock = InstanceLock::acquire(&instances_dir, &name)?;
+        let limits = &self.config.limits;
+        let disk = (mode == Mode::Dedicated).then(|| DiskNeed {
+            node_bytes: match limits.disk_estimates {
+                true => erigolem_engine::disk_estimate(network, prune).map_or(0, |e| e.bytes),
+                false => 0,
+            },
+            min_free: limits.min_free_disk_bytes,
+        });
+        let admission = Admission {
+            max_instances: limits.max_instances,
+            disk,
+        };
+        let lock = InstanceLock::claim(&instances_dir, &name, admission)?;
         let password = htpasswd::random_password();
         let access = Access {
             methods: args.methods,
@@ -541,7 +558,12 @@ impl NodeService {
                             return Err(e);
                         }
                     }
-                    match Supervised::spawn(spec, &log, policy.clone()) {
+                    let log_file = erigolem_supervisor::LogFile {
+                        path: log.clone(),
+                        max_bytes: self.config.limits.log_max_bytes,
+                        keep: self.config.limits.log_files_kept,
+                    };
+                    match Supervised::spawn(spec, log_file, policy.clone()) {
                         Ok(p) => processes.push(p),
                         Err(e) => {
                             stop_all(processes).await;
@@ -785,6 +807,10 @@ pub struct Instance {
     gateway: Gateway,
     lock: InstanceLock,
     health_checks: HealthChecks,
+    /// Free bytes below which a dedicated node is stopped.
+    min_free_disk: u64,
+    /// Why the node was stopped by the runtime (not by a crash), for STATUS and HEALTH.
+    halted: Option<String>,
 }
 
 impl Instance {
@@ -809,6 +835,8 @@ impl Instance {
             gateway: service.gateway.clone(),
             lock,
             health_checks: service.config.health.clone(),
+            min_free_disk: service.config.limits.min_free_disk_bytes,
+            halted: None,
             parts,
         }
     }
@@ -846,6 +874,34 @@ impl Instance {
         self.lock.dir()
     }
 
+    /// Stops a dedicated node whose disk is about to fill (free space below
+    /// `limits.min_free_disk_bytes`): better a node stopped with a reason than a full disk that
+    /// corrupts its database and every other node's on the provider. Its data stays until the
+    /// activity ends.
+    async fn guard_disk(&mut self) {
+        if self.halted.is_some() || self.parts.processes.is_empty() || self.min_free_disk == 0 {
+            return;
+        }
+        let free = match locks::free_bytes(self.lock.dir()) {
+            Ok(free) => free,
+            Err(e) => {
+                tracing::warn!(instance = %self.name, "cannot read free disk space: {e}");
+                return;
+            }
+        };
+        if free >= self.min_free_disk {
+            return;
+        }
+        let reason = format!(
+            "stopped by the provider: its disk is nearly full ({} free, {} must stay free)",
+            gb(free),
+            gb(self.min_free_disk)
+        );
+        tracing::warn!(instance = %self.name, "{reason}");
+        stop_all(std::mem::take(&mut self.parts.processes)).await;
+        self.halted = Some(reason);
+    }
+
     /// What the endpoint served so far.
     pub fn usage(&self) -> Usage {
         self.parts.counter.usage()
@@ -863,10 +919,11 @@ impl Instance {
     }
 
     /// The STATUS document.
-    pub async fn status(&self) -> NodeStatus {
+    pub async fn status(&mut self) -> NodeStatus {
+        self.guard_disk().await;
         let mut restarts = 0;
-        let mut process_problem = None;
-        let mut failed = false;
+        let mut process_problem = self.halted.clone();
+        let mut failed = self.halted.is_some();
         for p in &self.parts.processes {
             match p.state() {
                 ProcessState::Running { restarts: r, .. } => restarts += r,
@@ -933,7 +990,8 @@ impl Instance {
 
     /// Block, sync, peers, lag and latency; for Erigon, its own `/health` verdicts (synced, at
     /// least `min_peers` peers, head at most `max_seconds_behind` old) decide `healthy`.
-    pub async fn health(&self) -> Health {
+    pub async fn health(&mut self) -> Health {
+        self.guard_disk().await;
         let query = ErigonHealthQuery {
             synced: true,
             min_peer_count: Some(self.health_checks.min_peers),
@@ -941,10 +999,11 @@ impl Instance {
         };
         let erigon = self.parts.about.erigon_health.then_some(&query);
         let mut health = self.rpc.health(erigon).await;
-        if let Some(reason) = self.parts.processes.iter().find_map(|p| match p.state() {
+        let failed = self.parts.processes.iter().find_map(|p| match p.state() {
             ProcessState::Failed { reason, .. } => Some(reason),
             _ => None,
-        }) {
+        });
+        if let Some(reason) = self.halted.clone().or(failed) {
             health.healthy = false;
             health.error = Some(reason);
         }
@@ -1018,6 +1077,11 @@ fn random_instance_name() -> InstanceName {
     // Starts with a letter so it is never mistaken for a number.
     InstanceName::new(format!("n{}", hex::encode(bytes)))
         .unwrap_or_else(|_| unreachable!("hex is valid"))
+}
+
+/// Bytes in decimal GB, as disks are sold and Erigon publishes its sizes.
+fn gb(bytes: u64) -> String {
+    format!("{:.1} GB", bytes as f64 / 1e9)
 }
 
 fn check_executable(what: &'static str, path: &Path) -> Result<(), ServiceError> {

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use erigolem_yagna::model::activity::provider_event::ProviderEventType;
-use erigolem_yagna::model::market::{Agreement, ProviderEvent};
+use erigolem_yagna::model::market::agreement_event::AgreementTerminator;
+use erigolem_yagna::model::market::{Agreement, AgreementEventType, ProviderEvent};
 use erigolem_yagna::model::payment::{DocumentStatus, NewDebitNote, NewInvoice};
 use erigolem_yagna::props::{decimal, LinearPrice};
 use erigolem_yagna::{BigDecimal, DateTime, Utc, Yagna, YagnaError};
@@ -101,6 +102,9 @@ pub struct AgentConfig {
     pub debit_note_interval: Duration,
     /// A debit note not accepted within this ends the agreement.
     pub debit_note_accept_timeout: Duration,
+    /// An approved agreement on which no activity is created within this is terminated, and its
+    /// slot freed (ya-provider's `--idle-agreement-timeout`, also 90 s by default).
+    pub agreement_idle_timeout: Duration,
     pub state_file: PathBuf,
     pub runner: Arc<dyn ActivityRunner>,
     /// Test-only: how this agent misbehaves (none by default).
@@ -115,6 +119,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("served", &self.served)
             .field("pricing", &self.pricing)
             .field("capacity", &self.capacity)
+            .field("agreement_idle_timeout", &self.agreement_idle_timeout)
             .field("payment_platform", &self.payment_platform)
             .field("state_file", &self.state_file)
             .field("misbehaviour", &self.misbehaviour)
@@ -143,12 +148,16 @@ impl AgentConfig {
             offer_ttl: Duration::from_secs(30 * 60),
             debit_note_interval: Duration::from_secs(60),
             debit_note_accept_timeout: Duration::from_secs(240),
+            agreement_idle_timeout: DEFAULT_AGREEMENT_IDLE_TIMEOUT,
             state_file,
             runner,
             misbehaviour: Default::default(),
         }
     }
 }
+
+/// ya-provider's default `--idle-agreement-timeout` (`agent/provider/src/tasks/config.rs`).
+pub const DEFAULT_AGREEMENT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -166,6 +175,10 @@ pub struct AgentStats {
     pub proposals_rejected: u64,
     pub agreements_approved: u64,
     pub agreements_refused: u64,
+    /// Approved agreements terminated because no activity came within the deadline.
+    pub agreements_idle_ended: u64,
+    /// Agreements the requestor terminated.
+    pub agreements_ended_by_requestor: u64,
     pub active_agreements: usize,
     pub active_activities: usize,
     pub debit_notes_sent: u64,
@@ -175,6 +188,10 @@ pub struct AgentStats {
 
 struct Live {
     record: AgreementRecord,
+    /// When it was approved: the idle deadline counts from here.
+    approved: Instant,
+    /// yagna asked for an activity on it (the exe-unit may still be starting).
+    activity_requested: bool,
     activity: Option<Box<dyn RunningActivity>>,
     started: Option<Instant>,
     billing: Option<JoinHandle<()>>,
@@ -301,6 +318,8 @@ pub async fn spawn(config: AgentConfig) -> Result<Agent, AgentError> {
     let (stop, stopped) = watch::channel(false);
     let tasks = vec![
         tokio::spawn(market_loop(shared.clone(), stopped.clone())),
+        tokio::spawn(agreement_loop(shared.clone(), stopped.clone())),
+        tokio::spawn(idle_loop(shared.clone(), stopped.clone())),
         tokio::spawn(activity_loop(shared.clone(), stopped)),
     ];
     tracing::info!(node_id = %shared.node_id, "provider agent started");
@@ -549,6 +568,8 @@ async fn decide_agreement(shared: &Arc<Shared>, agreement: Agreement) {
                 id.clone(),
                 Live {
                     record,
+                    approved: Instant::now(),
+                    activity_requested: false,
                     activity: None,
                     started: None,
                     billing: None,
@@ -604,15 +625,100 @@ async fn activity_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Follows the market's agreement events: an agreement the requestor terminates ends here too
+/// (its activity is shut down and invoiced, its slot freed), as ya-provider's
+/// `collect_agreement_events` does. Our own terminations come back as events too; they are done.
+async fn agreement_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let yagna = shared.config.yagna.clone();
+    let mut after: DateTime<Utc> = Utc::now() - chrono_secs(5);
+    while !*stop.borrow() {
+        let events = tokio::select! {
+            events = yagna.agreement_events(after, POLL, 16) => events,
+            _ = stop.changed() => break,
+        };
+        match events {
+            Ok(events) => {
+                for event in events {
+                    after = after.max(event.event_date);
+                    if let AgreementEventType::AgreementTerminatedEvent {
+                        terminator: AgreementTerminator::Requestor,
+                        reason,
+                        ..
+                    } = event.event_type
+                    {
+                        if !shared.live.lock().await.contains_key(&event.agreement_id) {
+                            continue;
+                        }
+                        let why = reason.map(|r| r.message).unwrap_or_default();
+                        tracing::info!(agreement = %event.agreement_id, reason = %why, "the requestor terminated the agreement");
+                        shared.stat(|s| s.agreements_ended_by_requestor += 1);
+                        let shared = shared.clone();
+                        tokio::spawn(async move {
+                            let reason = format!("the requestor terminated the agreement: {why}");
+                            end_agreement(&shared, &event.agreement_id, &reason).await
+                        });
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!("agreement events: {e}");
+                pause(&mut stop, RETRY).await;
+            }
+        }
+    }
+}
+
+/// Approved agreements on which no activity was asked for within `deadline` of their approval.
+fn idle_agreements<'a>(
+    agreements: impl Iterator<Item = (&'a String, Instant, bool)>,
+    now: Instant,
+    deadline: Duration,
+) -> Vec<String> {
+    agreements
+        .filter(|(_, approved, requested)| {
+            !requested && now.saturating_duration_since(*approved) >= deadline
+        })
+        .map(|(id, _, _)| id.clone())
+        .collect()
+}
+
+/// Terminates approved agreements left without an activity past the deadline, so that nobody can
+/// hold the provider's capacity with agreements that cost nothing.
+async fn idle_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let deadline = shared.config.agreement_idle_timeout;
+    let tick = (deadline / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    while !*stop.borrow() {
+        let idle = {
+            let live = shared.live.lock().await;
+            idle_agreements(
+                live.iter()
+                    .map(|(id, l)| (id, l.approved, l.activity_requested)),
+                Instant::now(),
+                deadline,
+            )
+        };
+        for id in idle {
+            // ya-provider's `BreakReason::NoActivity` wording.
+            let reason = format!("no activity created within {deadline:?}");
+            tracing::info!(agreement = %id, %reason, "ending an idle agreement");
+            shared.stat(|s| s.agreements_idle_ended += 1);
+            // Without an activity there is nothing to shut down or bill: this is quick.
+            end_agreement(&shared, &id, &reason).await;
+        }
+        pause(&mut stop, tick).await;
+    }
+}
+
 fn chrono_secs(s: i64) -> erigolem_yagna::chrono::Duration {
     erigolem_yagna::chrono::Duration::seconds(s)
 }
 
 async fn create_activity(shared: &Arc<Shared>, activity_id: String, agreement_id: String) {
     let (requestor_id, usage_vector) = {
-        let live = shared.live.lock().await;
-        match live.get(&agreement_id) {
-            Some(l) if l.activity.is_none() => {
+        let mut live = shared.live.lock().await;
+        match live.get_mut(&agreement_id) {
+            Some(l) if l.activity.is_none() && !l.activity_requested => {
+                l.activity_requested = true;
                 (l.record.requestor_id.clone(), l.record.usage_vector())
             }
             Some(_) => {
@@ -918,4 +1024,34 @@ async fn finish_billing(
         }
         tracing::warn!(invoice = %id, "not settled within {SETTLEMENT_WATCH:?}");
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agreements_without_an_activity_past_the_deadline_are_idle() {
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let ids: Vec<String> = ["fresh", "old", "old-with-activity", "at-deadline"]
+            .map(String::from)
+            .to_vec();
+        let agreements = [
+            (&ids[0], at(8), false),
+            (&ids[1], at(0), false),
+            (&ids[2], at(0), true),
+            (&ids[3], at(1), false),
+        ];
+        let deadline = Duration::from_secs(9);
+        let cases = [
+            (at(5), vec![]),
+            (at(9), vec!["old"]),
+            (at(10), vec!["old", "at-deadline"]),
+        ];
+        for (now, expected) in cases {
+            let idle = idle_agreements(agreements.iter().copied(), now, deadline);
+            assert_eq!(idle, expected, "at {:?}", now - t0);
+        }
+    }
 }

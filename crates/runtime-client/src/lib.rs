@@ -165,17 +165,23 @@ impl RuntimeBinary {
             path: self.workdir.clone(),
             source,
         })?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .map_err(|source| ClientError::Spawn {
-                path: self.log_path(),
-                source,
-            })?;
+        let spawn_err = |source| ClientError::Spawn {
+            path: self.log_path(),
+            source,
+        };
+        // Through a pipe into a log that rotates at its cap: a runtime serving an activity for
+        // weeks (or a requestor making it log in a loop) cannot fill the provider's disk.
+        let (log_reader, log_writer) = std::io::pipe().map_err(spawn_err)?;
+        let pump = erigolem_supervisor::capture(
+            log_reader,
+            erigolem_supervisor::LogFile::new(self.log_path()),
+        )
+        .map_err(spawn_err)?;
         let mut cmd = self.command("start", &[args]);
-        cmd.stderr(log);
+        cmd.stderr(log_writer);
         let events = Events::default();
+        // `cmd` (and with it this process's copy of the pipe's write end) is gone once spawned:
+        // the pump ends when the runtime does.
         let service = server::spawn(cmd, events.clone())
             .await
             .map_err(|e| ClientError::Api(e.to_string()))?;
@@ -191,7 +197,11 @@ impl RuntimeBinary {
         tokio::select! {
             hello = session.service.hello("0.1") => { hello.map_err(|e| ClientError::Api(e.message))?; }
             code = session.service.stopped() => {
-                let log = std::fs::read_to_string(session.log.as_path()).unwrap_or_default();
+                // Its last words are in the log once the pump has read to the pipe's end.
+                let joined = tokio::task::spawn_blocking(move || pump.join());
+                let _ = tokio::time::timeout(Duration::from_secs(5), joined).await;
+                let log = erigolem_supervisor::tail_lines(&session.log, START_FAILURE_LOG_LINES)
+                    .unwrap_or_default();
                 return Err(ClientError::StartFailed { code, log });
             }
         }
@@ -268,6 +278,9 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// Lines of the runtime's log a failed start reports.
+const START_FAILURE_LOG_LINES: usize = 200;
+
 /// How long a `run` command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -321,15 +334,15 @@ impl Session {
         let wait = async {
             loop {
                 let notified = self.events.changed.notified();
-                if let Some(out) = self
-                    .events
-                    .processes
-                    .lock()
-                    .ok()
-                    .and_then(|m| m.get(&pid).cloned())
-                {
-                    if out.return_code.is_some() || (stdout_only && !out.stdout.is_empty()) {
-                        return out;
+                if let Ok(mut map) = self.events.processes.lock() {
+                    match map.get(&pid) {
+                        // Finished: its output is handed over and forgotten (a session runs
+                        // commands for as long as its activity lives).
+                        Some(out) if out.return_code.is_some() => {
+                            return map.remove(&pid).unwrap_or_default();
+                        }
+                        Some(out) if stdout_only && !out.stdout.is_empty() => return out.clone(),
+                        _ => {}
                     }
                 }
                 notified.await;

@@ -1,21 +1,27 @@
 //! Supervises node processes: own process group, graceful stop (TERM → grace → KILL of the whole
-//! group), restart with backoff after an unexpected exit, stdout/stderr captured in a log file.
+//! group), restart with backoff after an unexpected exit, stdout/stderr captured in a log file that
+//! rotates at a size cap ([`LogFile`]).
 //!
 //! A supervised process also gets `PR_SET_PDEATHSIG`, so that if the supervising process is killed
 //! (even with SIGKILL) the node is told to stop at once instead of living on as an orphan.
 
 use std::ffi::OsString;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::sync::{oneshot, watch};
 
+mod logfile;
+
+use logfile::RotatingLog;
+pub use logfile::{capture, tail_lines, LogFile};
 /// Variables a child started with a cleared environment still gets from its parent (when set):
 /// where programs are, the home and XDG directories (where a runtime finds its config), locale
 /// and time zone, the temp dir, and log settings. Nothing secret (app keys, database URLs,
@@ -147,30 +153,34 @@ pub struct Supervised {
     log_path: PathBuf,
 }
 
+/// The log every run of one process writes to.
+type SharedLog = Arc<Mutex<RotatingLog>>;
+
 /// Lines of a log file's tail kept in failure reasons.
 const FAILURE_LOG_LINES: usize = 20;
 
 impl Supervised {
-    /// Starts `spec` with stdout and stderr appended to `log_path`. Fails only if the first start
-    /// fails (missing binary, unreadable log); later failures are reported through [`state`](Self::state).
+    /// Starts `spec` with stdout and stderr appended to `log` (a path: [`LogFile::new`]'s
+    /// default cap), which rotates at its cap. Fails only if the first start fails (missing
+    /// binary, unwritable log); later failures are reported through [`state`](Self::state).
     pub fn spawn(
         spec: ProcessSpec,
-        log_path: impl Into<PathBuf>,
+        log: impl Into<LogFile>,
         policy: RestartPolicy,
     ) -> Result<Self, SupervisorError> {
-        let log_path = log_path.into();
-        let child = start(&spec, &log_path)?;
+        let log = log.into();
+        let log_path = log.path.clone();
+        let log = Arc::new(Mutex::new(RotatingLog::open(log).map_err(|source| {
+            SupervisorError::Log {
+                path: log_path.clone(),
+                source,
+            }
+        })?));
+        let child = start(&spec, &log)?;
         let pid = child.id().unwrap_or_default();
         let (state_tx, state) = watch::channel(ProcessState::Running { pid, restarts: 0 });
         let (stop_tx, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(supervise(
-            spec,
-            log_path.clone(),
-            policy,
-            child,
-            state_tx,
-            stop_rx,
-        ));
+        let task = tokio::spawn(supervise(spec, log, policy, child, state_tx, stop_rx));
         Ok(Self {
             state,
             stop_tx: Some(stop_tx),
@@ -216,12 +226,9 @@ impl Drop for Supervised {
     }
 }
 
-fn start(spec: &ProcessSpec, log_path: &Path) -> Result<Child, SupervisorError> {
-    let log = open_log(log_path)?;
-    let log_err = log.try_clone().map_err(|source| SupervisorError::Log {
-        path: log_path.into(),
-        source,
-    })?;
+/// Starts the process with its stdout and stderr piped into `log` (line by line, so that the
+/// two never cut each other's lines).
+fn start(spec: &ProcessSpec, log: &SharedLog) -> Result<Child, SupervisorError> {
     let mut cmd = Command::new(&spec.program);
     if spec.clear_env {
         cmd.env_clear().envs(inherited_env());
@@ -229,8 +236,8 @@ fn start(spec: &ProcessSpec, log_path: &Path) -> Result<Child, SupervisorError> 
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log_err))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         // Its own group, so that stop reaches every process it starts, and a Ctrl-C meant for the
         // supervisor's terminal does not reach it.
         .process_group(0)
@@ -252,26 +259,58 @@ fn start(spec: &ProcessSpec, log_path: &Path) -> Result<Child, SupervisorError> 
             Ok(())
         });
     }
-    cmd.spawn().map_err(|source| SupervisorError::Spawn {
+    let mut child = cmd.spawn().map_err(|source| SupervisorError::Spawn {
         program: spec.program.clone(),
         source,
-    })
+    })?;
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(pump(out, log.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(pump(err, log.clone()));
+    }
+    Ok(child)
 }
 
-fn open_log(path: &Path) -> Result<File, SupervisorError> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|source| SupervisorError::Log {
-            path: path.into(),
-            source,
-        })
+/// The longest partial line held back waiting for its end; longer ones are written as they are.
+const MAX_PARTIAL_LINE: usize = 64 * 1024;
+
+/// Copies one output stream of the process into its log, whole lines at a time, until it closes.
+/// It never stops reading (a failing disk drops output), so the process never blocks on it.
+async fn pump(mut from: impl AsyncRead + Unpin, log: SharedLog) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    let mut failed = false;
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        let upto = match pending.iter().rposition(|b| *b == b'\n') {
+            Some(i) => i + 1,
+            None if pending.len() >= MAX_PARTIAL_LINE => pending.len(),
+            None => continue,
+        };
+        let written = log.lock().map(|mut l| l.write(&pending[..upto]));
+        if let Ok(Err(e)) = written {
+            if !failed {
+                tracing::warn!("writing a node's log failed (output is dropped): {e}");
+                failed = true;
+            }
+        }
+        pending.drain(..upto);
+    }
+    if !pending.is_empty() {
+        if let Ok(mut l) = log.lock() {
+            let _ = l.write(&pending);
+        }
+    }
 }
 
 async fn supervise(
     spec: ProcessSpec,
-    log_path: PathBuf,
+    log: SharedLog,
     policy: RestartPolicy,
     mut child: Child,
     state: watch::Sender<ProcessState>,
@@ -304,6 +343,7 @@ async fn supervise(
         crashes += 1;
         tracing::warn!(program = %spec.program.display(), %last_exit, crashes, "node process exited unexpectedly");
         if crashes > policy.max_restarts {
+            let log_path = log.lock().map(|l| l.path().to_owned()).unwrap_or_default();
             let tail = tail_lines(&log_path, FAILURE_LOG_LINES).unwrap_or_default();
             let reason = format!(
                 "{} exited {} times in a row (last: {last_exit}); last log lines:\n{tail}",
@@ -332,7 +372,7 @@ async fn supervise(
             }
         }
         restarts += 1;
-        match start(&spec, &log_path) {
+        match start(&spec, &log) {
             Ok(c) => {
                 child = c;
                 let pid = child.id().unwrap_or_default();
@@ -363,22 +403,4 @@ async fn terminate(child: &mut Child, grace: Duration) {
     // Also reaches children the leader left behind after it exited.
     let _ = killpg(group, Signal::SIGKILL);
     let _ = child.wait().await;
-}
-
-/// The last `n` lines of a text file (reads at most the last 256 KiB).
-pub fn tail_lines(path: &Path, n: usize) -> io::Result<String> {
-    const WINDOW: u64 = 256 * 1024;
-    let mut file = File::open(path)?;
-    let len = file.metadata()?.len();
-    file.seek(SeekFrom::Start(len.saturating_sub(WINDOW)))?;
-    let mut buf = Vec::new();
-    file.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf);
-    let lines: Vec<&str> = text.lines().collect();
-    let skip = lines.len().saturating_sub(n);
-    let mut out = lines[skip..].join("\n");
-    if !out.is_empty() {
-        out.push('\n');
-    }
-    Ok(out)
 }

@@ -49,6 +49,9 @@ impl Provider {
                 start_timeout_secs: 30,
                 stop_grace_secs: 5,
                 max_restarts: 2,
+                // fake-erigon's nodes take no disk; Erigon's published sizes would not fit a
+                // test machine.
+                disk_estimates: false,
                 ..Limits::default()
             },
             guard: Default::default(),

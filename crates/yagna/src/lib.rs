@@ -20,7 +20,8 @@ pub use ya_client_model as model;
 use model::activity::provider_event::ProviderEvent as ActivityEvent;
 use model::activity::{ExeScriptCommandResult, ExeScriptRequest};
 use model::market::{
-    Agreement, AgreementProposal, NewDemand, NewOffer, ProviderEvent, Reason, RequestorEvent,
+    Agreement, AgreementOperationEvent, AgreementProposal, NewDemand, NewOffer, ProviderEvent,
+    Reason, RequestorEvent,
 };
 use model::payment::{
     Acceptance, Allocation, DebitNote, DebitNoteEvent, Invoice, InvoiceEvent, NewAllocation,
@@ -304,6 +305,25 @@ impl Yagna {
 
     // ---- market, both sides ----
 
+    /// Agreement events (approved, rejected, cancelled, terminated — by either side) of this
+    /// node's agreements after `after`, oldest first.
+    pub async fn agreement_events(
+        &self,
+        after: DateTime<Utc>,
+        timeout: Duration,
+        max: u32,
+    ) -> Result<Vec<AgreementOperationEvent>, YagnaError> {
+        self.events(
+            &format!(
+                "/market-api/v1/agreementEvents?afterTimestamp={}&timeout={}&maxEvents={max}",
+                after_param(after),
+                secs_f(timeout)
+            ),
+            timeout,
+        )
+        .await
+    }
+
     pub async fn agreement(&self, agreement_id: &str) -> Result<Agreement, YagnaError> {
         self.json::<_, ()>(
             Method::GET,
@@ -503,6 +523,25 @@ impl Yagna {
         self.events(
             &format!(
                 "/activity-api/v1/activity/{activity_id}/exec/{batch_id}?timeout={}",
+                secs_f(timeout)
+            ),
+            timeout,
+        )
+        .await
+    }
+
+    /// The results up to command `command_index` of a batch (only that one carries its output),
+    /// once it has finished; an empty list if it has not within `timeout`.
+    pub async fn exec_results_until(
+        &self,
+        activity_id: &str,
+        batch_id: &str,
+        command_index: usize,
+        timeout: Duration,
+    ) -> Result<Vec<ExeScriptCommandResult>, YagnaError> {
+        self.events(
+            &format!(
+                "/activity-api/v1/activity/{activity_id}/exec/{batch_id}?timeout={}&commandIndex={command_index}",
                 secs_f(timeout)
             ),
             timeout,

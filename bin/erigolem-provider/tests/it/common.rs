@@ -172,3 +172,13 @@ pub(crate) async fn buy_dev_node(r: &Yagna, node: &YagnaNode, agent_dir: &Path) 
         phases,
     }
 }
+
+/// A process's resident memory (`VmRSS` in `/proc/<pid>/status`), in KiB.
+pub(crate) fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}

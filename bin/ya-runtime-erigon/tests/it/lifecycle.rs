@@ -435,3 +435,38 @@ async fn calls_to_a_dead_runtime_fail_instead_of_hanging() {
         wait_dead(pid, Duration::from_secs(5)).await;
     }
 }
+
+/// A node's log rotates at the provider's cap (`limits.log_max_bytes`, `log_files_kept`): anvil's
+/// start banner alone is over a 2 KiB cap, its block lines keep it rotating, the directory never
+/// holds more than the cap allows, and LOGS still reads the last lines.
+#[tokio::test]
+async fn a_node_log_over_its_cap_rotates() {
+    const CAP: u64 = 2048;
+    let provider = Provider::start(1, |c| {
+        c.limits.log_max_bytes = CAP;
+        c.limits.log_files_kept = 1;
+    })
+    .await;
+    let session = provider
+        .runtime("a")
+        .start(r#"{"network":"dev"}"#)
+        .await
+        .unwrap();
+    let status = session.status().await.unwrap();
+    let dir = provider.instance_dir(status.instance.as_str());
+    let size = |name: &str| std::fs::metadata(dir.join(name)).map(|m| m.len()).ok();
+    wait_for("the log to rotate", Duration::from_secs(30), || async {
+        size("node.log.1").map(|_| ())
+    })
+    .await;
+    assert!(size("node.log").unwrap() <= CAP, "{:?}", size("node.log"));
+    assert!(
+        size("node.log.1").unwrap() <= CAP,
+        "{:?}",
+        size("node.log.1")
+    );
+    assert_eq!(size("node.log.2"), None, "one rotated file kept");
+    let logs = session.run("LOGS", &["5"]).await.unwrap();
+    assert_eq!(logs.lines().count(), 5, "{logs}");
+    session.shutdown().await.unwrap();
+}

@@ -231,3 +231,69 @@ async fn a_relative_xdg_data_home_finds_the_config() {
         "XDG_DATA_HOME={relative}: {offer}"
     );
 }
+
+/// A dedicated Erigon node needs Erigon's published size for its network and prune mode: a
+/// mainnet archive (2 TB) is refused on a disk that cannot hold it, saying how much is free and
+/// how much the node needs; the dev chain (no published size) still starts.
+#[tokio::test]
+async fn a_node_that_does_not_fit_the_disk_is_refused_with_the_figures() {
+    let provider = Provider::start(2, |c| c.limits.disk_estimates = true).await;
+    let log = start_fails(&provider, r#"{"network":"mainnet","prune":"archive"}"#).await;
+    assert!(log.contains("not enough disk on this provider: "), "{log}");
+    assert!(log.contains("this node needs 2030.0 GB"), "{log}");
+    let log = start_fails(&provider, r#"{"network":"mainnet","prune":"full"}"#).await;
+    assert!(log.contains("this node needs 419.0 GB"), "{log}");
+    let dev = provider.runtime("dev").start(r#"{"network":"dev"}"#).await;
+    dev.unwrap().shutdown().await.unwrap();
+}
+
+/// A running dedicated node whose disk fills up (here: another process takes the space) is
+/// stopped before the disk is full, and STATUS and HEALTH tell the requestor why.
+#[tokio::test]
+async fn a_node_is_stopped_with_the_reason_when_the_disk_runs_low() {
+    const MIB: u64 = 1024 * 1024;
+    let scratch = tempfile::tempdir().unwrap();
+    let free = || {
+        let st = nix::sys::statvfs::statvfs(scratch.path()).unwrap();
+        st.blocks_available() * st.fragment_size()
+    };
+    // Room for the start, and 512 MiB to spare for what else runs on this machine meanwhile.
+    let floor = free() - 512 * MIB;
+    let provider = Provider::start(2, |c| c.limits.min_free_disk_bytes = floor).await;
+    let session = provider
+        .runtime("a")
+        .start(r#"{"network":"dev"}"#)
+        .await
+        .unwrap();
+    let status = session.status().await.unwrap();
+    assert_eq!(status.error, None);
+    let pids = crate::node_pids(&provider, status.instance.as_str());
+    assert_eq!(pids.len(), 1);
+    // Another 1.5 GiB taken: free space is now about 1 GiB under the floor.
+    let filler = std::fs::File::create(scratch.path().join("filler")).unwrap();
+    nix::fcntl::fallocate(
+        &filler,
+        nix::fcntl::FallocateFlags::empty(),
+        0,
+        (1536 * MIB) as i64,
+    )
+    .unwrap();
+    let status = session.status().await.unwrap();
+    drop(filler);
+    std::fs::remove_file(scratch.path().join("filler")).unwrap();
+    assert_eq!(status.state, erigolem_primitives::NodeState::Failed);
+    let error = status.error.unwrap_or_default();
+    assert!(
+        error.starts_with("stopped by the provider: its disk is nearly full ("),
+        "{error}"
+    );
+    assert!(!crate::alive(pids[0]), "the node still runs");
+    let health: serde_json::Value =
+        serde_json::from_str(&session.run("HEALTH", &[]).await.unwrap()).unwrap();
+    assert_eq!(health["healthy"], false, "{health}");
+    assert_eq!(health["error"], error.as_str(), "{health}");
+    // Stopping the activity still cleans up.
+    session.shutdown().await.unwrap();
+    assert!(provider.gateway_entries().is_empty());
+    assert!(provider.instance_dirs().is_empty());
+}

@@ -92,3 +92,74 @@ async fn shared_node_serves_two_activities_with_their_own_credentials() {
     b.shutdown().await.unwrap();
     assert!(provider.gateway_entries().is_empty());
 }
+
+/// `max_instances` is checked and the instance claimed under one host lock: runtimes starting at
+/// once (one per activity, each its own process) never exceed it. Counting under one lock and
+/// claiming under another let a start that counted before another claimed through; each round
+/// lines the starts up behind the host lock and lets them all go at once. A stress test: the
+/// window of the old code is a few system calls wide, and on two cores this test did not hit it
+/// in two runs against that code (the process releasing the lock re-takes it before the woken
+/// ones run), so it guards against regressions with more than one lock rather than proving it.
+#[tokio::test]
+async fn concurrent_starts_never_exceed_max_instances() {
+    const ROUNDS: usize = 8;
+    const STARTS: usize = 32;
+    const MAX: u32 = 4;
+    let anvil = Anvil::start(Some(1)).await;
+    let provider = Provider::start(1, |c| {
+        c.shared.insert(Network::Dev, anvil.url());
+        c.limits.max_instances = MAX;
+    })
+    .await;
+    let instances = provider.config.data_dir.join("instances");
+    std::fs::create_dir_all(&instances).unwrap();
+    let lock_path = instances.join(".lock");
+    for round in 0..ROUNDS {
+        let host = std::fs::File::create(&lock_path).unwrap();
+        let held = nix::fcntl::Flock::lock(host, nix::fcntl::FlockArg::LockExclusive).unwrap();
+        let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&lock_path).unwrap());
+        let starts = futures::future::join_all((0..STARTS).map(|i| {
+            let runtime = provider.runtime(&format!("r{round}-{i}"));
+            async move { runtime.start(r#"{"network":"dev","mode":"shared"}"#).await }
+        }));
+        let release = async {
+            erigolem_test_utils::wait_for(
+                "every start to wait for the host lock",
+                std::time::Duration::from_secs(30),
+                || async { (lock_waiters(ino) >= STARTS).then_some(()) },
+            )
+            .await;
+            drop(held);
+        };
+        let (results, ()) = tokio::join!(starts, release);
+        let (started, refused): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+        for err in &refused {
+            let err = err.as_ref().unwrap_err().to_string();
+            assert!(err.contains("already serves 4 instances"), "{err}");
+        }
+        assert_eq!(
+            (started.len(), provider.gateway_entries().len()),
+            (MAX as usize, MAX as usize),
+            "round {round}: {} of {STARTS} concurrent starts got an instance with max_instances = {MAX}",
+            started.len()
+        );
+        futures::future::join_all(
+            started
+                .into_iter()
+                .map(|s| async move { s.unwrap().shutdown().await.unwrap() }),
+        )
+        .await;
+        assert!(provider.gateway_entries().is_empty());
+    }
+}
+
+/// Processes blocked on a `flock` of the file with inode `ino` (`/proc/locks`' `->` lines).
+fn lock_waiters(ino: u64) -> usize {
+    let suffix = format!(":{ino}");
+    std::fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("->"))
+        .filter(|l| l.split_whitespace().any(|w| w.ends_with(&suffix)))
+        .count()
+}

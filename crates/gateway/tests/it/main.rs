@@ -87,7 +87,7 @@ async fn entries_serve_only_their_credentials_and_go_away_without_a_reload() {
     let block = block.unwrap_or_else(|e| {
         panic!(
             "{e:?}: {}",
-            std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+            std::fs::read_to_string(dir.path().join("nginx.stderr")).unwrap_or_default()
         )
     });
     assert_eq!(hex_u64(&block), 0);
@@ -230,4 +230,29 @@ async fn the_client_address_comes_from_nginx_never_from_the_client() {
     );
     let allowed = send("near-only", &cn).await.unwrap();
     assert_eq!(allowed.status(), 200);
+}
+
+/// A private Nginx writes its errors to stderr (kept by whoever runs it: the local backend's
+/// supervisor rotates it at a cap), never to a file of its own that grows without bound: a
+/// stranger hammering an endpoint whose guard is gone cannot fill the disk through it.
+#[tokio::test]
+async fn private_nginx_errors_go_to_stderr_not_a_file_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(dir.path()).await;
+    let gw = Gateway::new(nginx.gateway.clone());
+    let (instance, c) = (name("node-down"), creds("node-down"));
+    // An endpoint with credentials but no guard on its socket: Nginx cannot connect.
+    gw.add(&instance).await.unwrap();
+    gw.set_credentials(&instance, &c).await.unwrap();
+    let url = format!("{}/node-down/", nginx.base_url());
+    let stderr = dir.path().join("nginx.stderr");
+    erigolem_test_utils::wait_for("the error on stderr", Duration::from_secs(10), || async {
+        let answer = rpc(&url, auth(&c), "eth_blockNumber", json!([])).await;
+        let logged = std::fs::read_to_string(&stderr)
+            .unwrap_or_default()
+            .contains("connect() to unix:");
+        (matches!(answer, Err(RpcError::Http(502))) && logged).then_some(())
+    })
+    .await;
+    assert!(!dir.path().join("error.log").exists());
 }

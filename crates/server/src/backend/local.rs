@@ -234,6 +234,9 @@ impl LocalBackend {
             shared: Default::default(),
             limits: Limits {
                 max_instances: u32::from(local.max_nodes),
+                // The operator's own machine and nodes: no promise of Erigon's published sizes
+                // (the free-space floor still holds).
+                disk_estimates: false,
                 ..Limits::default()
             },
             guard: Default::default(),

@@ -229,3 +229,48 @@ async fn helper_supervisor_process() {
     std::fs::write(pidfile, pid.to_string()).unwrap();
     tokio::time::sleep(Duration::from_secs(300)).await;
 }
+
+/// A node that writes without end does not fill the disk: its log rotates at the default cap
+/// (16 MiB, two rotated files kept), and its last lines still read across the rotation.
+#[tokio::test]
+async fn a_log_over_its_cap_rotates_and_its_tail_reads_across_the_rotation() {
+    const CAP: u64 = 16 * 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("node.log");
+    const LINE: &str = "a line of a very chatty node!!!";
+    assert_eq!(LINE.len() + 1, 32);
+    // 32-byte lines: exactly three caps of them, then one more line.
+    let script = format!(
+        "yes '{LINE}' | head -c {}; echo last line; exec sleep 300",
+        3 * CAP
+    );
+    let node = Supervised::spawn(sh(&script), &log, quick_policy()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while erigolem_supervisor::tail_lines(&log, 1).unwrap_or_default() != "last line\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the last line never reached the log"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let size = |name: &str| {
+        std::fs::metadata(dir.path().join(name))
+            .map(|m| m.len())
+            .ok()
+    };
+    assert_eq!(
+        size("node.log"),
+        Some(10),
+        "the live file holds the last line only"
+    );
+    assert_eq!(size("node.log.1"), Some(CAP));
+    assert_eq!(size("node.log.2"), Some(CAP));
+    assert_eq!(size("node.log.3"), None, "at most two rotated files");
+    // The tail continues into the rotated files.
+    let tail = erigolem_supervisor::tail_lines(&log, 100).unwrap();
+    let lines: Vec<&str> = tail.lines().collect();
+    assert_eq!(lines.len(), 100);
+    assert_eq!(lines[99], "last line");
+    assert!(lines[..99].iter().all(|l| *l == LINE));
+    node.stop().await;
+}
