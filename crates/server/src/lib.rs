@@ -22,6 +22,7 @@ pub mod money;
 mod payments;
 mod reconciler;
 mod routes;
+pub use routes::openapi_json;
 mod security;
 mod serve;
 

@@ -427,15 +427,21 @@ fn send_progress(state: &AppState, node: &NodeRecord, health: Option<String>) {
     // No receivers (nobody watching) is not an error.
     let _ = state.progress.send(crate::routes::events::Progress {
         owner: node.owner.clone(),
-        node_id: node.id.clone(),
-        block: node.block,
-        sync: node.sync.clone(),
-        health,
-        behind_seconds: live.behind_seconds,
-        behind_blocks: live.behind_blocks,
-        peers: live.peers,
-        lagging: live.lagging,
-        at: erigolem_store::now_ms(),
+        event: erigolem_api::ProgressEvent {
+            node_id: node.id.clone(),
+            block: node.block,
+            sync: node
+                .sync
+                .clone()
+                .and_then(|v| serde_json::from_value(v).ok()),
+            health,
+            behind_seconds: live.behind_seconds,
+            behind_blocks: live.behind_blocks,
+            peers: live.peers,
+            lagging: live.lagging,
+            usage: None,
+            at: erigolem_store::now_ms(),
+        },
     });
 }
 

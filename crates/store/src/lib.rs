@@ -11,6 +11,7 @@
 mod deals;
 mod error;
 mod key;
+mod usage;
 
 use std::fmt;
 use std::str::FromStr;
@@ -31,6 +32,7 @@ pub use deals::{
 };
 pub use error::StoreError;
 pub use key::{Key, KeyFile};
+pub use usage::{cap_methods, Tier, UsageSample, MAX_METHODS, MAX_ROWS_PER_NODE, OTHER_METHODS};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

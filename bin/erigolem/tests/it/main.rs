@@ -290,10 +290,9 @@ async fn killed_server_keeps_its_nodes(database_url: Option<String>) {
     let mut client = erigolem_client::Client::new(&server.url);
     client.sign_in(&wallet, 1).await.unwrap();
     let node = client
-        .create(&erigolem_client::CreateNode {
-            network: "dev".into(),
-            ..Default::default()
-        })
+        .create(&erigolem_client::CreateNode::new(
+            erigolem_api::Network::Dev,
+        ))
         .await
         .unwrap();
     let running = wait_state(&client, &node.id, "running").await;
@@ -619,10 +618,9 @@ async fn after_a_restart_no_command_line_holds_a_password_and_children_get_a_cle
     let mut client = erigolem_client::Client::new(&server.url);
     client.sign_in(&wallet, 1).await.unwrap();
     let node = client
-        .create(&erigolem_client::CreateNode {
-            network: "dev".into(),
-            ..Default::default()
-        })
+        .create(&erigolem_client::CreateNode::new(
+            erigolem_api::Network::Dev,
+        ))
         .await
         .unwrap();
     let running = wait_state(&client, &node.id, "running").await;

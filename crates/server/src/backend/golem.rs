@@ -395,7 +395,7 @@ impl Backend for GolemBackend {
                 }
                 Some(NetworkOffer {
                     price,
-                    ..NetworkOffer::new(network, modes)
+                    ..super::network_offer(network, modes)
                 })
             })
             .collect()

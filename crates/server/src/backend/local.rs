@@ -261,12 +261,15 @@ impl LocalBackend {
             .iter()
             .filter_map(|n| n.parse::<erigolem_primitives::Network>().ok())
             .map(|network| {
-                let offer = NetworkOffer::new(network, vec![erigolem_primitives::Mode::Dedicated]);
+                let offer =
+                    super::network_offer(network, vec![erigolem_primitives::Mode::Dedicated]);
                 let version = props["erigolem.engines"][offer.engine.to_string()]
                     .as_str()
                     .map(str::to_owned);
                 let offer = match offer.engine {
-                    erigolem_primitives::EngineKind::Erigon => offer.with_prunes(prunes.clone()),
+                    erigolem_primitives::EngineKind::Erigon => {
+                        super::with_prunes(offer, prunes.clone())
+                    }
                     erigolem_primitives::EngineKind::Anvil => offer,
                 };
                 NetworkOffer {

@@ -22,11 +22,14 @@ pub(crate) mod nodes;
 /// Request bodies larger than this are refused with 413: the API takes small JSON documents.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// The API's OpenAPI document: every route, its bodies, events and error codes, from the types
+/// of `erigolem-api`. Committed as `docs/openapi.json` (the UI's types are generated from it);
+/// `openapi_document_is_committed` fails when the two differ.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Erigolem API",
-        description = "Ethereum nodes on demand on the Golem Network"
+        description = "Ethereum nodes on demand on the Golem Network. Errors are `{\"error\":{\"code\",\"message\"}}` with `code` one of `ErrorCode`."
     ),
     paths(
         auth::nonce,
@@ -39,31 +42,27 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
         nodes::show,
         nodes::stop,
         nodes::remove,
-        billing::billing
+        nodes::rotate,
+        billing::billing,
+        events::events
     ),
     components(schemas(
-        auth::NonceResponse,
-        auth::LoginRequest,
-        auth::LoginResponse,
-        auth::MeResponse,
-        ErrorBody,
-        ErrorDetail
+        erigolem_api::ErrorBody,
+        erigolem_api::ErrorCode,
+        erigolem_api::NodeEvent,
+        erigolem_api::TransitionEvent,
+        erigolem_api::ProgressEvent,
+        erigolem_api::NodeUsage,
+        erigolem_api::UsageWindow
     ))
 )]
 pub(crate) struct ApiDoc;
 
-/// The error envelope, for the OpenAPI document.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct ErrorDetail {
-    code: String,
-    message: String,
+/// The OpenAPI document as the server serves it (and as `docs/openapi.json` holds it).
+pub fn openapi_json() -> String {
+    let mut text = ApiDoc::openapi().to_pretty_json().unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
@@ -76,7 +75,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async {
             crate::ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,
-                "not_found",
+                erigolem_api::ErrorCode::NotFound,
                 "no such API route",
             )
         })
@@ -120,7 +119,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 /// The OpenAPI document, built once (building it costs milliseconds: not on every request).
 async fn openapi() -> Response {
     static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let doc = DOC.get_or_init(|| serde_json::to_string(&ApiDoc::openapi()).unwrap_or_default());
+    let doc = DOC.get_or_init(openapi_json);
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         doc.as_str(),
@@ -164,7 +163,7 @@ async fn metrics_token(
         if erigolem_auth::hash_token(given) != erigolem_auth::hash_token(token) {
             return crate::ApiError::new(
                 axum::http::StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                erigolem_api::ErrorCode::Unauthorized,
                 "/metrics needs the metrics bearer token",
             )
             .into_response();
@@ -197,7 +196,7 @@ async fn rate_limit(
     if state.limiter.check_key(&client.key()).is_err() {
         return crate::ApiError::new(
             axum::http::StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            erigolem_api::ErrorCode::RateLimited,
             "too many requests: slow down",
         )
         .into_response();
@@ -238,4 +237,82 @@ async fn record_request(request: Request, next: Next) -> Response {
     metrics::histogram!("erigolem_http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// The committed contract is the server's: a field added to an API type without running
+    /// `bash scripts/api-types.sh` fails here (and `scripts/api-types.sh --check` in CI fails on
+    /// the UI's generated types).
+    #[test]
+    fn openapi_document_is_committed() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+        let committed = std::fs::read_to_string(path).unwrap();
+        assert!(
+            committed == super::openapi_json(),
+            "docs/openapi.json differs from the server's API types: run `bash scripts/api-types.sh` and commit both files"
+        );
+    }
+
+    #[test]
+    fn the_document_has_every_route_and_enums_as_enums() {
+        let doc: serde_json::Value = serde_json::from_str(&super::openapi_json()).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        for path in [
+            "/api/v1/auth/nonce",
+            "/api/v1/auth/login",
+            "/api/v1/auth/logout",
+            "/api/v1/me",
+            "/api/v1/networks",
+            "/api/v1/nodes",
+            "/api/v1/nodes/{id}",
+            "/api/v1/nodes/{id}/stop",
+            "/api/v1/nodes/{id}/credentials/rotate",
+            "/api/v1/billing",
+            "/api/v1/events",
+        ] {
+            assert!(paths.contains_key(path), "{path} missing from the document");
+        }
+        let schemas = &doc["components"]["schemas"];
+        for (name, values) in [
+            (
+                "NodeState",
+                erigolem_lifecycle::NodeState::ALL
+                    .map(|s| s.as_str())
+                    .to_vec(),
+            ),
+            (
+                "Network",
+                erigolem_primitives::Network::ALL
+                    .map(|n| n.as_str())
+                    .to_vec(),
+            ),
+            (
+                "Prune",
+                erigolem_primitives::Prune::ALL.map(|p| p.as_str()).to_vec(),
+            ),
+            (
+                "ErrorCode",
+                erigolem_api::ErrorCode::ALL
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect(),
+            ),
+        ] {
+            let listed: Vec<&str> = schemas[name]["enum"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{name} is not an enum in the document"))
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect();
+            assert_eq!(listed, values, "{name}");
+        }
+        // Every error answer's code is an ErrorCode.
+        assert_eq!(
+            schemas["ErrorDetail"]["properties"]["code"]["$ref"],
+            "#/components/schemas/ErrorCode"
+        );
+    }
 }

@@ -7,12 +7,11 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use erigolem_primitives::{Mode, Network, Prune};
+use erigolem_api::{CreateNode, Credentials, ErrorBody, ErrorCode, Node as NodeView};
+use erigolem_primitives::Mode;
 use erigolem_store::{NewNode, NodeRecord, NodeState};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
-use erigolem_lifecycle::{Conflict, Event, Glm};
+use erigolem_lifecycle::{Conflict, Event};
 
 use super::auth::AuthUser;
 use crate::backend::NetworkOffer;
@@ -43,60 +42,6 @@ pub(crate) async fn networks(State(state): State<Arc<AppState>>) -> Json<Vec<Net
     )
 }
 
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Credentials {
-    user: String,
-    password: String,
-}
-
-/// A node as its owner sees it.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct NodeView {
-    id: String,
-    name: String,
-    network: String,
-    /// `erigon` or `anvil` (the dev chain), as the backend serves the network.
-    engine: Option<String>,
-    mode: String,
-    prune: String,
-    #[schema(value_type = String)]
-    state: NodeState,
-    reason: Option<String>,
-    url: Option<String>,
-    ws_url: Option<String>,
-    auth: Option<Credentials>,
-    /// Price, spend and budget of a node on Golem.
-    billing: Option<crate::money::Billing>,
-    /// The backend still holds something for the node (an open agreement, a runtime): a failed
-    /// node that holds one can be stopped to end it.
-    held: bool,
-    /// The failed node this one replaced, and the node that replaced this one.
-    replaces: Option<String>,
-    replaced_by: Option<String>,
-    /// Set while a running node's STATUS polls fail (it is failed after 3), with why.
-    health: Option<String>,
-    /// The engine's release the node runs (e.g. Erigon `3.6.1`), from its last STATUS.
-    engine_version: Option<String>,
-    /// The JSON-RPC limits the node enforces (`null` fields: none in its release).
-    #[schema(value_type = Option<Object>)]
-    limits: Option<erigolem_primitives::RpcLimits>,
-    /// What the operator's runtime warns about (e.g. an Erigon newer than it knows).
-    warnings: Vec<String>,
-    peers: Option<u64>,
-    /// Age of the node's head block in seconds.
-    behind_seconds: Option<u64>,
-    /// Blocks between the node's head and the network's, while it syncs.
-    behind_blocks: Option<u64>,
-    /// More than the server's thresholds behind (`--lag-blocks`, `--lag-seconds`).
-    lagging: bool,
-    block: Option<i64>,
-    #[schema(value_type = Option<Object>)]
-    sync: Option<serde_json::Value>,
-    created_at: i64,
-    updated_at: i64,
-    stopped_at: Option<i64>,
-}
-
 async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeView, ApiError> {
     // Credentials only while the endpoint exists, and only ever to the owner (queries are owner-scoped).
     let auth = match (&node.username, node.state) {
@@ -115,7 +60,7 @@ async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeVie
         b.networks()
             .into_iter()
             .find(|o| o.network.to_string() == node.network)
-            .map(|o| o.engine.to_string())
+            .map(|o| o.engine)
     });
     let held = match &state.backend {
         Some(b) => b.holds(&node.id).await,
@@ -146,13 +91,27 @@ async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeVie
         .live(&node.id)
         .filter(|_| node.state == NodeState::Running)
         .unwrap_or_default();
+    let stored = |what: &str, text: &str| {
+        ApiError::internal(format!("node {}: stored {what} {text:?} unknown", node.id))
+    };
+    let network = node
+        .network
+        .parse()
+        .map_err(|_| stored("network", &node.network))?;
+    let mode = node.mode.parse().map_err(|_| stored("mode", &node.mode))?;
+    let prune = node
+        .prune
+        .parse()
+        .map_err(|_| stored("prune", &node.prune))?;
+    // Written from STATUS as a SyncProgress; anything else is shown as no progress.
+    let sync = node.sync.and_then(|v| serde_json::from_value(v).ok());
     Ok(NodeView {
         id: node.id,
         name: node.name,
-        network: node.network,
+        network,
         engine,
-        mode: node.mode,
-        prune: node.prune,
+        mode,
+        prune,
         state: node.state,
         reason: node.reason,
         url: node.url.filter(|_| live),
@@ -171,45 +130,16 @@ async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeVie
         behind_blocks: status.behind_blocks,
         lagging: status.lagging,
         block: node.block,
-        sync: node.sync,
+        sync,
         created_at: node.created_at,
         updated_at: node.updated_at,
         stopped_at: node.stopped_at,
     })
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CreateNode {
-    name: Option<String>,
-    #[schema(value_type = String, example = "dev")]
-    network: Network,
-    #[schema(value_type = Option<String>)]
-    mode: Option<Mode>,
-    #[schema(value_type = Option<String>)]
-    prune: Option<Prune>,
-    /// Where nodes are paid for (golem): GLM for the node and its replacements, a decimal string
-    /// (at most the server's budget).
-    #[schema(value_type = Option<String>, example = "2")]
-    budget: Option<Glm>,
-    /// Where nodes are paid for: the highest price per hour (GLM, a decimal string) to accept.
-    #[schema(value_type = Option<String>, example = "0.5")]
-    max_price_per_hour: Option<Glm>,
-    /// Where nodes are paid for: the highest start fee (GLM, a decimal string) to accept.
-    #[schema(value_type = Option<String>, example = "0.05")]
-    max_start_fee: Option<Glm>,
-    /// Where nodes are paid for: how many hours the node will run, which offers are compared on
-    /// (start fee + price × hours).
-    expected_hours: Option<u32>,
-    /// Replace the node with a new one (same name and network, another provider, the same budget)
-    /// if it fails while running; at most the server's number of replacements.
-    #[serde(default)]
-    auto_replace: bool,
-}
-
 /// Starts a node; it is `pending` at once and moves on in the background (watch `GET /nodes/{id}`).
 #[utoipa::path(post, path = "/api/v1/nodes", tag = "nodes", request_body = CreateNode,
-    responses((status = 201, body = NodeView), (status = 400, body = super::ErrorBody), (status = 401, body = super::ErrorBody), (status = 403, body = super::ErrorBody), (status = 429, body = super::ErrorBody)))]
+    responses((status = 201, body = NodeView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     user: AuthUser,
@@ -225,7 +155,7 @@ pub(crate) async fn create(
                 || name.chars().any(char::is_control)
             {
                 return Err(ApiError::bad_request(
-                    "invalid_name",
+                    ErrorCode::InvalidName,
                     format!("a name has 1-{MAX_NAME_CHARS} characters and no control characters"),
                 ));
             }
@@ -248,10 +178,8 @@ pub(crate) async fn create(
         // The market may have no offer for it right now: the node looks for one when it starts.
         None if any => {
             // A node of its own unless asked otherwise: every provider can start one.
-            fallback = crate::backend::NetworkOffer::new(
-                body.network,
-                vec![Mode::Dedicated, Mode::Shared],
-            );
+            fallback =
+                crate::backend::network_offer(body.network, vec![Mode::Dedicated, Mode::Shared]);
             Some(&fallback)
         }
         None => None,
@@ -259,7 +187,7 @@ pub(crate) async fn create(
     let Some(offer) = offer else {
         let served: Vec<String> = offers.iter().map(|o| o.network.to_string()).collect();
         return Err(ApiError::bad_request(
-            "unsupported_network",
+            ErrorCode::UnsupportedNetwork,
             format!(
                 "network {} is not offered here (offered: {})",
                 body.network,
@@ -271,7 +199,7 @@ pub(crate) async fn create(
         Some(mode) if offer.modes.contains(&mode) => mode,
         Some(mode) => {
             return Err(ApiError::bad_request(
-                "unsupported_mode",
+                ErrorCode::UnsupportedMode,
                 format!("mode {mode} is not offered for {}", body.network),
             ))
         }
@@ -281,7 +209,7 @@ pub(crate) async fn create(
     if !offer.prunes.is_empty() && !offer.prunes.contains(&prune) {
         let offered: Vec<&str> = offer.prunes.iter().map(|p| p.as_str()).collect();
         return Err(ApiError::bad_request(
-            "unsupported_prune",
+            ErrorCode::UnsupportedPrune,
             format!(
                 "prune mode {prune} is not offered for {} (offered: {})",
                 body.network,
@@ -300,9 +228,9 @@ pub(crate) async fn create(
     };
     let plan = policy.plan(pays, asked).map_err(|e| match e {
         crate::money::TermsError::NotSupported => {
-            ApiError::bad_request("not_supported", e.to_string())
+            ApiError::bad_request(ErrorCode::NotSupported, e.to_string())
         }
-        _ => ApiError::bad_request("invalid_terms", e.to_string()),
+        _ => ApiError::bad_request(ErrorCode::InvalidTerms, e.to_string()),
     })?;
     // (Spend caps were checked by `admission::admit_create`.) The per-user cap is checked in the same statement as the insert (see Store::insert_node_capped).
     let new = NewNode {
@@ -320,7 +248,7 @@ pub(crate) async fn create(
         Err(erigolem_store::StoreError::TooManyNodes { active, max }) => {
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "too_many_nodes",
+                ErrorCode::TooManyNodes,
                 format!("you have {active} active nodes; the limit is {max}"),
             ))
         }
@@ -336,7 +264,7 @@ pub(crate) async fn create(
 }
 
 /// The caller's nodes, newest first.
-#[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes", responses((status = 200, body = Vec<NodeView>), (status = 401, body = super::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes", responses((status = 200, body = Vec<NodeView>), (status = 401, body = ErrorBody)))]
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     user: AuthUser,
@@ -357,11 +285,11 @@ async fn owned(state: &AppState, id: &str, user: &AuthUser) -> Result<NodeRecord
 }
 
 fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such node")
+    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such node")
 }
 
 /// One node of the caller (404 for anyone else's).
-#[utoipa::path(get, path = "/api/v1/nodes/{id}", tag = "nodes", responses((status = 200, body = NodeView), (status = 404, body = super::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/nodes/{id}", tag = "nodes", responses((status = 200, body = NodeView), (status = 404, body = ErrorBody)))]
 pub(crate) async fn show(
     State(state): State<Arc<AppState>>,
     user: AuthUser,
@@ -373,7 +301,7 @@ pub(crate) async fn show(
 
 /// Stops a node; it moves to `stopping`, then `stopped`. A failed node that still holds an
 /// agreement (or a runtime) has it ended and stays failed.
-#[utoipa::path(post, path = "/api/v1/nodes/{id}/stop", tag = "nodes", responses((status = 202, body = NodeView), (status = 404, body = super::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/nodes/{id}/stop", tag = "nodes", responses((status = 202, body = NodeView), (status = 404, body = ErrorBody)))]
 pub(crate) async fn stop(
     State(state): State<Arc<AppState>>,
     user: AuthUser,
@@ -390,7 +318,7 @@ pub(crate) async fn stop(
 
 /// Deletes a stopped (or failed) node from the list; whatever the backend still holds for it is
 /// stopped first.
-#[utoipa::path(delete, path = "/api/v1/nodes/{id}", tag = "nodes", responses((status = 204), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody), (status = 502, body = super::ErrorBody)))]
+#[utoipa::path(delete, path = "/api/v1/nodes/{id}", tag = "nodes", responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)))]
 pub(crate) async fn remove(
     State(state): State<Arc<AppState>>,
     user: AuthUser,
@@ -401,12 +329,12 @@ pub(crate) async fn remove(
         Handled::Deleted | Handled::Missing => Ok(StatusCode::NO_CONTENT),
         Handled::Conflict(Conflict::NotStopped(state)) => Err(ApiError::new(
             StatusCode::CONFLICT,
-            "not_stopped",
+            ErrorCode::NotStopped,
             format!("the node is {state}: stop it first"),
         )),
         Handled::StopFailed(why) => Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
-            "stop_failed",
+            ErrorCode::StopFailed,
             format!("the node could not be stopped, so it was not deleted: {why}"),
         )),
         Handled::Done => Err(ApiError::internal("a delete decided nothing")),
@@ -415,7 +343,7 @@ pub(crate) async fn remove(
 
 /// A new password for a running node; the old one is refused from now on.
 #[utoipa::path(post, path = "/api/v1/nodes/{id}/credentials/rotate", tag = "nodes",
-    responses((status = 200, body = NodeView), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+    responses((status = 200, body = NodeView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn rotate(
     State(state): State<Arc<AppState>>,
     user: AuthUser,
@@ -429,7 +357,7 @@ pub(crate) async fn rotate(
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::CONFLICT,
-                "not_running",
+                ErrorCode::NotRunning,
                 format!(
                     "the node is {}: only a running node has credentials",
                     node.state
@@ -439,7 +367,7 @@ pub(crate) async fn rotate(
     let credentials = backend.rotate(&id).await.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
-            "backend_failed",
+            ErrorCode::BackendFailed,
             format!("the node did not rotate its credentials: {e}"),
         )
     })?;
