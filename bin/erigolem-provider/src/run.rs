@@ -43,6 +43,10 @@ pub(crate) struct RunArgs {
     /// GLM charged once per started node.
     #[arg(long, env = "ERIGOLEM_START_FEE", default_value_t = 0.0)]
     start_fee: f64,
+    /// GLM per JSON-RPC request a node's endpoint answered (0: requests are not priced). The
+    /// offer then lists `golem.usage.erigolem.requests` in its usage vector.
+    #[arg(long, env = "ERIGOLEM_PRICE_PER_REQUEST", default_value_t = 0.0)]
+    price_per_request: f64,
     /// Most nodes at once; further agreements are refused.
     #[arg(long, env = "ERIGOLEM_CAPACITY", default_value_t = 4)]
     capacity: usize,
@@ -104,9 +108,16 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         data_dir.join("agent-state.json"),
     );
     config.subnet = args.subnet;
+    anyhow::ensure!(
+        [args.price_per_hour, args.start_fee, args.price_per_request]
+            .iter()
+            .all(|p| p.is_finite() && *p >= 0.0),
+        "prices must be finite and not negative"
+    );
     config.pricing = Pricing {
         per_hour: args.price_per_hour,
         start_fee: args.start_fee,
+        per_request: args.price_per_request,
     };
     config.capacity = args.capacity;
     config.payment_platform = args.payment_platform;
@@ -208,17 +219,38 @@ impl erigolem_exe_unit::RunOutputFilter for StatusMisbehaviour {
     }
 }
 
-struct Running(erigolem_exe_unit::ExeUnit);
+/// An exe-unit, and where the request counter is in its usage vector.
+struct Running {
+    unit: erigolem_exe_unit::ExeUnit,
+    requests_at: Option<usize>,
+}
+
+/// The request count in a usage report: a counter is a whole, non-negative number; anything
+/// else (a runtime gone wrong) bills nothing.
+fn requests_in(usage: &erigolem_exe_unit::ActivityUsage, at: Option<usize>) -> u64 {
+    at.and_then(|i| usage.current_usage.as_ref()?.get(i).copied())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(|v| v as u64)
+        .unwrap_or(0)
+}
 
 #[async_trait::async_trait]
 impl RunningActivity for Running {
     async fn ended(&self) {
-        self.0.terminated().await;
+        self.unit.terminated().await;
     }
-    async fn shutdown(self: Box<Self>, reason: &str) {
-        let id = self.0.activity_id().to_owned();
-        if let Err(e) = self.0.shutdown(reason).await {
-            tracing::warn!(activity = %id, "exe-unit shutdown: {e}");
+    fn requests(&self) -> u64 {
+        requests_in(&self.unit.usage(), self.requests_at)
+    }
+    async fn shutdown(self: Box<Self>, reason: &str) -> u64 {
+        let id = self.unit.activity_id().to_owned();
+        let before = requests_in(&self.unit.usage(), self.requests_at);
+        match self.unit.shutdown(reason).await {
+            Ok(usage) => requests_in(&usage, self.requests_at).max(before),
+            Err(e) => {
+                tracing::warn!(activity = %id, "exe-unit shutdown: {e}");
+                before
+            }
         }
     }
 }
@@ -234,11 +266,20 @@ impl ActivityRunner for ExeUnitRunner {
             &self.runtime,
             self.activities_dir.join(&activity.activity_id),
         );
-        let mut config = runtime_env(std::env::vars_os()).fold(config, |c, (k, v)| c.env(k, v));
+        let config = runtime_env(std::env::vars_os()).fold(config, |c, (k, v)| c.env(k, v));
+        let mut config = if activity.usage_vector.is_empty() {
+            config
+        } else {
+            config.usage_vector(activity.usage_vector.clone())
+        };
         config.run_filter = self.run_filter.clone();
+        let requests_at = config
+            .usage_vector
+            .iter()
+            .position(|n| n == erigolem_provider_agent::props::REQUESTS);
         erigolem_exe_unit::spawn(config)
             .await
-            .map(|unit| Box::new(Running(unit)) as Box<dyn RunningActivity>)
+            .map(|unit| Box::new(Running { unit, requests_at }) as Box<dyn RunningActivity>)
             .map_err(|e| e.to_string())
     }
 

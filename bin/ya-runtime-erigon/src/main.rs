@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::rc::Rc;
 
-use erigolem_node_service::{Instance, NodeService, RuntimeConfig, ServiceError};
+use erigolem_node_service::{Instance, NodeService, RuntimeConfig, ServiceError, REQUESTS_COUNTER};
 use erigolem_primitives::paths::absolute_from;
 use erigolem_primitives::StartArgs;
 use futures::FutureExt;
@@ -15,8 +15,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Mutex;
 use ya_runtime_sdk::cli::CommandCli;
 use ya_runtime_sdk::{
-    Command, Context, EmptyResponse, Error, OutputResponse, ProcessIdResponse, RunProcess, Runtime,
-    RuntimeDef, RuntimeMode,
+    Command, Context, EmptyResponse, Error, EventEmitter, OutputResponse, ProcessIdResponse,
+    RunProcess, Runtime, RuntimeCounter, RuntimeDef, RuntimeMode,
 };
 
 /// Command line, as an exe-unit passes it: `--workdir W --task-package P <command> [args…]`.
@@ -117,6 +117,7 @@ impl Runtime for ErigonRuntime {
         let service = self.service();
         let slot = self.slot.clone();
         let args = StartArgs::parse(ctx.cli.command().args());
+        let emitter = ctx.emitter.clone();
         async move {
             let result: Result<serde_json::Value, ServiceError> = async {
                 let service = service.map_err(|e| ServiceError::Config(e.to_string()))?;
@@ -127,6 +128,9 @@ impl Runtime for ErigonRuntime {
                 }
                 // Into the slot at once, so that a signal from now on finds it to clean up.
                 let instance = slot.insert(service.start(args).await?);
+                if let Some(emitter) = emitter {
+                    tokio::task::spawn_local(report_requests(emitter, instance.request_counter()));
+                }
                 let status = instance.status().await;
                 Ok(serde_json::to_value(status).unwrap_or_default())
             }
@@ -142,11 +146,24 @@ impl Runtime for ErigonRuntime {
         .boxed_local()
     }
 
-    fn stop<'a>(&mut self, _ctx: &mut Context<Self>) -> EmptyResponse<'a> {
+    fn stop<'a>(&mut self, ctx: &mut Context<Self>) -> EmptyResponse<'a> {
         let slot = self.slot.clone();
+        let emitter = ctx.emitter.clone();
         async move {
-            if let Some(instance) = slot.lock().await.take() {
-                instance.stop().await.map_err(Error::from_string)?;
+            if let Some(mut instance) = slot.lock().await.take() {
+                // No call is answered after this: the count is final. It is reported while the
+                // node stops, well before Shutdown is answered — the exe-unit bills what it saw.
+                let closed = instance.close_endpoint().await;
+                if let Some(mut emitter) = emitter {
+                    emitter.counter(requests_counter(instance.requests())).await;
+                    // The event crosses two more tasks (the SDK's, the runtime API's writer) on
+                    // this one thread before it is written; let them run before the answer.
+                    for _ in 0..8 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                let stopped = instance.stop().await;
+                closed.and(stopped).map_err(Error::from_string)?;
             }
             Ok(())
         }
@@ -216,6 +233,31 @@ impl Runtime for ErigonRuntime {
             Ok(())
         }
         .boxed_local()
+    }
+}
+
+/// How often the request counter is reported to the exe-unit (when it changed).
+const COUNTER_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn requests_counter(requests: u64) -> RuntimeCounter {
+    RuntimeCounter {
+        name: REQUESTS_COUNTER.to_owned(),
+        value: requests as f64,
+    }
+}
+
+/// Reports the endpoint's request count as a runtime counter event (the Golem usage counter
+/// `golem.usage.erigolem.requests`, which an exe-unit puts in the activity's usage vector), at
+/// start and then whenever it changed, while the process lives.
+async fn report_requests(mut emitter: EventEmitter, counter: erigolem_guard::RequestCounter) {
+    let mut last = None;
+    loop {
+        let now = counter.get();
+        if last != Some(now) {
+            emitter.counter(requests_counter(now)).await;
+            last = Some(now);
+        }
+        tokio::time::sleep(COUNTER_INTERVAL).await;
     }
 }
 

@@ -12,9 +12,11 @@
 //!   agreement's requestor only (other callers get `Forbidden`);
 //! - reports to `/local/activity`: `SetActivityState` (`Initialized` once bound, `Deployed`,
 //!   `Ready`, with the pending states in between, `Terminated` with a reason) and
-//!   `SetActivityUsage` every [`ExeUnitConfig::usage_interval`]: `[duration_sec, cpu_sec]` — the
-//!   seconds since spawn, and the CPU seconds of the runtime process and its descendants (the
-//!   node);
+//!   `SetActivityUsage` every [`ExeUnitConfig::usage_interval`]: the agreement's usage vector
+//!   ([`ExeUnitConfig::usage_vector`], default `[duration_sec, cpu_sec]`) — the seconds since
+//!   spawn, the CPU seconds of the runtime process and its descendants (the node), and any other
+//!   counter as the runtime last reported it (`golem.usage.erigolem.requests`: JSON-RPC calls
+//!   its endpoint answered), as yagna's exe-unit does with custom counters;
 //! - exe-script commands, in order, one batch after another: `deploy` (the runtime's `deploy`),
 //!   `start` (its arguments joined: one JSON object such as `{"network":"dev"}`), `run` with
 //!   `entry_point` `STATUS|HEALTH|LOGS|ROTATE` and `args` (the runtime's `run` commands),
@@ -60,6 +62,8 @@ pub mod messages;
 mod unit;
 mod usage;
 
+pub use usage::{CPU_SEC, DURATION_SEC};
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
@@ -95,6 +99,8 @@ pub struct ExeUnitConfig {
     pub env: Vec<(OsString, OsString)>,
     /// How often `SetActivityUsage` is sent (at most 5 s: yagna gives up after 10 s).
     pub usage_interval: Duration,
+    /// The agreement's `golem.com.usage.vector`: the counters reported, in this order.
+    pub usage_vector: Vec<String>,
     /// Test-only: rewrites what `run` commands answer (a hostile-provider double). `None` in
     /// production.
     pub run_filter: Option<RunFilter>,
@@ -136,8 +142,15 @@ impl ExeUnitConfig {
             workdir: workdir.into(),
             env: Vec::new(),
             usage_interval: DEFAULT_USAGE_INTERVAL,
+            usage_vector: vec![DURATION_SEC.to_owned(), CPU_SEC.to_owned()],
             run_filter: None,
         }
+    }
+
+    /// The agreement's usage vector (the offer's `golem.com.usage.vector`).
+    pub fn usage_vector(mut self, names: Vec<String>) -> Self {
+        self.usage_vector = names;
+        self
     }
 
     /// Adds an environment variable of the runtime process.
@@ -182,6 +195,12 @@ impl ExeUnitConfig {
             return Err(ExeUnitError::Config(format!(
                 "usage interval {:?} is not within (0, 5 s]",
                 self.usage_interval
+            )));
+        }
+        if self.usage_vector.is_empty() || self.usage_vector.len() > 16 {
+            return Err(ExeUnitError::Config(format!(
+                "usage vector {:?} must name 1 to 16 counters",
+                self.usage_vector
             )));
         }
         if !self.runtime.is_file() {
@@ -303,8 +322,9 @@ impl ExeUnit {
         self.state.borrow().clone()
     }
 
-    /// The usage last reported to yagna: `[duration_sec, cpu_sec]` (`current_usage` is `None`
-    /// before the first report).
+    /// The usage last reported to yagna, in the order of [`ExeUnitConfig::usage_vector`]
+    /// (`current_usage` is `None` before the first report); after the runtime was shut down, the
+    /// final counts.
     pub fn usage(&self) -> ActivityUsage {
         self.usage.borrow().clone()
     }
@@ -324,8 +344,11 @@ impl ExeUnit {
     /// Ends the activity: the command running finishes, queued ones are dropped, the runtime
     /// is shut down (the endpoint's credentials are revoked, the node stopped), `Terminated`
     /// is reported with `reason` (if it was not already), the addresses are unbound and the
-    /// thread ends.
-    pub async fn shutdown(mut self, reason: impl Into<String>) -> Result<(), ExeUnitError> {
+    /// thread ends. Returns the final usage (as [`ExeUnit::usage`]), to bill.
+    pub async fn shutdown(
+        mut self,
+        reason: impl Into<String>,
+    ) -> Result<ActivityUsage, ExeUnitError> {
         let (done_tx, done) = oneshot::channel();
         let sent = self.control.send(Control::Shutdown {
             reason: reason.into(),
@@ -339,7 +362,7 @@ impl ExeUnit {
             // It is at its very end (or gone): joining does not block for long.
             let _ = thread.join();
         }
-        result
+        result.map(|()| self.usage.borrow().clone())
     }
 }
 

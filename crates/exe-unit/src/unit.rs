@@ -28,7 +28,7 @@ use crate::messages::{
     exeunit_bus_id, Exec, GetExecBatchResults, GetRunningCommand, RpcMessageError, SetState,
     SetUsage, StreamExecBatchResults, LOCAL_ACTIVITY_BUS_ID,
 };
-use crate::usage::{alive, tree_cpu_seconds};
+use crate::usage::{alive, tree_cpu_seconds, usage_vector};
 use crate::{ExeUnitConfig, ExeUnitError};
 
 /// How long connecting to yagna's GSB may take.
@@ -76,6 +76,10 @@ struct Shared {
     runtime_pid: Cell<Option<u32>>,
     cpu_seconds: Cell<f64>,
     started: Instant,
+    /// The agreement's usage vector.
+    usage_vector: Vec<String>,
+    /// The runtime's counters (kept after it ends, for the final report).
+    counters: RefCell<Option<erigolem_runtime_client::Counters>>,
 }
 
 /// Runs the exe-unit until the owner asks it to shut down (or goes away). `ready` gets the
@@ -156,6 +160,8 @@ pub(crate) async fn run(
         runtime_pid: Cell::new(None),
         cpu_seconds: Cell::new(0.0),
         started,
+        usage_vector: config.usage_vector.clone(),
+        counters: RefCell::default(),
     });
 
     let server = {
@@ -314,6 +320,24 @@ impl Shared {
             self.cpu_seconds.set(self.cpu_seconds.get().max(seconds));
         }
         self.cpu_seconds.get()
+    }
+
+    /// The usage vector now (measuring CPU), published to the handle.
+    fn measure_usage(&self) -> ActivityUsage {
+        let cpu = self.measure_cpu();
+        let counters = self.counters.borrow().clone();
+        let vector = usage_vector(
+            &self.usage_vector,
+            self.started.elapsed().as_secs_f64(),
+            cpu,
+            |name| counters.as_ref().and_then(|c| c.get(name)),
+        );
+        let usage = ActivityUsage {
+            current_usage: Some(vector),
+            timestamp: Utc::now().timestamp(),
+        };
+        self.usage_tx.send_replace(usage.clone());
+        usage
     }
 
     fn exec(&self, msg: Exec) -> Result<String, RpcMessageError> {
@@ -511,7 +535,7 @@ async fn report_usage(shared: Rc<Shared>, interval: Duration) {
         if !shared.state_pair().alive() || shared.stopping.get() {
             return;
         }
-        let cpu = shared.measure_cpu();
+        let usage = shared.measure_usage();
         if let Some(pid) = shared.runtime_pid.get() {
             if !alive(pid) {
                 let _ = shared.jobs.send(Job::Fail(format!(
@@ -519,11 +543,6 @@ async fn report_usage(shared: Rc<Shared>, interval: Duration) {
                 )));
             }
         }
-        let usage = ActivityUsage {
-            current_usage: Some(vec![shared.started.elapsed().as_secs_f64(), cpu]),
-            timestamp: Utc::now().timestamp(),
-        };
-        shared.usage_tx.send_replace(usage.clone());
         let msg = SetUsage {
             activity_id: shared.activity_id.clone(),
             usage,
@@ -746,6 +765,7 @@ impl Worker {
         match self.runtime.start(&args.join(" ")).await {
             Ok(session) => {
                 self.shared.runtime_pid.set(Some(session.pid()));
+                self.shared.counters.replace(Some(session.counters()));
                 let stdout = match session.start_output().await {
                     Ok(status) => serde_json::to_vec(&status).unwrap_or_default(),
                     Err(e) => {
@@ -813,6 +833,8 @@ impl Worker {
             if let Err(e) = session.shutdown().await {
                 tracing::warn!(activity = %self.shared.activity_id, "runtime shutdown: {e}");
             }
+            // The runtime reported its final counts before it answered Shutdown.
+            self.shared.measure_usage();
         }
         self.shared.runtime_pid.set(None);
         let state = ActivityState {

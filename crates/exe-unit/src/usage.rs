@@ -1,4 +1,4 @@
-//! CPU time of a process tree, from `/proc`.
+//! The usage vector, and CPU time of a process tree from `/proc`.
 
 use std::collections::HashMap;
 
@@ -49,6 +49,30 @@ fn parse_stat(stat: &str) -> Option<(u32, u64)> {
     Some((ppid, ticks))
 }
 
+/// The time counter (seconds since the activity was created).
+pub const DURATION_SEC: &str = "golem.usage.duration_sec";
+/// CPU seconds of the runtime and its descendants.
+pub const CPU_SEC: &str = "golem.usage.cpu_sec";
+
+/// The usage vector in the agreement's order (`golem.com.usage.vector`): duration and CPU are
+/// measured here; any other name is a counter the runtime reports (custom counters, as yagna's
+/// exe-unit calls them), 0 until it does.
+pub(crate) fn usage_vector(
+    names: &[String],
+    duration_sec: f64,
+    cpu_sec: f64,
+    counter: impl Fn(&str) -> Option<f64>,
+) -> Vec<f64> {
+    names
+        .iter()
+        .map(|name| match name.as_str() {
+            DURATION_SEC => duration_sec,
+            CPU_SEC => cpu_sec,
+            other => counter(other).unwrap_or(0.0),
+        })
+        .collect()
+}
+
 /// Whether `pid` is a live process (not gone, not a zombie).
 pub(crate) fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -69,6 +93,30 @@ mod tests {
     fn parses_stat() {
         let line = "42 (a b) c) S 7 42 42 0 -1 4194560 100 0 0 0 30 12 5 3 20 0 1 0 1 2 3";
         assert_eq!(parse_stat(line), Some((7, 30 + 12 + 5 + 3)));
+    }
+
+    #[test]
+    fn the_vector_follows_the_agreement() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let counters = |name: &str| (name == "golem.usage.erigolem.requests").then_some(37.0);
+        assert_eq!(
+            usage_vector(&names(&[DURATION_SEC, CPU_SEC]), 5.0, 0.5, counters),
+            [5.0, 0.5]
+        );
+        assert_eq!(
+            usage_vector(
+                &names(&[CPU_SEC, "golem.usage.erigolem.requests", DURATION_SEC]),
+                5.0,
+                0.5,
+                counters
+            ),
+            [0.5, 37.0, 5.0]
+        );
+        assert_eq!(
+            usage_vector(&names(&["golem.usage.storage_gib"]), 5.0, 0.5, counters),
+            [0.0],
+            "a counter nobody reports stays 0"
+        );
     }
 
     #[test]

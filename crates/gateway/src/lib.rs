@@ -1,10 +1,13 @@
-//! Nginx gateway: gives each instance its own URL path, password file and upstream, validated with
-//! `nginx -t` before a reload and rolled back when invalid, all under a lock so that concurrent
-//! runtimes on one host never interleave; revokes and removes entries, and sweeps stale ones.
+//! Nginx gateway: the files a static Nginx site reads to serve each instance at `/<instance>/`
+//! — a password file per instance, and the directory of the instances' unix sockets (served by
+//! each activity's endpoint guard). Adding, rotating and removing an instance writes files only:
+//! Nginx is never reloaded, so other instances' connections are never touched. Everything
+//! happens under a short lock, so concurrent runtimes on one host never interleave; entries
+//! whose owning runtime died are swept.
 //!
-//! Layout under the gateway directory (included by the Nginx site, see [`site`]):
-//! `upstreams/<instance>.conf` (http level), `locations/<instance>.conf` (server level),
-//! `htpasswd/<instance>` (mode 0640), `.lock`.
+//! Layout under the gateway directory (read by the site, see [`site`]):
+//! `htpasswd/<instance>` (mode 0640: a header naming the owner, then `user:{SSHA}…`),
+//! `sockets/<instance>.sock` (mode 0660), `.lock`.
 
 use std::fs;
 use std::io::{self, Write};
@@ -23,16 +26,17 @@ pub use upstream::{InvalidUpstream, Upstream};
 /// Where the gateway's files live and how to reach Nginx.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GatewayConfig {
-    /// Directory holding `upstreams/`, `locations/`, `htpasswd/` and the lock file.
+    /// Directory holding `htpasswd/`, `sockets/` and the lock file.
     pub dir: PathBuf,
     /// The Nginx binary.
     #[serde(default = "default_nginx_bin")]
     pub nginx_bin: PathBuf,
     /// The main Nginx config file, for `nginx -t -c`.
     pub nginx_conf: PathBuf,
-    /// The Nginx master's pid file; the master is sent SIGHUP to reload.
+    /// The Nginx master's pid file (to check that Nginx runs).
     pub pid_file: PathBuf,
-    /// Group the Nginx workers run as (e.g. `www-data`): password files get it, with mode 0640.
+    /// Group the Nginx workers run as (e.g. `www-data`): password files (mode 0640) and sockets
+    /// (mode 0660) get it.
     #[serde(default)]
     pub password_group: Option<String>,
 }
@@ -45,7 +49,7 @@ fn default_nginx_bin() -> PathBuf {
 pub enum GatewayError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("nginx rejected the configuration (rolled back): {0}")]
+    #[error("nginx rejects its configuration: {0}")]
     Invalid(String),
     #[error("cannot run {bin}: {source}")]
     NginxMissing { bin: PathBuf, source: io::Error },
@@ -127,33 +131,24 @@ impl Gateway {
         &self.config
     }
 
-    fn upstreams_dir(&self) -> PathBuf {
-        self.config.dir.join("upstreams")
-    }
-    fn locations_dir(&self) -> PathBuf {
-        self.config.dir.join("locations")
-    }
     fn htpasswd_dir(&self) -> PathBuf {
         self.config.dir.join("htpasswd")
     }
-    fn location_file(&self, i: &InstanceName) -> PathBuf {
-        self.locations_dir().join(format!("{i}.conf"))
-    }
-    fn upstream_file(&self, i: &InstanceName) -> PathBuf {
-        self.upstreams_dir().join(format!("{i}.conf"))
+    fn sockets_dir(&self) -> PathBuf {
+        self.config.dir.join("sockets")
     }
     /// The password file of an instance.
     pub fn password_file(&self, i: &InstanceName) -> PathBuf {
         self.htpasswd_dir().join(i.as_str())
     }
+    /// The unix socket Nginx passes an instance's requests to.
+    pub fn socket(&self, i: &InstanceName) -> PathBuf {
+        self.sockets_dir().join(format!("{i}.sock"))
+    }
 
     /// Creates the directory layout (idempotent).
     pub fn ensure_layout(&self) -> Result<()> {
-        for dir in [
-            self.upstreams_dir(),
-            self.locations_dir(),
-            self.htpasswd_dir(),
-        ] {
+        for dir in [self.htpasswd_dir(), self.sockets_dir()] {
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
             check_safe_path(&dir)?;
         }
@@ -184,158 +179,131 @@ impl Gateway {
         })?
     }
 
-    /// Adds the entry for `instance`: password file, upstream and location, validated and live.
-    pub async fn add(
-        &self,
-        instance: &InstanceName,
-        upstream: &Upstream,
-        credentials: &Credentials,
-    ) -> Result<()> {
-        self.add_with_scheme(instance, upstream, credentials, PasswordScheme::default())
-            .await
-    }
-
-    /// [`add`](Self::add) with a chosen password hash format (for benchmarks and migrations).
-    pub async fn add_with_scheme(
-        &self,
-        instance: &InstanceName,
-        upstream: &Upstream,
-        credentials: &Credentials,
-        scheme: PasswordScheme,
-    ) -> Result<()> {
-        let _lock = self.lock().await?;
-        let location = self.location_file(instance);
-        if location.exists() {
-            return Err(GatewayError::Exists(instance.clone()));
-        }
-        let password_file = self.password_file(instance);
-        let upstream_file = self.upstream_file(instance);
-        check_safe_path(&password_file)?;
-        let header = format!(
+    fn header(&self, instance: &InstanceName) -> String {
+        format!(
             "# erigolem instance {instance}; owner pid={} start={}\n",
             self.owner.pid, self.owner.start_time
-        );
-        let written = (|| {
-            self.write_password_file(&password_file, credentials, scheme)?;
-            write_file(
-                &upstream_file,
-                &format!("{header}{}", site::upstream_block(instance, upstream)),
-                0o644,
-            )?;
-            write_file(
-                &location,
-                &format!("{header}{}", site::location_block(instance, &password_file)),
-                0o644,
-            )
-        })();
-        let result = match written {
-            Ok(()) => match self.validate().await {
-                Ok(()) => self.reload().await,
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        if let Err(e) = result {
-            // Nothing half-made stays: not loaded, so removing the files needs no reload.
-            for f in [&location, &upstream_file, &password_file] {
-                let _ = fs::remove_file(f);
+        )
+    }
+
+    /// Claims `instance`'s entry: its password file, naming this process as the owner and
+    /// holding no credentials yet (Nginx answers 401 to everyone). Its socket may be bound
+    /// from now on; [`set_credentials`](Self::set_credentials) opens it.
+    pub async fn add(&self, instance: &InstanceName) -> Result<()> {
+        let _lock = self.lock().await?;
+        let password_file = self.password_file(instance);
+        check_safe_path(&password_file)?;
+        if let Some(owner) = self.owner_of(instance) {
+            if owner != self.owner && owner.is_alive() {
+                return Err(GatewayError::Exists(instance.clone()));
             }
-            return Err(e);
         }
-        tracing::info!(%instance, %upstream, "gateway entry added");
+        self.write_password_file(&password_file, &self.header(instance))?;
+        tracing::debug!(%instance, "gateway entry added");
         Ok(())
     }
 
-    /// Replaces the credentials of an existing entry. Nginx reads password files on each request,
-    /// so this takes effect at once and needs no reload.
+    /// Sets the credentials of an entry. Nginx reads password files on each request, so this
+    /// takes effect at once and needs no reload.
     pub async fn set_credentials(
         &self,
         instance: &InstanceName,
         credentials: &Credentials,
     ) -> Result<()> {
+        self.set_credentials_with_scheme(instance, credentials, PasswordScheme::default())
+            .await
+    }
+
+    /// [`set_credentials`](Self::set_credentials) with a chosen password hash format (for
+    /// benchmarks).
+    pub async fn set_credentials_with_scheme(
+        &self,
+        instance: &InstanceName,
+        credentials: &Credentials,
+        scheme: PasswordScheme,
+    ) -> Result<()> {
         let _lock = self.lock().await?;
-        if !self.location_file(instance).exists() {
-            let path = self.location_file(instance);
+        let path = self.password_file(instance);
+        if !path.exists() {
             return Err(GatewayError::Io {
                 path,
                 source: io::ErrorKind::NotFound.into(),
             });
         }
-        self.write_password_file(
-            &self.password_file(instance),
-            credentials,
-            PasswordScheme::default(),
-        )
+        let line = htpasswd::line(&credentials.user, credentials.password.expose(), scheme);
+        self.write_password_file(&path, &format!("{}{line}", self.header(instance)))
     }
 
-    /// Revokes the credentials at once, then removes the entry and reloads Nginx.
-    pub async fn remove(&self, instance: &InstanceName) -> Result<()> {
+    /// Refuses every request at once (401): the password file keeps only its header.
+    pub async fn revoke(&self, instance: &InstanceName) -> Result<()> {
         let _lock = self.lock().await?;
-        self.remove_locked(instance)?;
-        let result = match self.validate().await {
-            Ok(()) => self.reload().await,
-            Err(e) => Err(e),
-        };
-        let _ = fs::remove_file(self.password_file(instance));
-        tracing::info!(%instance, "gateway entry removed");
-        result
-    }
-
-    fn remove_locked(&self, instance: &InstanceName) -> Result<()> {
-        let password_file = self.password_file(instance);
-        // An empty password file denies everyone (401) until the reload drops the location.
-        if password_file.exists() {
-            write_file(&password_file, "", 0o640)?;
-        }
-        for f in [self.location_file(instance), self.upstream_file(instance)] {
-            match fs::remove_file(&f) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(GatewayError::Io { path: f, source: e }),
-            }
+        let path = self.password_file(instance);
+        if path.exists() {
+            self.write_password_file(&path, &self.header(instance))?;
         }
         Ok(())
     }
 
-    /// Removes entries whose owning process is gone (e.g. a runtime killed with SIGKILL).
+    /// Removes the entry: its password file (Nginx answers 404 from now on) and its socket.
+    pub async fn remove(&self, instance: &InstanceName) -> Result<()> {
+        let _lock = self.lock().await?;
+        self.remove_locked(instance);
+        tracing::debug!(%instance, "gateway entry removed");
+        Ok(())
+    }
+
+    fn remove_locked(&self, instance: &InstanceName) {
+        for f in [self.password_file(instance), self.socket(instance)] {
+            match fs::remove_file(&f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("cannot remove {}: {e}", f.display()),
+            }
+        }
+    }
+
+    /// Removes entries whose owning process is gone (e.g. a runtime killed with SIGKILL), and
+    /// sockets without an entry.
     pub async fn sweep_stale(&self) -> Result<Vec<InstanceName>> {
         let _lock = self.lock().await?;
         let mut stale = Vec::new();
         for (instance, owner) in self.entries()? {
             if owner.is_none_or(|o| !o.is_alive()) {
-                self.remove_locked(&instance)?;
-                let _ = fs::remove_file(self.password_file(&instance));
+                self.remove_locked(&instance);
                 stale.push(instance);
             }
         }
-        // Password files without a location are leftovers too.
-        let dir = self.htpasswd_dir();
+        // A socket is bound only after its entry exists: one without an entry is a leftover.
+        let dir = self.sockets_dir();
         for entry in fs::read_dir(&dir).map_err(io_err(&dir))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Ok(instance) = InstanceName::new(name) {
-                if !self.location_file(&instance).exists() {
+            let Some(stem) = name.strip_suffix(".sock") else {
+                continue;
+            };
+            if let Ok(instance) = InstanceName::new(stem) {
+                if !self.password_file(&instance).exists() {
                     let _ = fs::remove_file(entry.path());
                 }
             }
         }
         if !stale.is_empty() {
             tracing::warn!(?stale, "swept stale gateway entries");
-            self.validate().await?;
-            self.reload().await?;
         }
         Ok(stale)
     }
 
+    fn owner_of(&self, instance: &InstanceName) -> Option<Owner> {
+        let text = fs::read_to_string(self.password_file(instance)).ok()?;
+        parse_owner(&text)
+    }
+
     /// The instances that have an entry, with their owners (None if the header is unreadable).
     pub fn entries(&self) -> Result<Vec<(InstanceName, Option<Owner>)>> {
-        let dir = self.locations_dir();
+        let dir = self.htpasswd_dir();
         let mut out = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_err(&dir))?.flatten() {
             let file_name = entry.file_name().to_string_lossy().into_owned();
-            let Some(stem) = file_name.strip_suffix(".conf") else {
-                continue;
-            };
-            let Ok(instance) = InstanceName::new(stem) else {
+            let Ok(instance) = InstanceName::new(file_name) else {
                 continue;
             };
             let text = fs::read_to_string(entry.path()).unwrap_or_default();
@@ -382,71 +350,33 @@ impl Gateway {
         Ok(pid)
     }
 
-    /// Asks the Nginx master to reload its configuration (SIGHUP) and waits until the reload has
-    /// taken effect: new workers run and every old worker has stopped accepting connections (Nginx
-    /// retitles it "… is shutting down" once it closed its listeners). Without the wait, a request
-    /// right after an add can still reach an old worker and get a 404.
-    pub async fn reload(&self) -> Result<()> {
+    /// The worker processes of the running Nginx master (their pids).
+    pub fn worker_pids(&self) -> Result<Vec<u32>> {
         let master = self.master_pid()?;
-        let before = workers_of(master);
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(master as i32),
-            nix::sys::signal::Signal::SIGHUP,
-        )
-        .map_err(|e| GatewayError::NotRunning {
-            path: self.config.pid_file.clone(),
-            reason: e.to_string(),
-        })?;
-        let deadline = std::time::Instant::now() + RELOAD_TIMEOUT;
-        loop {
-            let now = workers_of(master);
-            let new_running = now
-                .iter()
-                .any(|(pid, _)| !before.iter().any(|(old, _)| old == pid));
-            let old_accepting = now.iter().any(|(pid, title)| {
-                before.iter().any(|(old, _)| old == pid) && !title.contains("shutting down")
-            });
-            if new_running && !old_accepting {
-                return Ok(());
-            }
-            if std::time::Instant::now() >= deadline {
-                // Nginx may have refused the new config at runtime (e.g. a port in use); it keeps
-                // serving the old one and says why in its error log.
-                tracing::warn!(
-                    master,
-                    "nginx reload not confirmed within {RELOAD_TIMEOUT:?}; see its error log"
-                );
-                return Ok(());
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
+        Ok(workers_of(master).into_iter().map(|(pid, _)| pid).collect())
     }
 
-    fn write_password_file(
-        &self,
-        path: &Path,
-        credentials: &Credentials,
-        scheme: PasswordScheme,
-    ) -> Result<()> {
-        let line = htpasswd::line(&credentials.user, credentials.password.expose(), scheme);
-        write_file(path, &line, 0o640)?;
+    fn write_password_file(&self, path: &Path, content: &str) -> Result<()> {
+        write_file(path, content, 0o640)?;
         if let Some(group) = &self.config.password_group {
-            let gid = nix::unistd::Group::from_name(group)
-                .ok()
-                .flatten()
-                .ok_or_else(|| GatewayError::UnknownGroup(group.clone()))?
-                .gid;
-            nix::unistd::chown(path, None, Some(gid)).map_err(|e| GatewayError::Io {
-                path: path.to_owned(),
-                source: e.into(),
-            })?;
+            chown_group(path, group)?;
         }
         Ok(())
     }
 }
 
-/// How long [`Gateway::reload`] waits for Nginx to switch to the new configuration.
-const RELOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Gives `path` the group `group` (the Nginx workers' group).
+pub fn chown_group(path: &Path, group: &str) -> Result<()> {
+    let gid = nix::unistd::Group::from_name(group)
+        .ok()
+        .flatten()
+        .ok_or_else(|| GatewayError::UnknownGroup(group.to_owned()))?
+        .gid;
+    nix::unistd::chown(path, None, Some(gid)).map_err(|e| GatewayError::Io {
+        path: path.to_owned(),
+        source: e.into(),
+    })
+}
 
 /// The worker processes of an Nginx master, with their titles (`nginx: worker process …`).
 fn workers_of(master: u32) -> Vec<(u32, String)> {

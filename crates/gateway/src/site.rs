@@ -1,61 +1,61 @@
-//! Nginx config text: per-instance blocks, the http-level snippet, and a complete standalone config
-//! for a private Nginx (tests, the demo, the server's local backend).
+//! Nginx config text: the static site every provider runs (one location for every instance), and
+//! a complete standalone config for a private Nginx (tests, the demo, the server's local backend).
+//!
+//! The location maps `/<instance>/` to the instance's password file and unix socket through a
+//! named capture: `auth_basic_user_file` and `proxy_pass` both accept variables (Nginx docs of
+//! `ngx_http_auth_basic_module` and `ngx_http_proxy_module`; `ngx_http_proxy_eval` parses the
+//! evaluated URL with `ngx_parse_url`, which takes `unix:` paths). The capture is limited to
+//! instance-name characters, so it can never leave the gateway directory. Nothing here changes
+//! when instances come and go, so Nginx is never reloaded for them.
 
 use std::net::SocketAddr;
 use std::path::Path;
 
-use erigolem_primitives::InstanceName;
-
-use crate::Upstream;
-
-/// The variable that carries `Connection: upgrade` for WebSocket requests and nothing otherwise
-/// (so plain requests reuse keep-alive upstream connections). Defined by [`http_snippet`].
+/// The variable that carries `Connection: upgrade` for WebSocket requests and nothing otherwise.
+/// Defined by [`http_snippet`].
 pub const CONNECTION_VAR: &str = "$erigolem_connection";
 
-/// Idle keep-alive connections Nginx keeps open to each node.
-const UPSTREAM_KEEPALIVE: u32 = 64;
+/// The instance named by the request path (a named capture of the location).
+pub const INSTANCE_VAR: &str = "$erigolem_instance";
 
-/// `upstreams/<instance>.conf`: included at http level.
-pub fn upstream_block(instance: &InstanceName, upstream: &Upstream) -> String {
-    format!(
-        "upstream erigolem-{instance} {{\n    server {upstream};\n    keepalive {UPSTREAM_KEEPALIVE};\n}}\n"
-    )
+/// What a site needs at http level: the upgrade map.
+pub fn http_snippet() -> String {
+    format!("map $http_upgrade {CONNECTION_VAR} {{\n    default upgrade;\n    ''      '';\n}}\n")
 }
 
-/// `locations/<instance>.conf`: included in the server block. HTTP and WebSocket share the URL.
-pub fn location_block(instance: &InstanceName, password_file: &Path) -> String {
+/// The location of every instance (inside a `server {}`): a request for `/<instance>/…` is
+/// answered 404 unless the instance has a password file, checked against it (401), and passed
+/// to the instance's socket with the client's address in `X-Erigolem-Client-Ip` (replacing any
+/// header of that name the client sent). The `Authorization` header goes on: the guard checks it
+/// too, and strips it before the node.
+pub fn instance_location(gateway_dir: &Path) -> String {
+    let dir = gateway_dir.display();
     format!(
-        r#"location /{instance}/ {{
+        r#"location ~ "^/(?<erigolem_instance>[a-z0-9][a-z0-9-]{{2,62}})/" {{
+    if (!-f {dir}/htpasswd/{INSTANCE_VAR}) {{
+        return 404;
+    }}
     auth_basic "erigolem";
-    auth_basic_user_file {password_file};
-    proxy_pass http://erigolem-{instance}/;
+    auth_basic_user_file {dir}/htpasswd/{INSTANCE_VAR};
+    proxy_pass http://unix:{dir}/sockets/{INSTANCE_VAR}.sock;
     proxy_http_version 1.1;
     proxy_set_header Upgrade $http_upgrade;
     proxy_set_header Connection {CONNECTION_VAR};
     proxy_set_header Host localhost;
-    proxy_set_header Authorization "";
+    proxy_set_header X-Erigolem-Client-Ip $remote_addr;
     proxy_read_timeout 1h;
     proxy_send_timeout 1h;
     proxy_buffering off;
 }}
-"#,
-        password_file = password_file.display()
+"#
     )
 }
 
-/// What a server needs at http level: the upgrade map and every instance's upstream.
-pub fn http_snippet(gateway_dir: &Path) -> String {
-    format!(
-        "map $http_upgrade {CONNECTION_VAR} {{\n    default upgrade;\n    ''      '';\n}}\ninclude {}/upstreams/*.conf;\n",
-        gateway_dir.display()
-    )
-}
-
-/// Inside a `server {}`: every instance's location, and 404 for anything else.
+/// Inside a `server {}`: the instances' location, and 404 for anything else.
 pub fn server_snippet(gateway_dir: &Path) -> String {
     format!(
-        "client_max_body_size 10m;\ninclude {}/locations/*.conf;\nlocation / {{\n    return 404;\n}}\n",
-        gateway_dir.display()
+        "client_max_body_size 10m;\n{}location / {{\n    return 404;\n}}\n",
+        instance_location(gateway_dir)
     )
 }
 
@@ -70,12 +70,7 @@ pub fn standalone_config(
 ) -> String {
     let p = prefix.display();
     let user = user.map(|u| format!("user {u};\n")).unwrap_or_default();
-    let indent = |s: String| {
-        s.lines()
-            .map(|l| format!("        {l}\n"))
-            .collect::<String>()
-    };
-    let indent_http = |s: String| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let indent = |s: String, by: &str| s.lines().map(|l| format!("{by}{l}\n")).collect::<String>();
     format!(
         r#"# Generated by erigolem: a private Nginx in front of Erigolem instances.
 {user}worker_processes {workers};
@@ -98,7 +93,7 @@ http {{
 {server}    }}
 }}
 "#,
-        http = indent_http(http_snippet(gateway_dir)),
-        server = indent(server_snippet(gateway_dir)),
+        http = indent(http_snippet(), "    "),
+        server = indent(server_snippet(gateway_dir), "        "),
     )
 }

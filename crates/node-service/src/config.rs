@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use erigolem_engine::{AnvilEngine, ErigonEngine, PortBlock};
 use erigolem_gateway::GatewayConfig;
+use erigolem_guard::GuardLimits;
 use erigolem_primitives::paths::absolute_from;
-use erigolem_primitives::{Mode, Network, RpcLimits};
+use erigolem_primitives::{MethodPattern, Mode, Network, RpcLimits};
 use serde::{Deserialize, Serialize};
 
 /// Everything the runtime needs to know about its provider machine. See `conf/ya-runtime-erigon.json`.
@@ -37,6 +38,52 @@ pub struct RuntimeConfig {
     /// What `HEALTH` asks Erigon's `/health` for.
     #[serde(default)]
     pub health: HealthChecks,
+    /// The endpoint guard: limits per endpoint and the provider's method deny lists.
+    #[serde(default)]
+    pub guard: GuardSettings,
+}
+
+/// The provider's settings of every endpoint's guard (runtime config `guard`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardSettings {
+    /// Limits of an endpoint on a shared node (all fields, when given).
+    pub shared: GuardLimits,
+    /// Limits of an endpoint on a dedicated node (all fields, when given).
+    pub dedicated: GuardLimits,
+    /// Methods refused on every endpoint (`name` or `namespace_*`), on top of the engine's own
+    /// deny list.
+    pub deny: Vec<MethodPattern>,
+    /// Methods refused on shared nodes' endpoints. Default: `debug_*`, `trace_*`.
+    pub shared_deny: Vec<MethodPattern>,
+}
+
+impl Default for GuardSettings {
+    fn default() -> Self {
+        let policy = erigolem_guard::PolicySettings::default();
+        Self {
+            shared: GuardLimits::SHARED,
+            dedicated: GuardLimits::DEDICATED,
+            deny: policy.deny,
+            shared_deny: policy.shared_deny,
+        }
+    }
+}
+
+impl GuardSettings {
+    pub fn limits(&self, mode: Mode) -> GuardLimits {
+        match mode {
+            Mode::Shared => self.shared,
+            Mode::Dedicated => self.dedicated,
+        }
+    }
+
+    pub fn policy(&self) -> erigolem_guard::PolicySettings {
+        erigolem_guard::PolicySettings {
+            deny: self.deny.clone(),
+            shared_deny: self.shared_deny.clone(),
+        }
+    }
 }
 
 /// Raised limits for a node one user has to themselves. Erigon's defaults (block range 1,000,
@@ -148,6 +195,7 @@ impl Default for RuntimeConfig {
             },
             shared: BTreeMap::new(),
             limits: Limits::default(),
+            guard: GuardSettings::default(),
             rpc_limits: dedicated_rpc_limits(),
             health: HealthChecks::default(),
         }

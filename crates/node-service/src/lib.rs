@@ -1,7 +1,8 @@
 //! The provider runtime's logic as a plain library, with no Golem SDK types: validate a provider
 //! (`deploy`/`test`), start an instance (a dedicated node or credentials in front of a shared one,
-//! behind Nginx), report its STATUS/HEALTH/LOGS, rotate its password, and stop it leaving nothing
-//! behind. `ya-runtime-erigon` is a thin adapter of this crate to `ya-runtime-sdk`.
+//! behind Nginx and the instance's endpoint guard), report its STATUS/HEALTH/LOGS, rotate its
+//! password, and stop it leaving nothing behind. `ya-runtime-erigon` is a thin adapter of this
+//! crate to `ya-runtime-sdk`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -13,9 +14,10 @@ use erigolem_engine::{
     VersionError,
 };
 use erigolem_gateway::{htpasswd, Gateway, GatewayError, Upstream};
+use erigolem_guard::{Guard, GuardConfig, GuardError, Policy};
 use erigolem_primitives::{
     Credentials, EngineKind, Health, InstanceName, InvalidStartArgs, Mode, Network, NodeState,
-    NodeStatus, Prune, RpcLimits, Secret, StartArgs,
+    NodeStatus, Prune, RpcLimits, Secret, StartArgs, Usage,
 };
 use erigolem_supervisor::{ProcessState, RestartPolicy, Supervised, SupervisorError};
 use serde::Serialize;
@@ -23,8 +25,13 @@ use serde::Serialize;
 mod config;
 mod locks;
 
-pub use config::{dedicated_rpc_limits, Engines, HealthChecks, Limits, PortRange, RuntimeConfig};
+pub use config::{
+    dedicated_rpc_limits, Engines, GuardSettings, HealthChecks, Limits, PortRange, RuntimeConfig,
+};
 use locks::{InstanceLock, PortLease};
+
+/// The Golem usage counter of an endpoint: JSON-RPC calls the node answered through it.
+pub const REQUESTS_COUNTER: &str = "golem.usage.erigolem.requests";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -55,6 +62,8 @@ pub enum ServiceError {
     InstanceExists(InstanceName),
     #[error("gateway: {0}")]
     Gateway(#[from] GatewayError),
+    #[error("endpoint guard: {0}")]
+    Guard(#[from] GuardError),
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
     #[error("the {engine} node exited during start: {reason}")]
@@ -221,6 +230,14 @@ impl NodeService {
             Upstream::parse(url)
                 .map_err(|e| ServiceError::Config(format!("shared.{network}: {e}")))?;
         }
+        for (mode, limits) in [
+            ("shared", &config.guard.shared),
+            ("dedicated", &config.guard.dedicated),
+        ] {
+            limits
+                .validate()
+                .map_err(|e| ServiceError::Config(format!("guard.{mode}: {e}")))?;
+        }
         let gateway = Gateway::new(config.nginx.clone());
         Ok(Self { config, gateway })
     }
@@ -338,6 +355,14 @@ impl NodeService {
         }
         let report = self.deploy().await?;
         self.gateway.validate().await?;
+        // Instance names are the socket's file name: those a server gives (UUIDs, 36 characters)
+        // must fit in a unix socket path.
+        let name = InstanceName::new("x".repeat(36)).unwrap_or_else(|_| unreachable!());
+        let socket = self.gateway.socket(&name);
+        let len = socket.as_os_str().len();
+        if len > erigolem_guard::MAX_SOCKET_PATH {
+            return Err(GuardError::SocketPathTooLong { path: socket, len }.into());
+        }
         for (network, url) in &self.config.shared {
             let rpc = RpcClient::new(url.clone());
             if let Err(e) = rpc.chain_id().await {
@@ -399,8 +424,13 @@ impl NodeService {
         };
         let lock = InstanceLock::acquire(&instances_dir, &name)?;
         let password = htpasswd::random_password();
+        let access = Access {
+            methods: args.methods,
+            allow_origins: args.allow_origins,
+            allow_ips: args.allow_ips,
+        };
         let result = self
-            .start_locked(&name, network, mode, prune, &lock, password)
+            .start_locked(&name, network, mode, prune, &lock, password, access)
             .await;
         match result {
             Ok(parts) => Ok(Instance::new(self, name, network, mode, lock, parts)),
@@ -411,6 +441,7 @@ impl NodeService {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn start_locked(
         &self,
         name: &InstanceName,
@@ -419,6 +450,7 @@ impl NodeService {
         prune: Prune,
         lock: &InstanceLock,
         password: String,
+        access: Access,
     ) -> Result<Parts, ServiceError> {
         let engine = engine_for(network);
         let mut about = About::default();
@@ -546,13 +578,19 @@ impl NodeService {
             password: Secret::new(password),
         };
         let adding = Instant::now();
-        if let Err(e) = self.gateway.add(name, &upstream, &credentials).await {
-            stop_all(processes).await;
-            return Err(e.into());
-        }
+        let guard = match self
+            .open_endpoint(name, engine, mode, &upstream, &credentials, access)
+            .await
+        {
+            Ok(guard) => guard,
+            Err(e) => {
+                stop_all(processes).await;
+                return Err(e);
+            }
+        };
         tracing::info!(
-            gateway_ms = adding.elapsed().as_millis() as u64,
-            "gateway entry live"
+            gateway_us = adding.elapsed().as_micros() as u64,
+            "endpoint live"
         );
         Ok(Parts {
             engine,
@@ -561,8 +599,47 @@ impl NodeService {
             processes,
             ports,
             credentials,
+            counter: guard.request_counter(),
+            guard: Some(guard),
             about,
         })
+    }
+
+    /// The endpoint: the gateway entry (no credentials yet: 401), the guard on its socket, then
+    /// the credentials. Undone on failure.
+    async fn open_endpoint(
+        &self,
+        name: &InstanceName,
+        engine: EngineKind,
+        mode: Mode,
+        upstream: &Upstream,
+        credentials: &Credentials,
+        access: Access,
+    ) -> Result<Guard, ServiceError> {
+        self.gateway.add(name).await?;
+        let settings = &self.config.guard;
+        let config = GuardConfig {
+            instance: name.clone(),
+            socket: self.gateway.socket(name),
+            socket_group: self.config.nginx.password_group.clone(),
+            node: upstream.to_string(),
+            credentials: credentials.clone(),
+            policy: Policy::new(engine, mode, &settings.policy(), access.methods),
+            limits: settings.limits(mode),
+            allow_origins: access.allow_origins,
+            allow_ips: access.allow_ips,
+        };
+        let opened = async {
+            // On the caller's runtime: a thread of its own measured no faster (benchmarks.md).
+            let guard = Guard::spawn(config)?;
+            self.gateway.set_credentials(name, credentials).await?;
+            Ok::<_, ServiceError>(guard)
+        }
+        .await;
+        if opened.is_err() {
+            let _ = self.gateway.remove(name).await;
+        }
+        opened
     }
 
     /// Waits until `upstream` accepts TCP connections (the node's private API).
@@ -661,6 +738,14 @@ impl NodeService {
     }
 }
 
+/// What the requestor restricts the endpoint to (start arguments).
+#[derive(Debug, Default)]
+struct Access {
+    methods: Option<Vec<erigolem_primitives::MethodPattern>>,
+    allow_origins: Option<Vec<erigolem_primitives::OriginPattern>>,
+    allow_ips: Option<Vec<erigolem_primitives::IpBlock>>,
+}
+
 /// What a successful start made.
 #[derive(Debug)]
 struct Parts {
@@ -670,6 +755,10 @@ struct Parts {
     processes: Vec<Supervised>,
     ports: Option<PortLease>,
     credentials: Credentials,
+    /// The endpoint's guard while it serves (None once it is closed).
+    guard: Option<Guard>,
+    /// Its counts, which outlive it.
+    counter: erigolem_guard::RequestCounter,
     about: About,
 }
 
@@ -757,6 +846,22 @@ impl Instance {
         self.lock.dir()
     }
 
+    /// What the endpoint served so far.
+    pub fn usage(&self) -> Usage {
+        self.parts.counter.usage()
+    }
+
+    /// JSON-RPC calls the node answered through the endpoint: the Golem usage counter
+    /// [`REQUESTS_COUNTER`].
+    pub fn requests(&self) -> u64 {
+        self.parts.counter.get()
+    }
+
+    /// A handle on [`requests`](Self::requests) that needs no access to the instance.
+    pub fn request_counter(&self) -> erigolem_guard::RequestCounter {
+        self.parts.counter.clone()
+    }
+
     /// The STATUS document.
     pub async fn status(&self) -> NodeStatus {
         let mut restarts = 0;
@@ -822,6 +927,7 @@ impl Instance {
             warnings: about.warnings.clone(),
             restarts,
             error: process_problem,
+            usage: Some(self.parts.counter.usage()),
         }
     }
 
@@ -851,7 +957,8 @@ impl Instance {
     }
 
     /// Replaces the password with `password` (a caller restoring the one it had), or a fresh
-    /// random one; the old one stops working at once.
+    /// random one; the old one stops working at once, and every connection and WebSocket opened
+    /// with it is closed.
     pub async fn rotate(
         &mut self,
         password: Option<&erigolem_primitives::EndpointPassword>,
@@ -867,20 +974,35 @@ impl Instance {
         self.gateway
             .set_credentials(&self.name, &credentials)
             .await?;
+        if let Some(guard) = &self.parts.guard {
+            guard.set_credentials(&credentials);
+        }
         self.parts.credentials = credentials.clone();
         tracing::info!(instance = %self.name, "password rotated");
         Ok(credentials)
     }
 
-    /// Revokes the credentials, removes the Nginx entry, stops a dedicated node gracefully and
-    /// deletes the instance's directory.
-    pub async fn stop(self) -> Result<(), ServiceError> {
-        let gateway = self.gateway.remove(&self.name).await;
+    /// Ends the endpoint, first part of [`stop`](Self::stop): revokes the credentials (Nginx
+    /// answers 401), closes every connection and WebSocket (the guard) and removes the gateway
+    /// entry (404). From then on the counts are final. Idempotent.
+    pub async fn close_endpoint(&mut self) -> Result<(), ServiceError> {
+        let Some(guard) = self.parts.guard.take() else {
+            return Ok(());
+        };
+        let revoked = self.gateway.revoke(&self.name).await;
+        guard.shutdown().await;
+        Ok(revoked.and(self.gateway.remove(&self.name).await)?)
+    }
+
+    /// Closes the endpoint (see [`close_endpoint`](Self::close_endpoint)), stops a dedicated node
+    /// gracefully and deletes the instance's directory.
+    pub async fn stop(mut self) -> Result<(), ServiceError> {
+        let gateway = self.close_endpoint().await;
         stop_all(self.parts.processes).await;
         drop(self.parts.ports);
         self.lock.remove();
         tracing::info!(instance = %self.name, "instance stopped");
-        gateway.map_err(Into::into)
+        gateway
     }
 }
 

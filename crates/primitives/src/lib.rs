@@ -8,9 +8,15 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+mod access;
 mod instance;
+mod usage;
+pub use access::{
+    is_method_name, InvalidPattern, IpBlock, MethodPattern, OriginPattern, MAX_ALLOWLIST,
+};
 pub mod paths;
 pub use instance::{InstanceName, InvalidInstanceName};
+pub use usage::{LatencyHistogram, Refused, Usage, LATENCY_BOUNDS_US, OTHER_METHODS, TOP_METHODS};
 
 /// An Ethereum network a node can serve.
 ///
@@ -171,6 +177,18 @@ pub struct StartArgs {
     // No password here: `start`'s arguments are the runtime's command line, which every local
     // user can read (/proc/<pid>/cmdline). A caller restoring an endpoint's password sends it
     // with `run ROTATE <password>`, over the runtime API (the runtime's stdin).
+    /// Serve only these JSON-RPC methods (names or namespaces: `["eth_*", "net_version"]`); the
+    /// provider's deny list applies either way. Absent: whatever the provider allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<MethodPattern>>,
+    /// Serve only requests whose `Origin` header is one of these (browser dapps); requests without
+    /// an `Origin` are refused too. Absent: any origin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_origins: Option<Vec<OriginPattern>>,
+    /// Serve only clients at these addresses (IPs or CIDR blocks), as the provider's Nginx saw
+    /// them. Absent: any address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_ips: Option<Vec<IpBlock>>,
 }
 
 /// A caller-chosen endpoint password (`run ROTATE <password>`): 22-128 characters of
@@ -223,7 +241,21 @@ impl StartArgs {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        Ok(serde_json::from_str(&text)?)
+        let args: Self = serde_json::from_str(&text)?;
+        for (name, len) in [
+            ("methods", args.methods.as_ref().map(Vec::len)),
+            ("allow_origins", args.allow_origins.as_ref().map(Vec::len)),
+            ("allow_ips", args.allow_ips.as_ref().map(Vec::len)),
+        ] {
+            if len.is_some_and(|n| n > MAX_ALLOWLIST) {
+                return Err(InvalidStartArgs(
+                    <serde_json::Error as serde::de::Error>::custom(format!(
+                        "{name} has more than {MAX_ALLOWLIST} entries"
+                    )),
+                ));
+            }
+        }
+        Ok(args)
     }
 }
 
@@ -366,6 +398,9 @@ pub struct NodeStatus {
     /// Why the node failed (with the last lines of its log), or the last crash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the endpoint served since it started (counted by the runtime's endpoint guard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 /// The answer of `run HEALTH`.
@@ -421,6 +456,32 @@ mod tests {
         assert!(StartArgs::parse(&["{not json".into()]).is_err());
         let err = StartArgs::parse(&[r#"{"instance":"a;b"}"#.into()]).unwrap_err();
         assert!(err.to_string().contains("instance name"), "{err}");
+    }
+
+    #[test]
+    fn allowlists_are_validated_entry_by_entry() {
+        let args = StartArgs::parse(&[
+            r#"{"methods":["eth_*","net_version"],"allow_origins":["https://app.example.org"],"allow_ips":["10.0.0.0/8","203.0.113.7"]}"#.into(),
+        ])
+        .unwrap();
+        assert_eq!(args.methods.unwrap().len(), 2);
+        assert_eq!(args.allow_ips.unwrap()[1].to_string(), "203.0.113.7");
+        for (bad, says) in [
+            (r#"{"methods":["eth call"]}"#, "invalid method pattern"),
+            (r#"{"allow_origins":["app.example.org"]}"#, "invalid origin"),
+            (
+                r#"{"allow_ips":["10.0.0.0/40"]}"#,
+                "invalid IP allowlist entry",
+            ),
+            (r#"{"methods":"eth_*"}"#, "invalid type"),
+        ] {
+            let err = StartArgs::parse(&[bad.into()]).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        let many: Vec<String> = (0..=MAX_ALLOWLIST).map(|i| format!("m{i}_x")).collect();
+        let json = serde_json::json!({ "methods": many }).to_string();
+        let err = StartArgs::parse(&[json]).unwrap_err().to_string();
+        assert!(err.contains("more than 100"), "{err}");
     }
 
     #[test]

@@ -15,24 +15,30 @@ use std::time::{Duration, Instant};
 use erigolem_yagna::model::activity::provider_event::ProviderEventType;
 use erigolem_yagna::model::market::{Agreement, ProviderEvent};
 use erigolem_yagna::model::payment::{DocumentStatus, NewDebitNote, NewInvoice};
-use erigolem_yagna::props::glm;
-use erigolem_yagna::{DateTime, Utc, Yagna, YagnaError};
+use erigolem_yagna::props::{decimal, LinearPrice};
+use erigolem_yagna::{BigDecimal, DateTime, Utc, Yagna, YagnaError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use state::{AgentState, AgreementRecord, StateError};
 
-/// GLM per hour of a running node, and a fee per started node.
+/// GLM per hour of a running node, a fee per started node, and GLM per JSON-RPC request its
+/// endpoint answered (0: not priced; the offer then does not list the request counter).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pricing {
     pub per_hour: f64,
     pub start_fee: f64,
+    pub per_request: f64,
 }
 
 impl Pricing {
-    /// What `elapsed` of a node costs under this linear price.
-    pub fn amount(&self, elapsed: Duration) -> f64 {
-        self.start_fee + self.per_hour * elapsed.as_secs_f64() / 3600.0
+    /// What `elapsed` of a node that answered `requests` costs under this linear price. The fee
+    /// and the per-request part are exact decimals of the prices as offered.
+    pub fn amount(&self, elapsed: Duration, requests: u64) -> BigDecimal {
+        let ms = BigDecimal::from(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX));
+        // GLM has 18 decimals; what is below them is not charged.
+        let time = (decimal(self.per_hour) * ms / BigDecimal::from(3_600_000u32)).with_scale(18);
+        decimal(self.start_fee) + time + decimal(self.per_request) * BigDecimal::from(requests)
     }
 }
 
@@ -51,6 +57,8 @@ pub struct ActivityStart {
     pub activity_id: String,
     pub agreement_id: String,
     pub requestor_id: String,
+    /// The agreement's `golem.com.usage.vector`: what the exe-unit reports, in this order.
+    pub usage_vector: Vec<String>,
 }
 
 /// Runs exe-units: the real one binds the activity on yagna's GSB and drives `ya-runtime-erigon`.
@@ -66,11 +74,17 @@ pub trait ActivityRunner: Send + Sync + 'static {
 pub trait RunningActivity: Send + Sync {
     /// Resolves when the activity ended by itself (a `terminate` command, a runtime failure).
     async fn ended(&self);
-    /// Ends it: runtime shut down (credentials revoked), `Terminated` reported.
-    async fn shutdown(self: Box<Self>, reason: &str);
+    /// Ends it: runtime shut down (credentials revoked), `Terminated` reported. Returns the
+    /// requests answered in the end (see [`RunningActivity::requests`]), to invoice.
+    async fn shutdown(self: Box<Self>, reason: &str) -> u64;
     /// CPU seconds used so far, for the usage vector.
     fn cpu_seconds(&self) -> f64 {
         0.0
+    }
+    /// JSON-RPC requests its endpoint answered so far (the `golem.usage.erigolem.requests`
+    /// counter, as the exe-unit last reported it).
+    fn requests(&self) -> u64 {
+        0
     }
 }
 
@@ -122,6 +136,7 @@ impl AgentConfig {
             pricing: Pricing {
                 per_hour: 0.1,
                 start_fee: 0.0,
+                per_request: 0.0,
             },
             capacity: 4,
             payment_platform: "erc20-hoodi-tglm".into(),
@@ -316,7 +331,8 @@ async fn recover(shared: &Arc<Shared>, previous: AgentState) {
             .activity_started_at
             .map(|t| Duration::from_millis((now_ms() - t).max(0) as u64))
             .unwrap_or_default();
-        finish_billing(shared, &record, ran).await;
+        // The exe-unit that counted its requests is gone: only time and fee are billed.
+        finish_billing(shared, &record, ran, 0).await;
         terminate(shared, &record.agreement_id, reason).await;
     }
     shared.persist().await;
@@ -511,9 +527,15 @@ async fn decide_agreement(shared: &Arc<Shared>, agreement: Agreement) {
     match approved {
         Ok(()) => {
             let agreed = agreed_pricing(&agreement).unwrap_or(shared.config.pricing);
+            let usage_vector = erigolem_yagna::props::prop_list(
+                &agreement.offer.properties,
+                "golem.com.usage.vector",
+            );
             let record = AgreementRecord {
                 price_per_hour: agreed.per_hour,
                 start_fee: agreed.start_fee,
+                price_per_request: agreed.per_request,
+                usage_vector,
                 agreement_id: id.clone(),
                 requestor_id: agreement.demand.requestor_id.to_string().to_lowercase(),
                 network: props::prop_str(&agreement.demand.properties, props::DEMAND_NETWORK)
@@ -587,10 +609,12 @@ fn chrono_secs(s: i64) -> erigolem_yagna::chrono::Duration {
 }
 
 async fn create_activity(shared: &Arc<Shared>, activity_id: String, agreement_id: String) {
-    let requestor_id = {
+    let (requestor_id, usage_vector) = {
         let live = shared.live.lock().await;
         match live.get(&agreement_id) {
-            Some(l) if l.activity.is_none() => l.record.requestor_id.clone(),
+            Some(l) if l.activity.is_none() => {
+                (l.record.requestor_id.clone(), l.record.usage_vector())
+            }
             Some(_) => {
                 tracing::warn!(%agreement_id, "a second activity on one agreement is refused");
                 return;
@@ -605,6 +629,7 @@ async fn create_activity(shared: &Arc<Shared>, activity_id: String, agreement_id
         activity_id: activity_id.clone(),
         agreement_id: agreement_id.clone(),
         requestor_id,
+        usage_vector,
     };
     match shared.config.runner.start(start).await {
         Ok(running) => {
@@ -722,15 +747,22 @@ async fn billing_loop(
             }
         }
         let elapsed = started.elapsed();
-        let factor = shared
-            .config
-            .misbehaviour
-            .overbill_debit_notes
-            .unwrap_or(1.0);
+        let (requests, vector) = {
+            let live = shared.live.lock().await;
+            let Some(l) = live.get(&agreement_id) else {
+                return;
+            };
+            let requests = l.activity.as_ref().map(|a| a.requests()).unwrap_or(0);
+            (requests, l.record.usage_vector())
+        };
+        let due = pricing.amount(elapsed, requests);
         let note = NewDebitNote {
             activity_id: activity_id.clone(),
-            total_amount_due: glm(pricing.amount(elapsed) * factor),
-            usage_counter_vector: Some(serde_json::json!([elapsed.as_secs_f64(), 0.0])),
+            total_amount_due: match shared.config.misbehaviour.overbill_debit_notes {
+                Some(factor) => (due * decimal(factor)).with_scale(18),
+                None => due,
+            },
+            usage_counter_vector: Some(usage_counters(&vector, elapsed, requests)),
             payment_due_date: None,
         };
         match yagna.issue_debit_note(&note).await {
@@ -748,16 +780,29 @@ async fn billing_loop(
     }
 }
 
-/// The linear price an agreement's offer carries: `[per second, per cpu second, start fee]`.
+/// The usage vector of a debit note, in the agreement's order: the agent's own measure of time,
+/// the requests the exe-unit reported (CPU is not priced, reported as 0).
+fn usage_counters(vector: &[String], elapsed: Duration, requests: u64) -> serde_json::Value {
+    let values: Vec<f64> = vector
+        .iter()
+        .map(|name| match name.as_str() {
+            props::DURATION_SEC => elapsed.as_secs_f64(),
+            props::REQUESTS => requests as f64,
+            _ => 0.0,
+        })
+        .collect();
+    serde_json::json!(values)
+}
+
+/// The linear price an agreement's offer carries, read by counter name: duration, requests, and
+/// the constant (start fee).
 fn agreed_pricing(agreement: &Agreement) -> Option<Pricing> {
-    let coeffs = erigolem_yagna::props::linear_coeffs(&agreement.offer.properties)?;
-    match coeffs[..] {
-        [per_sec, _, start_fee] => Some(Pricing {
-            per_hour: per_sec * 3600.0,
-            start_fee,
-        }),
-        _ => None,
-    }
+    let price = LinearPrice::from_properties(&agreement.offer.properties)?;
+    Some(Pricing {
+        per_hour: price.coeff(props::DURATION_SEC)? * 3600.0,
+        start_fee: price.constant(),
+        per_request: price.coeff(props::REQUESTS).unwrap_or(0.0),
+    })
 }
 
 impl AgreementRecord {
@@ -765,6 +810,16 @@ impl AgreementRecord {
         Pricing {
             per_hour: self.price_per_hour,
             start_fee: self.start_fee,
+            per_request: self.price_per_request,
+        }
+    }
+
+    /// The agreement's usage vector (records from before it was kept: the old one).
+    fn usage_vector(&self) -> Vec<String> {
+        if self.usage_vector.is_empty() {
+            props::USAGE_VECTOR.iter().map(|s| s.to_string()).collect()
+        } else {
+            self.usage_vector.clone()
         }
     }
 }
@@ -779,13 +834,14 @@ async fn end_agreement(shared: &Arc<Shared>, agreement_id: &str, reason: &str) {
         billing.abort();
     }
     let ran = live.started.map(|s| s.elapsed()).unwrap_or_default();
+    let mut requests = 0;
     if let Some(activity) = live.activity.take() {
-        activity.shutdown(reason).await;
+        requests = activity.shutdown(reason).await;
         shared.stat(|s| s.active_activities = s.active_activities.saturating_sub(1));
     }
     shared.stat(|s| s.active_agreements = s.active_agreements.saturating_sub(1));
-    tracing::info!(%agreement_id, %reason, "agreement ending");
-    finish_billing(shared, &live.record, ran).await;
+    tracing::info!(%agreement_id, %reason, requests, "agreement ending");
+    finish_billing(shared, &live.record, ran, requests).await;
     terminate(shared, agreement_id, reason).await;
 }
 
@@ -804,8 +860,14 @@ async fn terminate(shared: &Shared, agreement_id: &str, reason: &str) {
 /// How long the agent watches an invoice for its settlement.
 const SETTLEMENT_WATCH: Duration = Duration::from_secs(600);
 
-/// The final invoice for an agreement whose activity ran `ran`; then watch it get paid.
-async fn finish_billing(shared: &Arc<Shared>, record: &AgreementRecord, ran: Duration) {
+/// The final invoice for an agreement whose activity ran `ran` and answered `requests`; then
+/// watch it get paid.
+async fn finish_billing(
+    shared: &Arc<Shared>,
+    record: &AgreementRecord,
+    ran: Duration,
+    requests: u64,
+) {
     let Some(activity_id) = &record.activity_id else {
         return;
     };
@@ -813,8 +875,8 @@ async fn finish_billing(shared: &Arc<Shared>, record: &AgreementRecord, ran: Dur
     let invoice = NewInvoice {
         agreement_id: record.agreement_id.clone(),
         activity_ids: Some(vec![activity_id.clone()]),
-        amount: glm(record.pricing().amount(ran)
-            + shared.config.misbehaviour.overbill_invoice.unwrap_or(0.0)),
+        amount: record.pricing().amount(ran, requests)
+            + decimal(shared.config.misbehaviour.overbill_invoice.unwrap_or(0.0)),
         payment_due_date: Utc::now() + chrono_secs(3600),
     };
     let issued = match yagna.issue_invoice(&invoice).await {

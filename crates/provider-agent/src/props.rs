@@ -8,7 +8,20 @@ use crate::{Pricing, ServedOffer};
 /// The runtime name our offers carry and demands ask for.
 pub const RUNTIME_NAME: &str = "erigon";
 /// Usage counters, in the order of the linear price's coefficients (the last coefficient is the start fee).
-pub const USAGE_VECTOR: [&str; 2] = ["golem.usage.duration_sec", "golem.usage.cpu_sec"];
+pub const USAGE_VECTOR: [&str; 2] = [DURATION_SEC, "golem.usage.cpu_sec"];
+pub const DURATION_SEC: &str = "golem.usage.duration_sec";
+/// The runtime's counter of JSON-RPC requests its endpoint answered; in the offer's usage vector
+/// (after [`USAGE_VECTOR`]) when the provider prices requests.
+pub const REQUESTS: &str = "golem.usage.erigolem.requests";
+
+/// The offer's usage vector for `pricing`.
+pub fn usage_vector(pricing: &Pricing) -> Vec<&'static str> {
+    let mut v = USAGE_VECTOR.to_vec();
+    if pricing.per_request > 0.0 {
+        v.push(REQUESTS);
+    }
+    v
+}
 /// Our offer's nonce: proposals from offers we no longer hold (after a re-subscription or a restart)
 /// can still arrive for a while and are ignored.
 pub const NONCE: &str = "erigolem.offer.nonce";
@@ -18,9 +31,14 @@ pub const DEMAND_MODE: &str = "erigolem.mode";
 
 pub use erigolem_yagna::props::{prop, prop_str};
 
-/// GLM per second of duration, per CPU second, and the start fee.
-pub fn linear_coeffs(pricing: &Pricing) -> [f64; 3] {
-    [pricing.per_hour / 3600.0, 0.0, pricing.start_fee]
+/// GLM per second of duration, per CPU second, per request (when priced), and the start fee.
+pub fn linear_coeffs(pricing: &Pricing) -> Vec<f64> {
+    let mut c = vec![pricing.per_hour / 3600.0, 0.0];
+    if pricing.per_request > 0.0 {
+        c.push(pricing.per_request);
+    }
+    c.push(pricing.start_fee);
+    c
 }
 
 /// What we offer: runtime `erigon` with the networks and modes the runtime config serves, the price,
@@ -60,7 +78,7 @@ pub fn offer(
         "golem.com.pricing.model.linear.coeffs",
         json!(linear_coeffs(pricing)),
     );
-    put("golem.com.usage.vector", json!(USAGE_VECTOR));
+    put("golem.com.usage.vector", json!(usage_vector(pricing)));
     put(
         &format!("golem.com.payment.platform.{platform}.address"),
         json!(node_id),
@@ -149,6 +167,7 @@ mod tests {
         let pricing = Pricing {
             per_hour: 36.0,
             start_fee: 0.5,
+            per_request: 0.0,
         };
         let o = offer(
             &served(),
@@ -175,5 +194,47 @@ mod tests {
             Some(&json!(["dev", "sepolia"]))
         );
         assert_eq!(o.constraints, "(golem.node.debug.subnet=erigolem-test)");
+        assert_eq!(
+            prop(p, "golem.com.usage.vector"),
+            Some(&json!(["golem.usage.duration_sec", "golem.usage.cpu_sec"])),
+            "no request counter unless requests are priced"
+        );
+        let per_request = Pricing {
+            per_request: 0.0001,
+            ..pricing
+        };
+        let o = offer(
+            &served(),
+            &per_request,
+            "0xabc",
+            "erc20-hoodi-tglm",
+            "s",
+            "n",
+            240,
+        );
+        let price = erigolem_yagna::props::LinearPrice::from_properties(&o.properties).unwrap();
+        assert_eq!(price.coeff(REQUESTS), Some(0.0001));
+        assert_eq!(price.coeff(DURATION_SEC), Some(0.01));
+        assert_eq!(price.constant(), 0.5);
+    }
+
+    #[test]
+    fn amounts_are_exact_decimals() {
+        let p = Pricing {
+            per_hour: 0.0,
+            start_fee: 0.5,
+            per_request: 0.001,
+        };
+        let amount = p.amount(std::time::Duration::from_secs(7), 37);
+        assert_eq!(amount, "0.537".parse().unwrap());
+        let p = Pricing {
+            per_hour: 36.0,
+            start_fee: 0.0,
+            per_request: 0.0,
+        };
+        assert_eq!(
+            p.amount(std::time::Duration::from_secs(10), 1_000),
+            "0.1".parse().unwrap()
+        );
     }
 }

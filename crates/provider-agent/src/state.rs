@@ -33,6 +33,12 @@ pub struct AgreementRecord {
     /// agent's configured price changes before it ends.
     pub price_per_hour: f64,
     pub start_fee: f64,
+    /// GLM per JSON-RPC request (0 when the agreement does not price requests).
+    #[serde(default)]
+    pub price_per_request: f64,
+    /// The agreement's `golem.com.usage.vector` (empty in records of older agents).
+    #[serde(default)]
+    pub usage_vector: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
@@ -96,10 +102,17 @@ mod tests {
                 activity_started_at: Some(2),
                 price_per_hour: 0.1,
                 start_fee: 0.0,
+                price_per_request: 0.001,
+                usage_vector: vec!["golem.usage.duration_sec".into()],
             },
         );
         state.save(&path).unwrap();
         assert_eq!(AgentState::load(&path).unwrap(), state);
+        // A record of an agent from before per-request prices still loads.
+        let old = r#"{"agreements":{"a1":{"agreement_id":"a1","requestor_id":"0xr","network":"dev","approved_at":1,"activity_id":null,"activity_started_at":null,"price_per_hour":0.1,"start_fee":0.0}}}"#;
+        std::fs::write(&path, old).unwrap();
+        let loaded = AgentState::load(&path).unwrap();
+        assert_eq!(loaded.agreements["a1"].price_per_request, 0.0);
         std::fs::write(&path, "{").unwrap();
         assert!(matches!(
             AgentState::load(&path),

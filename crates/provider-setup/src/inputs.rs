@@ -72,7 +72,7 @@ pub struct Inputs {
     /// Holds `sites-available/` and `sites-enabled/` [default: /etc/nginx].
     #[arg(long)]
     pub nginx_dir: Option<PathBuf>,
-    /// The runtime's gateway dir: `upstreams/`, `locations/`, `htpasswd/` [default: /etc/nginx/erigolem].
+    /// The runtime's gateway dir: `htpasswd/` and `sockets/` [default: /etc/nginx/erigolem].
     #[arg(long)]
     pub gateway_dir: Option<PathBuf>,
     /// Group of the password files, the Nginx workers' group; "" for none [default: www-data].

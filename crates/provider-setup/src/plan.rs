@@ -157,9 +157,8 @@ impl Plan {
             });
         }
         let dirs = vec![
-            s.gateway_dir.join("upstreams"),
-            s.gateway_dir.join("locations"),
             s.gateway_dir.join("htpasswd"),
+            s.gateway_dir.join("sockets"),
             PathBuf::from(PROVIDER_DATA_DIR),
         ];
         let mut data_dirs = vec![s.data_dir.join("instances")];
@@ -258,9 +257,24 @@ fn runtime_config(s: &Settings, prefix: &Path) -> RuntimeConfig {
             max_instances: s.max_instances,
             ..Limits::default()
         },
+        guard: Default::default(),
         rpc_limits: erigolem_node_service::dedicated_rpc_limits(),
         health: Default::default(),
     }
+}
+
+/// The usage counters the runtime's activities can be priced by, as ya-provider's `ExeUnitDesc`
+/// reads them (`config.counters`: property name → `{name, description, price}`, agent/provider/
+/// src/execution/registry.rs in yagna). Declaring any replaces ya-provider's defaults, so the
+/// standard ones are declared again; `golem.usage.erigolem.requests` is the runtime's own counter
+/// (JSON-RPC calls its endpoint answered), which the exe-unit takes from the runtime's counter
+/// events and reports when the agreement's usage vector lists it.
+pub fn counters() -> serde_json::Value {
+    serde_json::json!({
+        "golem.usage.duration_sec": {"name": "duration", "description": "Duration", "price": true},
+        "golem.usage.cpu_sec": {"name": "cpu", "description": "CPU", "price": true},
+        "golem.usage.erigolem.requests": {"name": "requests", "description": "JSON-RPC requests answered", "price": true},
+    })
 }
 
 fn descriptor(runtime: &Path) -> String {
@@ -271,6 +285,7 @@ fn descriptor(runtime: &Path) -> String {
         "runtime-path": runtime,
         "description": "Ethereum JSON-RPC endpoints (Erigon; anvil for the dev chain) behind Nginx, one per activity",
         "extra-args": ["--runtime-managed-image"],
+        "config": {"counters": counters()},
     }]);
     format!(
         "{}\n",
@@ -306,8 +321,9 @@ fn nginx_site(s: &Settings, prefix: &Path) -> String {
     let burst = s.rate_limit.saturating_mul(2);
     format!(
         r#"# Erigolem provider site, written by `erigolem-provider setup` (removed by `uninstall`).
-# Included at http level (sites-enabled/); nginx.conf itself is not touched. The runtime only writes
-# under {gateway}/{{upstreams,locations,htpasswd}}/.
+# Included at http level (sites-enabled/); nginx.conf itself is not touched. It is static: the
+# runtime never changes it and never reloads Nginx; each activity's runtime only writes its password
+# file under {gateway}/htpasswd/ and serves its socket under {gateway}/sockets/.
 
 {http}limit_req_zone $binary_remote_addr zone=erigolem:10m rate={rate}r/s;
 
@@ -325,10 +341,11 @@ server {{
     keepalive_timeout 75s;
     proxy_connect_timeout 10s;
 
-    # Per-instance locations (WebSocket upgrade included, see {gateway}/locations/*.conf).
+    # Every instance at /<instance>/: its password file, then its runtime's socket (HTTP and
+    # WebSocket; the runtime's endpoint guard applies the method policy and per-activity limits).
 {server}}}
 "#,
-        http = site::http_snippet(&gateway),
+        http = site::http_snippet(),
         server = indent(&site::server_snippet(&gateway), "    "),
         rate = s.rate_limit,
         server_name = s.server_name,
@@ -468,6 +485,7 @@ fn preset_file(s: &Settings) -> String {
             "usage-coeffs": {
                 "golem.usage.cpu_sec": 0.0,
                 "golem.usage.duration_sec": per_second,
+                "golem.usage.erigolem.requests": 0.0,
             },
         }],
     });

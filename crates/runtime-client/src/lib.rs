@@ -214,6 +214,8 @@ pub struct ProcessOutput {
 #[derive(Clone, Default)]
 struct Events {
     processes: Arc<Mutex<HashMap<u64, ProcessOutput>>>,
+    /// The last value of each runtime counter (`RuntimeStatus` counter events).
+    counters: Arc<Mutex<HashMap<String, f64>>>,
     changed: Arc<Notify>,
 }
 
@@ -231,8 +233,24 @@ impl RuntimeHandler for Events {
         futures::future::ready(()).boxed()
     }
 
-    fn on_runtime_status<'a>(&self, _status: RuntimeStatus) -> BoxFuture<'a, ()> {
+    fn on_runtime_status<'a>(&self, status: RuntimeStatus) -> BoxFuture<'a, ()> {
+        use ya_runtime_sdk::runtime_api::server::RuntimeStatusKind as Kind;
+        if let Some(Kind::Counter(counter)) = status.kind {
+            if let Ok(mut map) = self.counters.lock() {
+                map.insert(counter.name, counter.value);
+            }
+        }
         futures::future::ready(()).boxed()
+    }
+}
+
+/// The last value of each counter a runtime reported (runtime API `RuntimeStatus` counter events).
+#[derive(Debug, Clone, Default)]
+pub struct Counters(Arc<Mutex<HashMap<String, f64>>>);
+
+impl Counters {
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.0.lock().ok()?.get(name).copied()
     }
 }
 
@@ -261,6 +279,18 @@ impl Session {
 
     pub fn log_path(&self) -> &Path {
         &self.log
+    }
+
+    /// The last value the runtime reported for the counter `name` (e.g.
+    /// `golem.usage.erigolem.requests`), as an exe-unit receives it for the usage vector.
+    pub fn counter(&self, name: &str) -> Option<f64> {
+        self.counters().get(name)
+    }
+
+    /// The runtime's counters, readable without the session (they keep their last values
+    /// after it ends).
+    pub fn counters(&self) -> Counters {
+        Counters(self.events.counters.clone())
     }
 
     /// Runs `call` unless the runtime process exits first: the runtime API never answers a call

@@ -293,6 +293,7 @@ fn start_args(node: &NodeRecord) -> Result<StartArgs, String> {
         mode: node.mode.parse().ok(),
         prune: node.prune.parse().ok(),
         instance: InstanceName::new(node.id.clone()).ok(),
+        ..StartArgs::default()
     })
 }
 

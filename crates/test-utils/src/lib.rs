@@ -283,6 +283,8 @@ pub struct AnvilOptions {
     pub block_time: Option<u32>,
     /// `--chain-id` (None: anvil's 31337).
     pub chain_id: Option<u64>,
+    /// Mine a block every this many milliseconds (takes precedence over `block_time`).
+    pub block_time_ms: Option<u32>,
 }
 
 impl Anvil {
@@ -306,7 +308,9 @@ impl Anvil {
             &port.to_string(),
             "--silent",
         ]);
-        if let Some(bt) = options.block_time {
+        if let Some(ms) = options.block_time_ms {
+            cmd.args(["--block-time", &format!("{:.3}", f64::from(ms) / 1000.0)]);
+        } else if let Some(bt) = options.block_time {
             cmd.args(["--block-time", &bt.to_string()]);
         }
         if let Some(id) = options.chain_id {

@@ -51,6 +51,7 @@ impl Provider {
                 max_restarts: 2,
                 ..Limits::default()
             },
+            guard: Default::default(),
             rpc_limits: erigolem_node_service::dedicated_rpc_limits(),
             health: Default::default(),
         };
@@ -93,12 +94,9 @@ impl Provider {
         self.config.data_dir.join("instances").join(name)
     }
 
-    /// Names of the instances that have an Nginx location file.
+    /// Names of the instances that have a gateway entry (a password file Nginx reads).
     pub fn gateway_entries(&self) -> Vec<String> {
-        list(&self.nginx.gateway.dir.join("locations"))
-            .into_iter()
-            .filter_map(|n| n.strip_suffix(".conf").map(str::to_owned))
-            .collect()
+        list(&self.nginx.gateway.dir.join("htpasswd"))
     }
 
     /// Names in the instances directory.
@@ -106,9 +104,9 @@ impl Provider {
         list(&self.config.data_dir.join("instances"))
     }
 
-    /// Files in the password directory.
-    pub fn password_files(&self) -> Vec<String> {
-        list(&self.nginx.gateway.dir.join("htpasswd"))
+    /// Files in the sockets directory (the instances' endpoint guards).
+    pub fn sockets(&self) -> Vec<String> {
+        list(&self.nginx.gateway.dir.join("sockets"))
     }
 }
 

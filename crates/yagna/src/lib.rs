@@ -520,6 +520,18 @@ impl Yagna {
         .await
     }
 
+    /// The activity's usage as its exe-unit last reported it (`currentUsage` in the order of the
+    /// agreement's usage vector).
+    pub async fn activity_usage(&self, activity_id: &str) -> Result<Value, YagnaError> {
+        self.json::<_, ()>(
+            Method::GET,
+            &format!("/activity-api/v1/activity/{activity_id}/usage"),
+            None,
+            DEFAULT_TIMEOUT,
+        )
+        .await
+    }
+
     // ---- payment, provider side ----
 
     pub async fn issue_debit_note(&self, note: &NewDebitNote) -> Result<DebitNote, YagnaError> {

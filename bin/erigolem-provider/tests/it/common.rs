@@ -25,15 +25,20 @@ pub(crate) fn start_agent(
     data_dir: &Path,
     extra: &[&str],
 ) -> ChildGuard {
-    let mut args = vec![
-        "--price-per-hour",
-        "36",
-        "--start-fee",
-        "0.5",
-        "--debit-note-interval",
-        "2",
-    ];
+    let mut args = vec!["--price-per-hour", "36", "--start-fee", "0.5"];
     args.extend_from_slice(extra);
+    start_agent_priced(net, machine, data_dir, &args)
+}
+
+/// `erigolem-provider run` with the prices (and other flags) in `args`; debit notes every 2 s.
+pub(crate) fn start_agent_priced(
+    net: &GolemNet,
+    machine: &Provider,
+    data_dir: &Path,
+    args: &[&str],
+) -> ChildGuard {
+    let mut args = args.to_vec();
+    args.extend_from_slice(&["--debit-note-interval", "2"]);
     erigolem_test_utils::golem::start_provider_agent(
         net.provider(0),
         machine,

@@ -9,7 +9,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{agent_log, buy_dev_node, exec, node_processes, start_agent, yagna};
+use common::{
+    agent_log, buy_dev_node, exec, node_processes, start_agent, start_agent_priced, yagna,
+};
 use erigolem_test_utils::golem::{GolemNet, GolemNetConfig, PAYMENT_PLATFORM};
 use erigolem_test_utils::provider::Provider;
 use erigolem_test_utils::{alive, rpc, wait_for, RpcError};
@@ -161,6 +163,168 @@ async fn buy_a_node_use_it_destroy_it_and_the_provider_is_paid_on_chain() {
 }
 
 #[tokio::test]
+async fn requests_priced_per_request_are_invoiced_exactly() {
+    const REQUESTS: &str = "golem.usage.erigolem.requests";
+    let net = GolemNet::spawn(GolemNetConfig::test()).await.unwrap();
+    let machine = Provider::start(2, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("agent");
+    let _agent = start_agent_priced(
+        &net,
+        &machine,
+        &data_dir,
+        &[
+            "--price-per-hour",
+            "0",
+            "--start-fee",
+            "0.5",
+            "--price-per-request",
+            "0.001",
+        ],
+    );
+    let r = yagna(net.requestor(0));
+    let allocation = r
+        .create_allocation(&NewAllocation {
+            address: None,
+            payment_platform: Some(PaymentPlatformEnum::PaymentPlatformName(
+                PAYMENT_PLATFORM.into(),
+            )),
+            total_amount: "10".parse().unwrap(),
+            timeout: None,
+            deposit: None,
+            make_deposit: false,
+        })
+        .await
+        .unwrap();
+    let since = Utc::now() - erigolem_yagna::chrono::Duration::seconds(60);
+    // buy_dev_node makes one call through the endpoint.
+    let bought = buy_dev_node(&r, net.requestor(0), &data_dir).await;
+    let price =
+        erigolem_yagna::props::LinearPrice::from_properties(&bought.deal.offer.properties).unwrap();
+    assert_eq!(price.coeff(REQUESTS), Some(0.001), "{price:?}");
+    let at = price
+        .usage_vector
+        .iter()
+        .position(|n| n == REQUESTS)
+        .unwrap();
+    let status = &bought.status;
+    let creds = (status.auth.user.as_str(), status.auth.password.expose());
+    for _ in 0..30 {
+        rpc(&status.url, Some(creds), "eth_blockNumber", json!([]))
+            .await
+            .unwrap();
+    }
+    let batch: Vec<_> = (0..5)
+        .map(|i| json!({"jsonrpc":"2.0","id":i,"method":"eth_chainId"}))
+        .collect();
+    let client = reqwest::Client::new();
+    let post = |body: serde_json::Value, password: &str| {
+        client
+            .post(&status.url)
+            .basic_auth(creds.0, Some(password))
+            .json(&body)
+            .send()
+    };
+    assert_eq!(post(json!(batch), creds.1).await.unwrap().status(), 200);
+    // Not billed: refused by the policy, or by the credentials.
+    for _ in 0..3 {
+        let answer: serde_json::Value = post(
+            json!({"jsonrpc":"2.0","id":1,"method":"admin_peers"}),
+            creds.1,
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(answer["error"]["code"], -32601);
+        assert_eq!(
+            post(
+                json!({"jsonrpc":"2.0","id":1,"method":"eth_chainId"}),
+                "wrong"
+            )
+            .await
+            .unwrap()
+            .status(),
+            401
+        );
+    }
+    let billable = 1 + 30 + 5;
+
+    // The exe-unit reports the count to yagna in the agreement's usage vector, and debit notes
+    // carry it; accept them.
+    wait_for(
+        "the request count at yagna",
+        Duration::from_secs(10),
+        || async {
+            let usage = r.activity_usage(&bought.activity).await.ok()?;
+            (usage["currentUsage"][at].as_f64() == Some(billable as f64)).then_some(())
+        },
+    )
+    .await;
+    let note = wait_for(
+        "a debit note with the requests",
+        Duration::from_secs(20),
+        || async {
+            for event in r
+                .debit_note_events(since, Duration::from_secs(1))
+                .await
+                .ok()?
+            {
+                let note = r.debit_note(&event.debit_note_id).await.ok()?;
+                let counted = note.usage_counter_vector.as_ref()?[at].as_f64();
+                if counted == Some(billable as f64) {
+                    return Some(note);
+                }
+            }
+            None
+        },
+    )
+    .await;
+    assert_eq!(
+        note.total_amount_due,
+        "0.536".parse::<BigDecimal>().unwrap()
+    );
+    r.accept_debit_note(
+        &note.debit_note_id,
+        &Acceptance {
+            total_amount_accepted: note.total_amount_due.clone(),
+            allocation_id: allocation.allocation_id.clone(),
+        },
+    )
+    .await
+    .unwrap();
+
+    r.destroy_activity(&bought.activity).await.unwrap();
+    let invoice = wait_for("the invoice", Duration::from_secs(30), || async {
+        for e in r.invoice_events(since, Duration::from_secs(1)).await.ok()? {
+            let inv = r.invoice(&e.invoice_id).await.ok()?;
+            if inv.agreement_id == bought.deal.agreement_id {
+                return Some(inv);
+            }
+        }
+        None
+    })
+    .await;
+    // The start fee plus requests × price, exactly: 0.5 + 36 × 0.001.
+    assert_eq!(
+        invoice.amount,
+        "0.536".parse::<BigDecimal>().unwrap(),
+        "{}",
+        agent_log(&data_dir)
+    );
+    r.accept_invoice(
+        &invoice.invoice_id,
+        &Acceptance {
+            total_amount_accepted: invoice.amount.clone(),
+            allocation_id: allocation.allocation_id.clone(),
+        },
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
 async fn an_agent_killed_mid_activity_ends_it_cleanly_when_restarted() {
     let net = GolemNet::spawn(GolemNetConfig::test()).await.unwrap();
     let machine = Provider::start(2, |_| {}).await;
@@ -237,7 +401,7 @@ async fn an_agent_killed_mid_activity_ends_it_cleanly_when_restarted() {
     .await;
     let remembered = std::fs::read_to_string(data_dir.join("agent-state.json")).unwrap();
     assert!(!remembered.contains(&deal.agreement_id), "{remembered}");
-    assert!(machine.gateway_entries().is_empty() && machine.password_files().is_empty());
+    assert!(machine.gateway_entries().is_empty() && machine.sockets().is_empty());
 }
 
 #[tokio::test]

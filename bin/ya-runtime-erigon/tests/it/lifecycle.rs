@@ -151,7 +151,7 @@ async fn dev_node_serves_http_and_websocket_through_nginx_then_shuts_down_clean(
     let after = block_through(&status, Some((&new.user, new.password.expose()))).await;
     assert!(matches!(after, Err(RpcError::Http(401 | 404))), "{after:?}");
     assert!(provider.gateway_entries().is_empty());
-    assert!(provider.password_files().is_empty());
+    assert!(provider.sockets().is_empty());
     assert!(
         provider.instance_dirs().is_empty(),
         "{:?}",
@@ -207,7 +207,7 @@ async fn assert_cleaned_up(provider: &Provider, name: &str, node_pids: Vec<u32>)
         "{:?}; runtime log:\n{log}",
         provider.gateway_entries()
     );
-    assert!(provider.password_files().is_empty());
+    assert!(provider.sockets().is_empty());
     assert!(!provider.instance_dir(name).exists());
 }
 

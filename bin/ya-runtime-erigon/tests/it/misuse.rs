@@ -15,7 +15,7 @@ async fn start_fails(provider: &Provider, args: &str) -> String {
         "entry left behind for {args}"
     );
     assert!(
-        provider.password_files().is_empty(),
+        provider.sockets().is_empty(),
         "password file left behind for {args}"
     );
     assert!(
@@ -51,6 +51,18 @@ async fn bad_start_arguments_are_refused_with_a_reason() {
         (
             r#"{"network":"dev","instance":"../../etc"}"#,
             "invalid instance name",
+        ),
+        (
+            r#"{"network":"dev","methods":["eth_*","eth call"]}"#,
+            "invalid method pattern",
+        ),
+        (
+            r#"{"network":"dev","allow_origins":["*"]}"#,
+            "invalid origin",
+        ),
+        (
+            r#"{"network":"dev","allow_ips":["10.0.0.0/99"]}"#,
+            "invalid IP allowlist entry",
         ),
     ];
     for (args, expected) in cases {

@@ -52,6 +52,9 @@ async fn create_activity(
             &runtime.workdir,
         );
         config.env = runtime.env.clone();
+        // The agreement's usage vector (rest::agreement's offer), with the runtime's own counter.
+        let config =
+            config.usage_vector(rest::USAGE_VECTOR.iter().map(|s| s.to_string()).collect());
         let started = Instant::now();
         let unit = erigolem_exe_unit::spawn(config).await.unwrap();
         eprintln!(
@@ -182,7 +185,11 @@ async fn requestor_gets_a_node_through_the_exe_unit_until_destroy() {
                 .as_array()
                 .cloned()
                 .unwrap_or_default();
-            (current.len() == 2 && current[0].as_f64().unwrap_or(0.0) >= 1.0).then_some(current)
+            // Duration past 1 s, and the one JSON-RPC call made through the endpoint.
+            (current.len() == 3
+                && current[0].as_f64().unwrap_or(0.0) >= 1.0
+                && current[2].as_f64() == Some(1.0))
+            .then_some(current)
         },
     )
     .await;
@@ -313,7 +320,13 @@ async fn requestor_gets_a_node_through_the_exe_unit_until_destroy() {
             )
             .await;
         let started = Instant::now();
-        unit.shutdown("DestroyActivity").await.unwrap();
+        let last = unit.shutdown("DestroyActivity").await.unwrap();
+        let last = last.current_usage.unwrap();
+        assert_eq!(last.len(), 3);
+        assert!(
+            last[2] >= 1.0,
+            "the final usage keeps the request count: {last:?}"
+        );
         eprintln!(
             "exe-unit of {} shut down in {} ms",
             event.activity_id,
@@ -338,7 +351,7 @@ async fn requestor_gets_a_node_through_the_exe_unit_until_destroy() {
     wait_gone(&runtime_pids).await;
     wait_gone(&node_pids).await;
     assert!(machine.gateway_entries().is_empty());
-    assert!(machine.password_files().is_empty());
+    assert!(machine.sockets().is_empty());
     assert!(machine.instance_dirs().is_empty());
     assert_eq!(
         yagna_state(requestor, &id).await["state"],

@@ -101,6 +101,13 @@ fn proposal_in(state: &'static str) -> impl FnMut(&Value) -> Option<Value> {
     }
 }
 
+/// The usage vector of the test agreements: time, CPU and the runtime's request counter.
+pub(crate) const USAGE_VECTOR: [&str; 3] = [
+    "golem.usage.duration_sec",
+    "golem.usage.cpu_sec",
+    "golem.usage.erigolem.requests",
+];
+
 /// Offer (provider) and demand (requestor) for runtime `erigon`, countered once each way, then an
 /// agreement: created and confirmed by the requestor, approved by the provider. Returns its id.
 pub(crate) async fn agreement(requestor: &YagnaNode, provider: &YagnaNode) -> String {
@@ -113,8 +120,8 @@ pub(crate) async fn agreement(requestor: &YagnaNode, provider: &YagnaNode) -> St
             "golem.inf.cpu.threads": 1,
             "golem.com.scheme": "payu",
             "golem.com.pricing.model": "linear",
-            "golem.com.pricing.model.linear.coeffs": [0.0, 0.0, 0.0],
-            "golem.com.usage.vector": ["golem.usage.duration_sec", "golem.usage.cpu_sec"],
+            "golem.com.pricing.model.linear.coeffs": [0.0, 0.0, 0.0, 0.0],
+            "golem.com.usage.vector": USAGE_VECTOR,
             format!("golem.com.payment.platform.{PAYMENT_PLATFORM}.address"): provider.node_id,
             "golem.com.payment.protocol.version": 3,
             "golem.com.payment.debit-notes.accept-timeout?": 240,

@@ -26,7 +26,9 @@ impl RunningActivity for StandIn {
     async fn ended(&self) {
         std::future::pending::<()>().await
     }
-    async fn shutdown(self: Box<Self>, _reason: &str) {}
+    async fn shutdown(self: Box<Self>, _reason: &str) -> u64 {
+        0
+    }
 }
 
 #[async_trait::async_trait]
@@ -67,6 +69,7 @@ fn agent_config(net: &GolemNet, dir: &std::path::Path, capacity: usize) -> Agent
     config.pricing = Pricing {
         per_hour: 0.5,
         start_fee: 0.01,
+        per_request: 0.0,
     };
     config
 }

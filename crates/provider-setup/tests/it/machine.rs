@@ -157,8 +157,8 @@ async fn setup_serves_through_nginx_check_names_broken_parts_uninstall_restores(
     let outside = tmp.path().join("outside");
     machine(&prefix, &outside);
     let shared = Anvil::start_with(AnvilOptions {
-        block_time: None,
         chain_id: Some(erigolem_primitives::Network::Dev.chain_id()),
+        ..AnvilOptions::default()
     })
     .await;
     let port = free_port();

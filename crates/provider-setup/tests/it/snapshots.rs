@@ -123,6 +123,111 @@ fn config_file_and_flags_merge_and_missing_values_name_their_flag() {
     );
 }
 
+/// ya-provider's `ExeUnitDesc` (yagna, agent/provider/src/execution/registry.rs), as it reads a
+/// plugin descriptor: kebab-case keys, `config.counters` keyed by usage property name.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[allow(dead_code)]
+struct ExeUnitDesc {
+    name: String,
+    version: String,
+    #[serde(default)]
+    description: Option<String>,
+    supervisor_path: std::path::PathBuf,
+    #[serde(default)]
+    extra_args: Vec<String>,
+    #[serde(default)]
+    runtime_path: Option<std::path::PathBuf>,
+    #[serde(default)]
+    properties: serde_json::Map<String, serde_json::Value>,
+    config: Option<Configuration>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct Configuration {
+    counters: std::collections::HashMap<String, CounterDefinition>,
+}
+
+#[derive(Debug, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct CounterDefinition {
+    name: String,
+    description: String,
+    price: bool,
+}
+
+#[test]
+fn plugin_descriptors_declare_the_request_counter_as_ya_provider_reads_it() {
+    let plan = plan(dev());
+    let written = plan
+        .entries
+        .iter()
+        .find_map(|e| match e {
+            Entry::File { content, what, .. } if *what == "golemsp plugin descriptor" => {
+                Some(content.clone())
+            }
+            _ => None,
+        })
+        .unwrap();
+    let example =
+        std::fs::read_to_string(erigolem_test_utils::repo_root().join("conf/erigon-plugin.json"))
+            .unwrap();
+    let mut counters = Vec::new();
+    for text in [&written, &example] {
+        let descs: Vec<ExeUnitDesc> = serde_json::from_str(text).unwrap();
+        assert_eq!(descs.len(), 1);
+        let desc = &descs[0];
+        assert_eq!(desc.name, "erigon");
+        assert!(
+            desc.version.split('.').all(|p| p.parse::<u64>().is_ok()),
+            "{}",
+            desc.version
+        );
+        // Declared counters replace ya-provider's defaults: the standard ones must be there too.
+        let c = &desc.config.as_ref().unwrap().counters;
+        for (property, name) in [
+            ("golem.usage.duration_sec", "duration"),
+            ("golem.usage.cpu_sec", "cpu"),
+            ("golem.usage.erigolem.requests", "requests"),
+        ] {
+            assert_eq!(c[property].name, name);
+            assert!(c[property].price, "{property} must be priceable");
+        }
+        let mut names: Vec<_> = c.iter().map(|(k, v)| (k.clone(), v.name.clone())).collect();
+        names.sort();
+        counters.push(names);
+    }
+    assert_eq!(
+        counters[0], counters[1],
+        "conf/erigon-plugin.json and setup's descriptor differ"
+    );
+    assert_eq!(
+        erigolem_node_service::REQUESTS_COUNTER,
+        "golem.usage.erigolem.requests"
+    );
+}
+
+#[test]
+fn the_example_nginx_site_is_what_setup_writes() {
+    let plan = Plan::new(tls_mainnet_sepolia().resolve().unwrap(), Path::new("/"));
+    let site = plan
+        .entries
+        .iter()
+        .find_map(|e| match e {
+            Entry::File { content, what, .. } if *what == "nginx site" => Some(content.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let example = erigolem_test_utils::repo_root().join("conf/nginx-site.conf");
+    assert_eq!(
+        std::fs::read_to_string(&example).unwrap(),
+        site,
+        "{} is out of step with `erigolem-provider setup`",
+        example.display()
+    );
+}
+
 /// The shared nodes' command line follows the Erigon release (`--erigon-version`, or what the
 /// binary says): 3.3 keeps its two devp2p listeners, 3.6 has one and its MCP server disabled; a
 /// release that cannot run a network is refused before anything is written.

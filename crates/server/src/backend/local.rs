@@ -86,11 +86,16 @@ pub enum LocalError {
 /// random name by `mkdtemp` (nobody can have made it first), and remembered in `<data_dir>/nginx-dir`
 /// so that the next start finds its Nginx. A remembered directory is used again only if it is
 /// still a directory (not a symlink), ours, and writable by nobody else.
+///
+/// The same happens when the data dir is so deep that a node's endpoint socket
+/// (`<nginx>/gateway/sockets/<node id>.sock`) would not fit in a unix socket path (107 bytes): a
+/// newcomer running the quick start from a deep directory still gets nodes that start.
 fn nginx_dir(data_dir: &Path, root: bool) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(data_dir)?;
     let data_dir = data_dir.canonicalize()?;
     let preferred = data_dir.join("nginx");
-    if !root || searchable_by_others(&data_dir) {
+    let fits = socket_fits(&preferred);
+    if fits && (!root || searchable_by_others(&data_dir)) {
         return Ok(preferred);
     }
     let record = data_dir.join("nginx-dir");
@@ -115,12 +120,31 @@ fn nginx_dir(data_dir: &Path, root: bool) -> std::io::Result<PathBuf> {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )?;
     std::fs::write(&record, fallback.as_os_str().as_encoded_bytes())?;
-    tracing::warn!(
-        data_dir = %data_dir.display(),
-        nginx_dir = %fallback.display(),
-        "the data dir is not searchable by the Nginx workers (www-data); keeping the Nginx files elsewhere"
-    );
+    if fits {
+        tracing::warn!(
+            data_dir = %data_dir.display(),
+            nginx_dir = %fallback.display(),
+            "the data dir is not searchable by the Nginx workers (www-data); keeping the Nginx files elsewhere"
+        );
+    } else {
+        tracing::warn!(
+            data_dir = %data_dir.display(),
+            nginx_dir = %fallback.display(),
+            "the data dir is too deep for the nodes' unix socket paths; keeping the Nginx files elsewhere"
+        );
+    }
     Ok(fallback)
+}
+
+/// Whether the endpoint socket of a node (its id, a UUID, is the instance name) fits in a unix
+/// socket path under the Nginx directory `dir`.
+fn socket_fits(dir: &Path) -> bool {
+    const NODE_ID_LEN: usize = 36;
+    let socket = dir
+        .join("gateway")
+        .join("sockets")
+        .join(format!("{}.sock", "x".repeat(NODE_ID_LEN)));
+    socket.as_os_str().len() <= erigolem_guard::MAX_SOCKET_PATH
 }
 
 /// `Ok` if `dir` is a directory itself (not a symlink to one), owned by this process's user, and
@@ -212,6 +236,7 @@ impl LocalBackend {
                 max_instances: u32::from(local.max_nodes),
                 ..Limits::default()
             },
+            guard: Default::default(),
             rpc_limits: erigolem_node_service::dedicated_rpc_limits(),
             health: Default::default(),
         };

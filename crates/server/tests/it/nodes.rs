@@ -586,11 +586,18 @@ async fn budgets_and_price_caps_are_refused_where_nodes_are_not_paid_for() {
 #[tokio::test]
 async fn a_local_node_that_fails_releases_its_runtime_ports_and_credentials() {
     // fake-erigon (the sepolia node) crashes 3 s after each start: the runtime restarts it
-    // twice, then reports it failed. (Each test runs in a process of its own.)
-    std::env::set_var("FAKE_ERIGON_CRASH_AFTER_SECS", "3");
+    // twice, then reports it failed. The runtime's children get a cleared environment, so the
+    // switch lives in the wrapper script, not in this process's env.
     let dir = tempfile::tempdir().unwrap();
+    let bins = tempfile::tempdir().unwrap();
+    let (erigon, _) = erigolem_test_utils::fake_erigon(
+        bins.path(),
+        "3.6.1",
+        &[("FAKE_ERIGON_CRASH_AFTER_SECS", "3")],
+    );
     let h = server_with_nodes(dir.path(), |c| {
-        c.rate_limit = std::num::NonZeroU32::new(10_000).unwrap()
+        c.rate_limit = std::num::NonZeroU32::new(10_000).unwrap();
+        local(c).erigon_bin = Some(erigon);
     })
     .await;
     let alice = Api::signed_in(&h, DEV_KEY_0).await;
@@ -627,7 +634,7 @@ async fn a_local_node_that_fails_releases_its_runtime_ports_and_credentials() {
     .await;
     assert!(gone["url"].is_null() && gone["auth"].is_null(), "{gone}");
     let gateway = dir.path().join("local/nginx/gateway");
-    for sub in ["locations", "htpasswd", "upstreams"] {
+    for sub in ["htpasswd", "sockets"] {
         let left: Vec<_> = std::fs::read_dir(gateway.join(sub))
             .map(|d| d.flatten().map(|e| e.file_name()).collect())
             .unwrap_or_default();
