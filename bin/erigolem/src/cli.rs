@@ -70,6 +70,16 @@ pub(crate) enum NodesCommand {
     Rm { id: String },
     /// Print each state change of your nodes as it happens.
     Watch(Output),
+    /// A running node's last log lines (passwords and other secrets redacted).
+    Logs {
+        id: String,
+        /// How many of the last lines (1-1000).
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+        /// Keep printing new lines as the node writes them (Ctrl-C ends it).
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +197,7 @@ pub(crate) async fn nodes(command: NodesCommand) -> anyhow::Result<()> {
             print_node(&node, &output)
         }
         NodesCommand::Watch(output) => watch(output).await,
+        NodesCommand::Logs { id, lines, follow } => logs(&client, &id, lines, follow).await,
         NodesCommand::Rm { id } => {
             client.delete(&id).await?;
             println!("removed {id}");
@@ -375,6 +386,28 @@ fn limits_text(limits: &erigolem_api::RpcLimits) -> String {
         parts.push(format!("concurrency {c}"));
     }
     parts.join(", ")
+}
+
+/// Prints the node's log lines (and with `follow`, new ones as they come), escaped for the
+/// terminal: a log is text the node (and so its provider) chose.
+async fn logs(client: &Client, id: &str, lines: usize, follow: bool) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let print = |batch: &erigolem_api::NodeLogs| {
+        let mut out = std::io::stdout().lock();
+        for line in &batch.lines {
+            let _ = writeln!(out, "{}", printable(line));
+        }
+        let _ = out.flush();
+    };
+    if !follow {
+        print(&client.logs(id, lines).await?);
+        return Ok(());
+    }
+    let mut batches = std::pin::pin!(client.follow_logs(id, lines).await?);
+    while let Some(batch) = batches.next().await {
+        print(&batch?);
+    }
+    Ok(())
 }
 
 /// Prints each transition of your nodes as it happens (Ctrl-C ends it).

@@ -362,3 +362,12 @@ impl NodeEvent {
 
 /// Keeps the map type one name in the document.
 pub type MethodCounts = BTreeMap<String, u64>;
+
+/// `GET /nodes/{id}/logs`: the node's last log lines, oldest first, secrets replaced by
+/// `[redacted]`. With `follow=true` the answer is a server-sent event stream of
+/// `event: lines`, each `data:` one of these with the lines new since the last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeLogs {
+    pub node_id: String,
+    pub lines: Vec<String>,
+}

@@ -103,7 +103,7 @@ impl Wallet {
 
 pub use erigolem_api::{
     CreateNode, Credentials, ErrorCode, LoginRequest, LoginResponse, MeResponse, NetworkOffer,
-    Node, NodeEvent, NonceResponse, TransitionEvent,
+    Node, NodeEvent, NodeLogs, NodeUsage, NonceResponse, TransitionEvent, UsageWindow,
 };
 
 /// A signed-in (or not yet) connection to one server.
@@ -251,11 +251,40 @@ impl Client {
             .await
     }
 
-    /// The caller's node transitions as they happen (server-sent events), from now on.
-    pub async fn events(&self) -> Result<impl futures::Stream<Item = Result<TransitionEvent>>> {
+    /// What the node's endpoint served over `window`.
+    pub async fn usage(&self, id: &str, window: UsageWindow) -> Result<NodeUsage> {
+        self.get(&format!("/nodes/{id}/usage?window={}", window.as_str()))
+            .await
+    }
+
+    /// The node's last `lines` log lines (secrets redacted by the server).
+    pub async fn logs(&self, id: &str, lines: usize) -> Result<NodeLogs> {
+        self.get(&format!("/nodes/{id}/logs?lines={lines}")).await
+    }
+
+    /// The node's last `lines` log lines, then each batch of new ones as the node writes them,
+    /// until it stops.
+    pub async fn follow_logs(
+        &self,
+        id: &str,
+        lines: usize,
+    ) -> Result<impl futures::Stream<Item = Result<NodeLogs>>> {
+        self.sse(
+            &format!("/nodes/{id}/logs?lines={lines}&follow=true"),
+            "lines",
+        )
+        .await
+    }
+
+    /// The `kind` events of a server-sent event stream at `path`, parsed.
+    async fn sse<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        kind: &'static str,
+    ) -> Result<impl futures::Stream<Item = Result<T>>> {
         use eventsource_stream::Eventsource;
         use futures::StreamExt;
-        let url = format!("{}/api/v1/events", self.base);
+        let url = format!("{}/api/v1{path}", self.base);
         // No overall timeout: the stream stays open (the server sends keep-alives).
         let mut req = reqwest::Client::new().get(&url);
         if let Some(t) = &self.token {
@@ -273,9 +302,9 @@ impl Client {
         Ok(resp
             .bytes_stream()
             .eventsource()
-            .filter_map(|event| async move {
+            .filter_map(move |event| async move {
                 match event {
-                    Ok(e) if e.event == "transition" => Some(
+                    Ok(e) if e.event == kind => Some(
                         serde_json::from_str(&e.data)
                             .map_err(|e| ClientError::Message(e.to_string())),
                     ),
@@ -283,6 +312,11 @@ impl Client {
                     Err(e) => Some(Err(ClientError::Message(format!("event stream: {e}")))),
                 }
             }))
+    }
+
+    /// The caller's node transitions as they happen (server-sent events), from now on.
+    pub async fn events(&self) -> Result<impl futures::Stream<Item = Result<TransitionEvent>>> {
+        self.sse("/events", "transition").await
     }
 
     pub async fn delete(&self, id: &str) -> Result<()> {

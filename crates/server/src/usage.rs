@@ -14,8 +14,8 @@ use erigolem_store::{cap_methods, Tier, UsageSample};
 /// What the endpoint served between `prev` and `now` (two cumulative snapshots of one endpoint).
 /// A counter smaller than before means the endpoint started over (a runtime restart, a
 /// replacement): then all of `now` is new. Method counts always add up to `requests`: names in
-/// both snapshots by their difference, the rest (a name that moved into or out of the runtime's
-/// top list) under `other`.
+/// both snapshots by their difference; a name new to the runtime's top list by what its count
+/// exceeds the previous `other` (where it was counted before, if at all); the rest under `other`.
 pub(crate) fn delta(prev: &Usage, now: &Usage) -> UsageSample {
     let restarted = now.requests < prev.requests
         || now.errors < prev.errors
@@ -32,12 +32,18 @@ pub(crate) fn delta(prev: &Usage, now: &Usage) -> UsageSample {
         if name == OTHER_METHODS {
             continue;
         }
-        if let Some(before) = prev.methods.get(name).or(restarted.then_some(&0)) {
-            let d = n.saturating_sub(*before).min(requests - named);
-            if d > 0 {
-                methods.insert(name.clone(), d);
-                named += d;
-            }
+        // A name the previous snapshot did not list was counted under its `other` then, if at
+        // all: at most that much of its count is old.
+        let before = prev
+            .methods
+            .get(name)
+            .or_else(|| prev.methods.get(OTHER_METHODS))
+            .copied()
+            .unwrap_or(0);
+        let d = n.saturating_sub(before).min(requests - named);
+        if d > 0 {
+            methods.insert(name.clone(), d);
+            named += d;
         }
     }
     if requests > named {
@@ -114,7 +120,10 @@ pub(crate) fn window_start(window: UsageWindow, now: i64) -> i64 {
 
 /// `samples` (oldest first, all at or after the window's start) grouped per window step, and
 /// their totals.
-pub(crate) fn points(samples: &[UsageSample], window: UsageWindow) -> (Vec<UsagePoint>, UsageTotals) {
+pub(crate) fn points(
+    samples: &[UsageSample],
+    window: UsageWindow,
+) -> (Vec<UsagePoint>, UsageTotals) {
     let step = window.step_secs() as i64 * 1_000;
     let mut steps: Vec<UsageSample> = Vec::new();
     let mut all = UsageSample::default();
@@ -194,11 +203,11 @@ mod tests {
                 &[("eth_call", 2)],
             ),
             (
-                "a name newly in the top list: its past is not counted again",
+                "a name newly in the top list: what was under other is not counted again",
                 usage(10, &[("eth_call", 8), ("other", 2)]),
                 usage(12, &[("eth_call", 9), ("eth_getLogs", 3)]),
                 2,
-                &[("eth_call", 1), ("other", 1)],
+                &[("eth_call", 1), ("eth_getLogs", 1)],
             ),
         ];
         for (name, prev, now, requests, methods) in cases {

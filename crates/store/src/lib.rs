@@ -802,6 +802,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         if deleted.is_some() {
+            self.delete_usage(id).await?;
             return Ok(true);
         }
         let state: Option<String> =

@@ -170,7 +170,7 @@ impl Store {
         &self,
         node_id: &str,
         sample: &UsageSample,
-        cursor: &serde_json::Value,
+        cursor: Option<&serde_json::Value>,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for tier in Tier::ALL {
@@ -226,15 +226,17 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query(
-            "INSERT INTO usage_cursors (node_id, at, usage) VALUES ($1, $2, $3) \
-             ON CONFLICT (node_id) DO UPDATE SET at = excluded.at, usage = excluded.usage",
-        )
-        .bind(node_id)
-        .bind(sample.at)
-        .bind(cursor.to_string())
-        .execute(&mut *tx)
-        .await?;
+        if let Some(cursor) = cursor {
+            sqlx::query(
+                "INSERT INTO usage_cursors (node_id, at, usage) VALUES ($1, $2, $3) \
+                 ON CONFLICT (node_id) DO UPDATE SET at = excluded.at, usage = excluded.usage",
+            )
+            .bind(node_id)
+            .bind(sample.at)
+            .bind(cursor.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -274,6 +276,21 @@ impl Store {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+
+    /// Deletes every node's steps older than their tier keeps at `now` (the steps of nodes no
+    /// longer polled, which their own writes no longer prune). Returns the rows deleted.
+    pub async fn purge_usage(&self, now: i64) -> Result<u64> {
+        let mut deleted = 0;
+        for tier in Tier::ALL {
+            deleted += sqlx::query("DELETE FROM usage_samples WHERE step_secs = $1 AND at < $2")
+                .bind(tier.step_secs())
+                .bind(tier.step_start(now) - tier.keep_ms())
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(deleted)
     }
 
     /// Forgets `node_id`'s usage (the node was deleted).

@@ -188,6 +188,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/nodes/{id}/logs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The running node's last log lines (the runtime's `LOGS`), its password and anything that
+         *     looks like a credential replaced by `[redacted]`.
+         */
+        get: operations["logs"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/nodes/{id}/stop": {
         parameters: {
             query?: never;
@@ -202,6 +222,26 @@ export interface paths {
          *     agreement (or a runtime) has it ended and stays failed.
          */
         post: operations["stop"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/nodes/{id}/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * What the node's endpoint served over a window: requests by method, errors, refusals, bytes,
+         *     latency percentiles, and its height against the network's head, per step.
+         */
+        get: operations["usage"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -456,6 +496,15 @@ export interface components {
             data: components["schemas"]["ProgressEvent"];
             /** @enum {string} */
             event: "progress";
+        };
+        /**
+         * @description `GET /nodes/{id}/logs`: the node's last log lines, oldest first, secrets replaced by
+         *     `[redacted]`. With `follow=true` the answer is a server-sent event stream of
+         *     `event: lines`, each `data:` one of these with the lines new since the last.
+         */
+        NodeLogs: {
+            lines: string[];
+            node_id: string;
         };
         /**
          * @description A node's lifecycle state.
@@ -734,6 +783,7 @@ export type Network = components['schemas']['Network'];
 export type NetworkOffer = components['schemas']['NetworkOffer'];
 export type Node = components['schemas']['Node'];
 export type NodeEvent = components['schemas']['NodeEvent'];
+export type NodeLogs = components['schemas']['NodeLogs'];
 export type NodeState = components['schemas']['NodeState'];
 export type NodeUsage = components['schemas']['NodeUsage'];
 export type NonceResponse = components['schemas']['NonceResponse'];
@@ -1161,6 +1211,68 @@ export interface operations {
             };
         };
     };
+    logs: {
+        parameters: {
+            query?: {
+                /** @description How many of the last lines (1–1000, default 100). */
+                lines?: number;
+                /**
+                 * @description Keep the answer open as `text/event-stream`, with `event: lines` for each read that
+                 *     found new lines (until the node stops or the session ends).
+                 */
+                follow?: boolean;
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The lines; with `follow=true` a text/event-stream of `event: lines` with NodeLogs data */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NodeLogs"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     stop: {
         parameters: {
             query?: never;
@@ -1178,6 +1290,49 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Node"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    usage: {
+        parameters: {
+            query?: {
+                /**
+                 * @description `1h` (per minute, the default), `6h` (per 5 minutes), `24h` (per 15 minutes) or `7d`
+                 *     (per hour).
+                 */
+                window?: components["schemas"]["UsageWindow"];
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NodeUsage"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             404: {

@@ -156,6 +156,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Replaces the node's password; the old one stops working at once.
     async fn rotate(&self, node_id: &str)
         -> Result<erigolem_primitives::Credentials, BackendError>;
+    /// The last `lines` lines of the node's log (the runtime's `LOGS`), as the runtime gives them.
+    async fn logs(&self, node_id: &str, _lines: usize) -> Result<String, BackendError> {
+        Err(BackendError::Other(format!(
+            "node {node_id}: this backend does not read logs"
+        )))
+    }
     /// Sets a running node's password back to `password` (after a restart of the server, the
     /// credentials its owner has). Passed over the runtime API, never on a command line.
     async fn restore_password(

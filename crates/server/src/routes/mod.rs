@@ -43,6 +43,8 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
         nodes::stop,
         nodes::remove,
         nodes::rotate,
+        nodes::usage,
+        nodes::logs,
         billing::billing,
         events::events
     ),
@@ -51,9 +53,7 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
         erigolem_api::ErrorCode,
         erigolem_api::NodeEvent,
         erigolem_api::TransitionEvent,
-        erigolem_api::ProgressEvent,
-        erigolem_api::NodeUsage,
-        erigolem_api::UsageWindow
+        erigolem_api::ProgressEvent
     ))
 )]
 pub(crate) struct ApiDoc;
@@ -270,6 +270,8 @@ mod tests {
             "/api/v1/nodes/{id}",
             "/api/v1/nodes/{id}/stop",
             "/api/v1/nodes/{id}/credentials/rotate",
+            "/api/v1/nodes/{id}/usage",
+            "/api/v1/nodes/{id}/logs",
             "/api/v1/billing",
             "/api/v1/events",
         ] {

@@ -10,6 +10,7 @@ use axum::{Json, Router};
 use erigolem_api::{CreateNode, Credentials, ErrorBody, ErrorCode, Node as NodeView};
 use erigolem_primitives::Mode;
 use erigolem_store::{NewNode, NodeRecord, NodeState};
+use futures::StreamExt;
 
 use erigolem_lifecycle::{Conflict, Event};
 
@@ -28,6 +29,8 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/nodes/{id}", get(show).delete(remove))
         .route("/nodes/{id}/stop", post(stop))
         .route("/nodes/{id}/credentials/rotate", post(rotate))
+        .route("/nodes/{id}/usage", get(usage))
+        .route("/nodes/{id}/logs", get(logs))
 }
 
 /// The networks nodes can be started for.
@@ -378,4 +381,235 @@ pub(crate) async fn rotate(
     tracing::info!(node = %id, "credentials rotated");
     let node = owned(&state, &id, &user).await?;
     Ok(Json(view(&state, node, &user.address).await?))
+}
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct UsageQuery {
+    /// `1h` (per minute, the default), `6h` (per 5 minutes), `24h` (per 15 minutes) or `7d`
+    /// (per hour).
+    #[param(value_type = Option<erigolem_api::UsageWindow>)]
+    window: Option<String>,
+}
+
+/// What the node's endpoint served over a window: requests by method, errors, refusals, bytes,
+/// latency percentiles, and its height against the network's head, per step.
+#[utoipa::path(get, path = "/api/v1/nodes/{id}/usage", tag = "nodes", params(UsageQuery),
+    responses((status = 200, body = erigolem_api::NodeUsage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn usage(
+    State(state): State<Arc<AppState>>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    query: Result<axum::extract::Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<erigolem_api::NodeUsage>, ApiError> {
+    let axum::extract::Query(query) = query?;
+    let window = match query.window.as_deref() {
+        None => erigolem_api::UsageWindow::default(),
+        Some(text) => erigolem_api::UsageWindow::parse(text).ok_or_else(|| {
+            let known: Vec<&str> = erigolem_api::UsageWindow::ALL
+                .iter()
+                .map(|w| w.as_str())
+                .collect();
+            ApiError::bad_request(
+                ErrorCode::InvalidWindow,
+                format!(
+                    "window {:?} is not one of {}",
+                    erigolem_store::cap_text(text, 32),
+                    known.join(", ")
+                ),
+            )
+        })?,
+    };
+    owned(&state, &id, &user).await?;
+    let to = erigolem_store::now_ms();
+    let from = crate::usage::window_start(window, to);
+    let samples = state
+        .store
+        .usage(&id, crate::usage::tier(window), from)
+        .await?;
+    let (points, totals) = crate::usage::points(&samples, window);
+    Ok(Json(erigolem_api::NodeUsage {
+        node_id: id,
+        window,
+        step_secs: window.step_secs(),
+        from,
+        to,
+        totals,
+        points,
+    }))
+}
+
+/// Lines `GET /nodes/{id}/logs` gives by default, and at most.
+const LOG_LINES_DEFAULT: usize = 100;
+pub(crate) const LOG_LINES_MAX: usize = 1_000;
+/// How often a followed log is read again.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// How many of the last lines a followed log is read with, to find where the previous read
+/// ended (LOGS gives the last lines, not an offset: the longest overlap is taken; a line that
+/// was not in the previous read is always new).
+const FOLLOW_WINDOW: usize = LOG_LINES_MAX;
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct LogsQuery {
+    /// How many of the last lines (1–1000, default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    lines: Option<String>,
+    /// Keep the answer open as `text/event-stream`, with `event: lines` for each read that
+    /// found new lines (until the node stops or the session ends).
+    follow: Option<bool>,
+}
+
+/// The running node's last log lines (the runtime's `LOGS`), its password and anything that
+/// looks like a credential replaced by `[redacted]`.
+#[utoipa::path(get, path = "/api/v1/nodes/{id}/logs", tag = "nodes", params(LogsQuery),
+    responses((status = 200, body = erigolem_api::NodeLogs, description = "The lines; with `follow=true` a text/event-stream of `event: lines` with NodeLogs data"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)))]
+pub(crate) async fn logs(
+    State(state): State<Arc<AppState>>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    query: Result<axum::extract::Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    let axum::extract::Query(query) = query?;
+    let lines = match query.lines.as_deref() {
+        None => LOG_LINES_DEFAULT,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=LOG_LINES_MAX).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    ErrorCode::InvalidLines,
+                    format!(
+                        "lines must be a number from 1 to {LOG_LINES_MAX}, not {:?}",
+                        erigolem_store::cap_text(text, 32)
+                    ),
+                )
+            })?,
+    };
+    let node = owned(&state, &id, &user).await?;
+    let backend = state
+        .backend
+        .clone()
+        .filter(|_| node.state == NodeState::Running)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::NotRunning,
+                format!("the node is {}: only a running node has logs", node.state),
+            )
+        })?;
+    let password = state.store.password(&id, &user.address).await?;
+    let secrets: Vec<String> = password.into_iter().collect();
+    let read = {
+        let backend = backend.clone();
+        let id = id.clone();
+        move |lines: usize| {
+            let backend = backend.clone();
+            let id = id.clone();
+            let secrets = secrets.clone();
+            async move {
+                let text = backend.logs(&id, lines).await.map_err(|e| {
+                    ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        ErrorCode::BackendFailed,
+                        format!("the node's runtime did not give its log: {e}"),
+                    )
+                })?;
+                let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+                Ok::<Vec<String>, ApiError>(
+                    text.lines()
+                        .map(|l| crate::logs::redact(l, &secrets))
+                        .collect(),
+                )
+            }
+        }
+    };
+    let first = read(lines).await?;
+    if !query.follow.unwrap_or(false) {
+        return Ok(Json(erigolem_api::NodeLogs {
+            node_id: id,
+            lines: first,
+        })
+        .into_response());
+    }
+    // A followed log is one of the user's streams: capped with them, ended at sign-out.
+    let sub = state
+        .hub
+        .subscribe(&user.address, &user.token_hash)
+        .await
+        .map_err(|e| match e {
+            crate::feed::SubscribeError::TooMany(_) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyStreams,
+                format!("{e}: close one first"),
+            ),
+            other => ApiError::internal(other),
+        })?;
+    let store = state.store.clone();
+    let owner = user.address.clone();
+    let event = |node_id: &str, lines: &[String]| {
+        axum::response::sse::Event::default()
+            .event("lines")
+            .json_data(erigolem_api::NodeLogs {
+                node_id: node_id.to_owned(),
+                lines: lines.to_vec(),
+            })
+            .ok()
+    };
+    let opening = event(&id, &first);
+    // The followed reads compare with a wider window than the opening one: read it once now.
+    let seen = read(FOLLOW_WINDOW).await?;
+    let stream = async_stream_lines(read, store, owner, id, seen, sub, event);
+    let stream = futures::stream::iter(opening)
+        .chain(stream)
+        .map(Ok::<_, std::convert::Infallible>);
+    let keep_alive = (state.config.limits.idle_timeout / 3).min(std::time::Duration::from_secs(15));
+    Ok(axum::response::sse::Sse::new(stream)
+        .keep_alive(axum::response::sse::KeepAlive::new().interval(keep_alive))
+        .into_response())
+}
+
+/// The new lines of a followed log, read every [`FOLLOW_EVERY`], until the node is no longer
+/// running, its runtime stops answering, or the session's streams are closed.
+fn async_stream_lines<R, F>(
+    read: R,
+    store: erigolem_store::Store,
+    owner: String,
+    id: String,
+    first: Vec<String>,
+    sub: crate::feed::Subscription,
+    event: impl Fn(&str, &[String]) -> Option<axum::response::sse::Event> + Send + 'static,
+) -> impl futures::Stream<Item = axum::response::sse::Event> + Send
+where
+    R: Fn(usize) -> F + Send + 'static,
+    F: std::future::Future<Output = Result<Vec<String>, ApiError>> + Send,
+{
+    futures::stream::unfold(
+        (read, store, owner, id, first, sub, event),
+        |(read, store, owner, id, mut seen, mut sub, event)| async move {
+            loop {
+                tokio::select! {
+                    _ = &mut sub.closed => return None,
+                    _ = tokio::time::sleep(FOLLOW_EVERY) => {}
+                }
+                let running = matches!(
+                    store.node(&id, &owner).await,
+                    Ok(Some(node)) if node.state == NodeState::Running
+                );
+                if !running {
+                    return None;
+                }
+                let now = read(FOLLOW_WINDOW).await.ok()?;
+                let fresh = crate::logs::new_lines(&seen, &now).to_vec();
+                seen = now;
+                if fresh.is_empty() {
+                    continue;
+                }
+                let out = event(&id, &fresh)?;
+                return Some((out, (read, store, owner, id, seen, sub, event)));
+            }
+        },
+    )
 }
