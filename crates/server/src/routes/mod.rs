@@ -183,7 +183,108 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         Err(e) => tracing::warn!("metrics: counting nodes: {e}"),
     }
     metrics::gauge!("erigolem_rate_limiter_clients").set(state.limiter.len() as f64);
-    state.metrics.render()
+    let mut text = state.metrics.render();
+    text.push_str(&node_series(&state));
+    text
+}
+
+/// Per-node series of the running nodes this server polls: their endpoints' cumulative
+/// counters (as the runtime reports them: a runtime restart resets them, as Prometheus
+/// expects of counters) and height and lag. Labels are bounded: a node id, and a method name of
+/// the runtime's top list (at most 20 + `other`; a name that is not a plain JSON-RPC method
+/// name is counted as `other`, since a provider writes these). A node no longer running drops
+/// out at once.
+fn node_series(state: &AppState) -> String {
+    use std::fmt::Write as _;
+    let valid = |m: &str| {
+        !m.is_empty() && m.len() <= 64 && m.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    let usage = state
+        .usage_cursors
+        .lock()
+        .map(|c| c.clone())
+        .unwrap_or_default();
+    let live = state.live.lock().map(|l| l.clone()).unwrap_or_default();
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in rows {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    };
+    let mut ids: Vec<&String> = usage.keys().collect();
+    ids.sort();
+    let mut requests = Vec::new();
+    let (mut errors, mut refused, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
+    for id in &ids {
+        let (u, _) = &usage[*id];
+        let mut methods: std::collections::BTreeMap<&str, u64> = Default::default();
+        for (m, n) in &u.methods {
+            let m = if valid(m) {
+                m.as_str()
+            } else {
+                erigolem_primitives::OTHER_METHODS
+            };
+            *methods.entry(m).or_default() += n;
+        }
+        for (m, n) in methods
+            .into_iter()
+            .take(erigolem_primitives::TOP_METHODS + 1)
+        {
+            requests.push((format!("node=\"{id}\",method=\"{m}\""), n));
+        }
+        errors.push((format!("node=\"{id}\""), u.errors));
+        refused.push((format!("node=\"{id}\""), u.refused.total()));
+        bytes.push((format!("node=\"{id}\",direction=\"in\""), u.bytes_in));
+        bytes.push((format!("node=\"{id}\",direction=\"out\""), u.bytes_out));
+    }
+    family(
+        "erigolem_node_requests_total",
+        "counter",
+        "JSON-RPC calls a node's endpoint answered, by method",
+        requests,
+    );
+    family(
+        "erigolem_node_errors_total",
+        "counter",
+        "Calls a node answered with an error, or did not answer",
+        errors,
+    );
+    family(
+        "erigolem_node_refused_total",
+        "counter",
+        "Calls a node's endpoint refused (credentials, methods, limits, allowlists)",
+        refused,
+    );
+    family(
+        "erigolem_node_bytes_total",
+        "counter",
+        "Body bytes through a node's endpoint",
+        bytes,
+    );
+    let mut ids: Vec<&String> = live.keys().collect();
+    ids.sort();
+    let rows = |f: &dyn Fn(&crate::lag::LiveStatus) -> Option<u64>| {
+        ids.iter()
+            .filter_map(|id| f(&live[*id]).map(|v| (format!("node=\"{id}\""), v)))
+            .collect::<Vec<_>>()
+    };
+    family(
+        "erigolem_node_behind_blocks",
+        "gauge",
+        "Blocks between a node's head and the network's",
+        rows(&|l| l.behind_blocks),
+    );
+    family(
+        "erigolem_node_behind_seconds",
+        "gauge",
+        "Age of a node's head block in seconds",
+        rows(&|l| l.behind_seconds),
+    );
+    out
 }
 
 /// Refuses API requests beyond the per-client quota with 429 and the error envelope.

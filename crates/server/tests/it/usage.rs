@@ -99,6 +99,20 @@ async fn usage_reports_the_request_mix_by_method_to_its_owner_only() {
         assert_eq!(other["totals"]["requests"], 9, "{window}: {other}");
     }
 
+    // Operators who scrape get the node's series, labelled by node and method.
+    let metrics = reqwest::get(format!("{}/metrics", h.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (method, n) in &want {
+        let series =
+            format!("erigolem_node_requests_total{{node=\"{id}\",method=\"{method}\"}} {n}");
+        assert!(metrics.contains(&series), "{series} missing:\n{metrics}");
+    }
+    assert!(metrics.contains(&format!("erigolem_node_errors_total{{node=\"{id}\"}} 1")));
+
     // The owner's progress events carry the deltas: one more call shows up as one.
     let token = alice.token.clone();
     let reader = read_frames(
