@@ -347,7 +347,7 @@ pub struct ProgressEvent {
 #[serde(tag = "event", content = "data", rename_all = "snake_case")]
 pub enum NodeEvent {
     Transition(TransitionEvent),
-    Progress(ProgressEvent),
+    Progress(Box<ProgressEvent>),
 }
 
 impl NodeEvent {

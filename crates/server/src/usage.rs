@@ -180,7 +180,9 @@ mod tests {
 
     #[test]
     fn deltas_by_method_add_up_to_the_requests() {
-        let cases: &[(&str, Usage, Usage, u64, &[(&str, u64)])] = &[
+        /// Name, previous and current snapshot, expected requests and methods.
+        type Case<'a> = (&'a str, Usage, Usage, u64, &'a [(&'a str, u64)]);
+        let cases: &[Case] = &[
             (
                 "steady",
                 usage(5, &[("eth_call", 3), ("eth_blockNumber", 2)]),
