@@ -292,7 +292,7 @@ fn print_nodes(nodes: &[Node], out: &Output) -> anyhow::Result<()> {
         table.add_row([
             printable(&n.id),
             printable(&n.name),
-            printable(n.network.as_str()),
+            printable(&n.network),
             printable(n.state.as_str()),
             n.block.map(|b| b.to_string()).unwrap_or_default(),
             lag_text(n).unwrap_or_default(),

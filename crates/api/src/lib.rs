@@ -146,7 +146,10 @@ pub struct Billing {
 pub struct Node {
     pub id: String,
     pub name: String,
-    pub network: Network,
+    /// One of [`Network`]'s names; or a network no longer served (`holesky`) for a node stored
+    /// before it was retired (such a node fails with why, and is still listed).
+    #[schema(example = "dev")]
+    pub network: String,
     /// The engine the backend serves the network with (`anvil` for the dev chain).
     #[schema(required)]
     pub engine: Option<EngineKind>,

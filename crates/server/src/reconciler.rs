@@ -414,7 +414,14 @@ async fn record_progress(
     if let Ok(mut all) = state.live.lock() {
         all.insert(node.id.clone(), live.clone());
     }
-    let usage = record_usage(state, &node.id, status, &live).await?;
+    // Usage is for looking at: a failure to store it never holds up the node's life.
+    let usage = match record_usage(state, &node.id, status, &live).await {
+        Ok(usage) => usage,
+        Err(e) => {
+            tracing::warn!(node = %node.id, "usage not recorded: {e}");
+            None
+        }
+    };
     let node = NodeRecord {
         block,
         sync,

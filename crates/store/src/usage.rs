@@ -173,6 +173,19 @@ impl Store {
         cursor: Option<&serde_json::Value>,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        // The deletes first: on SQLite the transaction then holds the write lock from its first
+        // statement, instead of upgrading a read (which fails at once when another writes).
+        for tier in Tier::ALL {
+            let step = tier.step_secs();
+            sqlx::query(
+                "DELETE FROM usage_samples WHERE node_id = $1 AND step_secs = $2 AND at < $3",
+            )
+            .bind(node_id)
+            .bind(step)
+            .bind(tier.step_start(sample.at) - tier.keep_ms())
+            .execute(&mut *tx)
+            .await?;
+        }
         for tier in Tier::ALL {
             let at = tier.step_start(sample.at);
             let step = tier.step_secs();
@@ -215,14 +228,6 @@ impl Store {
             .bind(merged.block.map(to_i64))
             .bind(merged.head.map(to_i64))
             .bind(merged.behind_seconds.map(to_i64))
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "DELETE FROM usage_samples WHERE node_id = $1 AND step_secs = $2 AND at < $3",
-            )
-            .bind(node_id)
-            .bind(step)
-            .bind(tier.step_start(sample.at) - tier.keep_ms())
             .execute(&mut *tx)
             .await?;
         }

@@ -468,7 +468,12 @@ export interface components {
             limits: components["schemas"]["RpcLimits"] | null;
             mode: components["schemas"]["Mode"];
             name: string;
-            network: components["schemas"]["Network"];
+            /**
+             * @description One of [`Network`]'s names; or a network no longer served (`holesky`) for a node stored
+             *     before it was retired (such a node fails with why, and is still listed).
+             * @example dev
+             */
+            network: string;
             /** Format: int64 */
             peers: number | null;
             prune: components["schemas"]["Prune"];

@@ -97,10 +97,6 @@ async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeVie
     let stored = |what: &str, text: &str| {
         ApiError::internal(format!("node {}: stored {what} {text:?} unknown", node.id))
     };
-    let network = node
-        .network
-        .parse()
-        .map_err(|_| stored("network", &node.network))?;
     let mode = node.mode.parse().map_err(|_| stored("mode", &node.mode))?;
     let prune = node
         .prune
@@ -111,7 +107,7 @@ async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeVie
     Ok(NodeView {
         id: node.id,
         name: node.name,
-        network,
+        network: node.network,
         engine,
         mode,
         prune,
