@@ -32,6 +32,7 @@ export type UsageDelta = Schemas['UsageDelta'];
 export type UsageWindow = Schemas['UsageWindow'];
 export type NodeUsage = Schemas['NodeUsage'];
 export type UsagePoint = Schemas['UsagePoint'];
+export type NodeLogs = Schemas['NodeLogs'];
 
 /** What a GLM amount typed into a form must look like (the server parses it the same way). */
 export const GLM_PATTERN = '[0-9]{1,12}(\\.[0-9]{1,18})?';
