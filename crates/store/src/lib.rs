@@ -11,6 +11,7 @@
 mod deals;
 mod error;
 mod key;
+mod usage;
 
 use std::fmt;
 use std::str::FromStr;
@@ -31,6 +32,7 @@ pub use deals::{
 };
 pub use error::StoreError;
 pub use key::{Key, KeyFile};
+pub use usage::{cap_methods, Tier, UsageSample, MAX_METHODS, MAX_ROWS_PER_NODE, OTHER_METHODS};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -800,6 +802,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         if deleted.is_some() {
+            self.delete_usage(id).await?;
             return Ok(true);
         }
         let state: Option<String> =
