@@ -25,6 +25,9 @@ step "build"
 cargo build --workspace --bins --examples --locked
 cargo nextest run --workspace --locked --no-run
 
+step "API contract: docs/openapi.json and ui/src/api/schema.ts are what the server's types give"
+bash scripts/api-types.sh --check
+
 step "tests (offline: network namespace with loopback only)"
 offline=(unshare --net -- bash -c 'ip link set lo up && exec "$@"' offline)
 if [ "$(id -u)" -ne 0 ]; then

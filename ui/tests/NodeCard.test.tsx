@@ -5,7 +5,7 @@ import type { ReactNode } from 'react';
 import { describe, expect, it } from 'vitest';
 import { ApiClient } from '../src/api/client';
 import { ApiProvider } from '../src/api/ApiContext';
-import type { Node } from '../src/api/types';
+import type { Node, ProgressEvent } from '../src/api/types';
 import { ToastProvider } from '../src/components/Toasts';
 import { NodeCard } from '../src/features/nodes/NodeCard';
 import { syncView } from '../src/features/nodes/format';
@@ -26,10 +26,27 @@ const running: Node = {
   auth: { user: 'n1', password: 's3cr3t-Pass' },
   block: 150,
   sync: { starting_block: 0, current_block: 150, highest_block: 600, stages: [{ name: 'Headers', block: 600 }, { name: 'Execution', block: 150 }] },
+  billing: null,
+  held: false,
+  replaces: null,
+  replaced_by: null,
+  health: null,
+  engine_version: null,
+  limits: null,
+  warnings: [],
+  peers: null,
+  behind_seconds: null,
+  behind_blocks: null,
+  lagging: false,
   created_at: Date.UTC(2026, 10, 23, 9, 30),
   updated_at: Date.UTC(2026, 10, 23, 9, 31),
   stopped_at: null,
 };
+
+/** A progress event as the server sends it: every field, these set. */
+function progress(fields: Partial<ProgressEvent> & { node_id: string }): ProgressEvent {
+  return { block: null, sync: null, health: null, behind_seconds: null, behind_blocks: null, peers: null, lagging: false, usage: null, at: 0, ...fields };
+}
 
 function renderCard(node: Node, calls: { method: string; path: string }[] = []) {
   const client = new ApiClient('/api/v1', async (input, init) => {
@@ -186,13 +203,13 @@ describe('NodeCard lag, release and limits', () => {
 
   it('shows a node that fell behind as lagging, live from a progress event, and says by how much', () => {
     renderCard(synced);
-    const next = applyProgress([synced], { node_id: 'n1', block: 150, sync: null, behind_seconds: 300, behind_blocks: 25, peers: 7, lagging: true, at: 0 })!;
+    const next = applyProgress([synced], progress({ node_id: 'n1', block: 150, sync: null, behind_seconds: 300, behind_blocks: 25, peers: 7, lagging: true, at: 0 }))!;
     cleanup();
     renderCard(next[0]!);
     expect(screen.getByTestId('node-lagging').textContent).toBe('Lagging');
     expect(screen.getByTestId('node-lag').textContent).toContain('5 min behind (25 blocks)');
     expect(screen.queryByTestId('node-behind')).toBeNull();
-    const caughtUp = applyProgress(next, { node_id: 'n1', block: 180, sync: null, behind_seconds: 10, lagging: false, at: 0 })!;
+    const caughtUp = applyProgress(next, progress({ node_id: 'n1', block: 180, sync: null, behind_seconds: 10, lagging: false, at: 0 }))!;
     expect(caughtUp[0]!.lagging).toBe(false);
   });
 
@@ -220,16 +237,16 @@ describe('node helpers', () => {
     expect(syncView({ state: 'starting', block: null, sync: null })).toMatchObject({ fraction: null });
   });
   it('shows a running node whose checks fail as unhealthy, and clears it when it answers', () => {
-    const next = applyProgress([running], { node_id: 'n1', block: 150, sync: null, health: 'not answering (1 of 3 checks failed)', at: 0 })!;
+    const next = applyProgress([running], progress({ node_id: 'n1', block: 150, sync: null, health: 'not answering (1 of 3 checks failed)', at: 0 }))!;
     expect(next[0]!.health).toContain('not answering');
     renderCard(next[0]!);
     expect(screen.getByTestId('node-health').textContent).toContain('not answering (1 of 3');
-    const healed = applyProgress(next, { node_id: 'n1', block: 151, sync: null, at: 0 })!;
+    const healed = applyProgress(next, progress({ node_id: 'n1', block: 151, sync: null, at: 0 }))!;
     expect(healed[0]!.health).toBeNull();
   });
   it('applies progress events to the right node only', () => {
     const other = { ...running, id: 'n2' };
-    const next = applyProgress([running, other], { node_id: 'n1', block: 200, sync: null, at: 0 })!;
+    const next = applyProgress([running, other], progress({ node_id: 'n1', block: 200, sync: null, at: 0 }))!;
     expect(next[0]!.block).toBe(200);
     expect(next[1]).toBe(other);
   });

@@ -57,15 +57,14 @@ async fn main() {
         let node = client
             .create(&CreateNode {
                 name: Some(format!("bench-{i}")),
-                network: "dev".into(),
-                ..Default::default()
+                ..CreateNode::new(erigolem_api::Network::Dev)
             })
             .await
             .unwrap();
         let running = loop {
             let n = client.node(&node.id).await.unwrap();
-            assert_ne!(n.state, "failed", "{:?}", n.reason);
-            if n.state == "running" {
+            assert_ne!(n.state, erigolem_api::NodeState::Failed, "{:?}", n.reason);
+            if n.state == erigolem_api::NodeState::Running {
                 break n;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -93,7 +92,7 @@ async fn main() {
         ]);
         client.stop(&node.id).await.unwrap();
         loop {
-            if client.node(&node.id).await.unwrap().state == "stopped" {
+            if client.node(&node.id).await.unwrap().state == erigolem_api::NodeState::Stopped {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -94,7 +94,12 @@ async fn wait_state(client: &Client, id: &str, want: &str, every: Duration) {
         if node.state == want {
             return;
         }
-        assert_ne!(node.state, "failed", "{id}: {:?}", node.reason);
+        assert_ne!(
+            node.state,
+            erigolem_api::NodeState::Failed,
+            "{id}: {:?}",
+            node.reason
+        );
         assert!(t.elapsed() < Duration::from_secs(120), "{id} not {want}");
         tokio::time::sleep(every).await;
     }
@@ -121,8 +126,7 @@ async fn wait_all(client: &Client, ids: &[String], want: &str) -> (Duration, usi
 fn dev(name: String) -> CreateNode {
     CreateNode {
         name: Some(name),
-        network: "dev".into(),
-        ..Default::default()
+        ..CreateNode::new(erigolem_api::Network::Dev)
     }
 }
 

@@ -85,8 +85,7 @@ async fn main() {
         .unwrap();
     let node = client
         .create(&CreateNode {
-            network: "dev".into(),
-            ..CreateNode::default()
+            ..CreateNode::new(erigolem_api::Network::Dev)
         })
         .await
         .unwrap()

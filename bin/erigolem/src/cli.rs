@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use erigolem_api::{Mode, Network, NodeState, Prune};
 use erigolem_client::{Client, CreateNode, Node, Wallet};
 use serde::{Deserialize, Serialize};
 
@@ -35,15 +36,15 @@ pub(crate) enum NodesCommand {
     Create {
         /// mainnet, sepolia, hoodi or dev.
         #[arg(long)]
-        network: String,
+        network: Network,
         #[arg(long)]
         name: Option<String>,
         /// shared or dedicated (default: what the server prefers).
         #[arg(long)]
-        mode: Option<String>,
+        mode: Option<Mode>,
         /// full, archive, minimal or blocks (see `GET /api/v1/networks` for each one's disk).
         #[arg(long)]
-        prune: Option<String>,
+        prune: Option<Prune>,
         /// Wait until it is running (or failed).
         #[arg(long)]
         wait: bool,
@@ -69,6 +70,16 @@ pub(crate) enum NodesCommand {
     Rm { id: String },
     /// Print each state change of your nodes as it happens.
     Watch(Output),
+    /// A running node's last log lines (passwords and other secrets redacted).
+    Logs {
+        id: String,
+        /// How many of the last lines (1-1000).
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+        /// Keep printing new lines as the node writes them (Ctrl-C ends it).
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -163,13 +174,13 @@ pub(crate) async fn nodes(command: NodesCommand) -> anyhow::Result<()> {
             let node = client
                 .create(&CreateNode {
                     name,
-                    network,
                     mode,
                     prune,
+                    ..CreateNode::new(network)
                 })
                 .await?;
             let node = if wait {
-                wait_for(&client, &node.id, &["running", "failed"]).await?
+                wait_for(&client, &node.id, &[NodeState::Running, NodeState::Failed]).await?
             } else {
                 node
             };
@@ -179,13 +190,14 @@ pub(crate) async fn nodes(command: NodesCommand) -> anyhow::Result<()> {
         NodesCommand::Stop { id, wait, output } => {
             let node = client.stop(&id).await?;
             let node = if wait {
-                wait_for(&client, &id, &["stopped", "failed"]).await?
+                wait_for(&client, &id, &[NodeState::Stopped, NodeState::Failed]).await?
             } else {
                 node
             };
             print_node(&node, &output)
         }
         NodesCommand::Watch(output) => watch(output).await,
+        NodesCommand::Logs { id, lines, follow } => logs(&client, &id, lines, follow).await,
         NodesCommand::Rm { id } => {
             client.delete(&id).await?;
             println!("removed {id}");
@@ -197,11 +209,11 @@ pub(crate) async fn nodes(command: NodesCommand) -> anyhow::Result<()> {
 /// How long `--wait` waits.
 const WAIT_LIMIT: Duration = Duration::from_secs(600);
 
-async fn wait_for(client: &Client, id: &str, states: &[&str]) -> anyhow::Result<Node> {
+async fn wait_for(client: &Client, id: &str, states: &[NodeState]) -> anyhow::Result<Node> {
     let deadline = Instant::now() + WAIT_LIMIT;
     loop {
         let node = client.node(id).await?;
-        if states.contains(&node.state.as_str()) {
+        if states.contains(&node.state) {
             return Ok(node);
         }
         if Instant::now() > deadline {
@@ -281,7 +293,7 @@ fn print_nodes(nodes: &[Node], out: &Output) -> anyhow::Result<()> {
             printable(&n.id),
             printable(&n.name),
             printable(&n.network),
-            printable(&n.state),
+            printable(n.state.as_str()),
             n.block.map(|b| b.to_string()).unwrap_or_default(),
             lag_text(n).unwrap_or_default(),
             printable(n.url.as_deref().unwrap_or_default()),
@@ -311,13 +323,13 @@ fn print_node(node: &Node, out: &Output) -> anyhow::Result<()> {
             node.network, node.mode, node.prune
         )),
     );
-    row("state", Some(node.state.clone()));
+    row("state", Some(node.state.to_string()));
     row("reason", node.reason.clone());
     row(
         "engine",
         match (&node.engine, &node.engine_version) {
             (Some(e), Some(v)) => Some(format!("{e} {v}")),
-            (e, v) => e.clone().or_else(|| v.clone()),
+            (e, v) => e.map(|e| e.to_string()).or_else(|| v.clone()),
         },
     );
     row("block", node.block.map(|b| b.to_string()));
@@ -360,21 +372,42 @@ fn lag_text(node: &Node) -> Option<String> {
 }
 
 /// `block range 10000, logs 100000, batch 1000 ×4` from the node's limits.
-fn limits_text(limits: &serde_json::Value) -> String {
-    let n = |k: &str| limits.get(k).and_then(serde_json::Value::as_u64);
+fn limits_text(limits: &erigolem_api::RpcLimits) -> String {
     let show = |v: Option<u64>| v.map_or_else(|| "no limit".to_owned(), |v| v.to_string());
     let mut parts = vec![
-        format!("eth_getLogs blocks {}", show(n("block_range"))),
-        format!("logs {}", show(n("logs_max_results"))),
-        format!("batch {}", show(n("batch_limit"))),
+        format!("eth_getLogs blocks {}", show(limits.block_range)),
+        format!("logs {}", show(limits.logs_max_results)),
+        format!("batch {}", show(limits.batch_limit)),
     ];
-    if let Some(c) = n("batch_concurrency") {
+    if let Some(c) = limits.batch_concurrency {
         parts.push(format!("batch concurrency {c}"));
     }
-    if let Some(c) = n("max_concurrency") {
+    if let Some(c) = limits.max_concurrency {
         parts.push(format!("concurrency {c}"));
     }
     parts.join(", ")
+}
+
+/// Prints the node's log lines (and with `follow`, new ones as they come), escaped for the
+/// terminal: a log is text the node (and so its provider) chose.
+async fn logs(client: &Client, id: &str, lines: usize, follow: bool) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let print = |batch: &erigolem_api::NodeLogs| {
+        let mut out = std::io::stdout().lock();
+        for line in &batch.lines {
+            let _ = writeln!(out, "{}", printable(line));
+        }
+        let _ = out.flush();
+    };
+    if !follow {
+        print(&client.logs(id, lines).await?);
+        return Ok(());
+    }
+    let mut batches = std::pin::pin!(client.follow_logs(id, lines).await?);
+    while let Some(batch) = batches.next().await {
+        print(&batch?);
+    }
+    Ok(())
 }
 
 /// Prints each transition of your nodes as it happens (Ctrl-C ends it).
@@ -396,7 +429,7 @@ pub(crate) async fn watch(output: Output) -> anyhow::Result<()> {
                 "{}  {}  {}{reason}",
                 format_ms(event.at),
                 printable(&event.node_id),
-                printable(&event.state)
+                printable(event.state.as_str())
             );
         }
     }
@@ -419,7 +452,7 @@ pub(crate) struct NetCheckArgs {
     #[arg(long, default_value_t = 1)]
     count: usize,
     #[arg(long, default_value = "dev")]
-    network: String,
+    network: Network,
     /// Seconds between probe rounds.
     #[arg(long, default_value_t = 5)]
     interval_secs: u64,
@@ -468,10 +501,10 @@ pub(crate) async fn net_check(args: NetCheckArgs) -> anyhow::Result<()> {
             let mut round = 0u64;
             loop {
                 while fleet.len() < args.count {
-                    let node = client.create(&CreateNode { network: args.network.clone(), name: Some("net-check".into()), ..Default::default() }).await?;
+                    let node = client.create(&CreateNode { name: Some("net-check".into()), ..CreateNode::new(args.network) }).await?;
                     created.push(node.id.clone());
-                    let node = wait_for(&client, &node.id, &["running", "failed"]).await?;
-                    if node.state == "running" {
+                    let node = wait_for(&client, &node.id, &[NodeState::Running, NodeState::Failed]).await?;
+                    if node.state == NodeState::Running {
                         fleet.push(node);
                     } else {
                         eprintln!("node {} failed to start: {}", printable(&node.id), printable(&node.reason.unwrap_or_default()));
@@ -513,13 +546,13 @@ pub(crate) async fn net_check(args: NetCheckArgs) -> anyhow::Result<()> {
     // Whatever ended the run, leave nothing running.
     for id in &created {
         if let Ok(node) = client.node(id).await {
-            if !matches!(node.state.as_str(), "stopped" | "stopping") {
+            if !matches!(node.state, NodeState::Stopped | NodeState::Stopping) {
                 let _ = client.stop(id).await;
             }
         }
     }
     for id in &created {
-        let _ = wait_for(&client, id, &["stopped", "failed"]).await;
+        let _ = wait_for(&client, id, &[NodeState::Stopped, NodeState::Failed]).await;
     }
     result
 }

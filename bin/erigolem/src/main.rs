@@ -35,6 +35,8 @@ enum Command {
     },
     /// Keep N nodes alive, probe each through its URL, replace unhealthy ones; stop all at the end.
     NetCheck(cli::NetCheckArgs),
+    /// Print the REST API's OpenAPI document (the contract `docs/openapi.json` holds).
+    Openapi,
 }
 
 /// Settings of `erigolem serve`: flags, else `ERIGOLEM_*` variables, else the `--config` file
@@ -412,6 +414,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Login(args) => cli::login(args).await,
         Command::Nodes { command } => cli::nodes(command).await,
         Command::NetCheck(args) => cli::net_check(args).await,
+        Command::Openapi => {
+            print!("{}", erigolem_server::openapi_json());
+            Ok(())
+        }
     }
 }
 

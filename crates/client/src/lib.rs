@@ -5,17 +5,17 @@ use std::path::Path;
 use std::time::Duration;
 
 use k256::ecdsa::SigningKey;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha3::{Digest, Keccak256};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The server answered with its error envelope.
-    #[error("{message} ({code}, HTTP {status})")]
+    /// The server answered with its error envelope (`code` is `None` for a code this client
+    /// does not know, from a newer server, or an answer without the envelope).
+    #[error("{message} ({}, HTTP {status})", code.map_or("no code", ErrorCode::as_str))]
     Api {
         status: u16,
-        code: String,
+        code: Option<ErrorCode>,
         message: String,
     },
     #[error("cannot reach {url}: {source}")]
@@ -29,6 +29,16 @@ pub enum ClientError {
 }
 
 type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// The error envelope of an answer, as far as it can be read.
+fn api_error(status: u16, body: &Value) -> ClientError {
+    let detail = &body["error"];
+    ClientError::Api {
+        status,
+        code: serde_json::from_value(detail["code"].clone()).ok(),
+        message: detail["message"].as_str().unwrap_or_default().to_owned(),
+    }
+}
 
 /// A secp256k1 key: EIP-55 address and EIP-191 `personal_sign`.
 #[derive(Clone)]
@@ -91,75 +101,10 @@ impl Wallet {
     }
 }
 
-/// A node as the API shows it to its owner.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Node {
-    pub id: String,
-    pub name: String,
-    pub network: String,
-    pub mode: String,
-    pub prune: String,
-    pub state: String,
-    pub reason: Option<String>,
-    pub url: Option<String>,
-    pub ws_url: Option<String>,
-    pub auth: Option<Credentials>,
-    pub block: Option<i64>,
-    pub sync: Option<Value>,
-    /// `erigon` or `anvil`.
-    #[serde(default)]
-    pub engine: Option<String>,
-    /// The engine's release (e.g. Erigon `3.6.1`).
-    #[serde(default)]
-    pub engine_version: Option<String>,
-    /// JSON-RPC limits the node enforces (`block_range`, `logs_max_results`, `batch_limit`,
-    /// `batch_concurrency`, `max_concurrency`).
-    #[serde(default)]
-    pub limits: Option<Value>,
-    #[serde(default)]
-    pub warnings: Vec<String>,
-    #[serde(default)]
-    pub peers: Option<u64>,
-    /// Age of the head block in seconds.
-    #[serde(default)]
-    pub behind_seconds: Option<u64>,
-    #[serde(default)]
-    pub behind_blocks: Option<u64>,
-    /// More than the server's thresholds behind.
-    #[serde(default)]
-    pub lagging: bool,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub stopped_at: Option<i64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Credentials {
-    pub user: String,
-    pub password: String,
-}
-
-/// One state transition of a node, as `GET /events` sends it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Transition {
-    pub id: i64,
-    pub node_id: String,
-    pub state: String,
-    pub reason: Option<String>,
-    pub at: i64,
-}
-
-/// What `POST /nodes` takes.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct CreateNode {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    pub network: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub prune: Option<String>,
-}
+pub use erigolem_api::{
+    CreateNode, Credentials, ErrorCode, LoginRequest, LoginResponse, MeResponse, NetworkOffer,
+    Node, NodeEvent, NodeLogs, NodeUsage, NonceResponse, TransitionEvent, UsageWindow,
+};
 
 /// A signed-in (or not yet) connection to one server.
 #[derive(Debug, Clone)]
@@ -209,12 +154,7 @@ impl Client {
         if (200..300).contains(&status) {
             return Ok(body);
         }
-        let field = |k: &str| body["error"][k].as_str().unwrap_or_default().to_owned();
-        Err(ClientError::Api {
-            status,
-            code: field("code"),
-            message: field("message"),
-        })
+        Err(api_error(status, &body))
     }
 
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
@@ -238,8 +178,7 @@ impl Client {
     /// Signs in: asks for a nonce, signs an EIP-4361 message for this server, and keeps the token.
     /// Returns the bearer token.
     pub async fn sign_in(&mut self, wallet: &Wallet, chain_id: u64) -> Result<String> {
-        let nonce: Value = self.get("/auth/nonce").await?;
-        let nonce = nonce["nonce"].as_str().unwrap_or_default().to_owned();
+        let NonceResponse { nonce, .. } = self.get("/auth/nonce").await?;
         let base = url::Url::parse(&self.base).map_err(|e| ClientError::Message(e.to_string()))?;
         let host = base
             .host_str()
@@ -272,24 +211,21 @@ impl Client {
         }
         .to_string();
         let signature = wallet.personal_sign(&message)?;
-        let login: Value = self
-            .post(
-                "/auth/login",
-                json!({"message": message, "signature": signature}),
-            )
+        let login: LoginResponse = self
+            .post("/auth/login", json!(LoginRequest { message, signature }))
             .await?;
-        let token = login["token"].as_str().unwrap_or_default().to_owned();
+        let token = login.token;
         self.token = Some(token.clone());
         Ok(token)
     }
 
     /// The signed-in address.
     pub async fn me(&self) -> Result<String> {
-        let v: Value = self.get("/me").await?;
-        Ok(v["address"].as_str().unwrap_or_default().to_owned())
+        let me: MeResponse = self.get("/me").await?;
+        Ok(me.address)
     }
 
-    pub async fn networks(&self) -> Result<Value> {
+    pub async fn networks(&self) -> Result<Vec<NetworkOffer>> {
         self.get("/networks").await
     }
 
@@ -315,20 +251,43 @@ impl Client {
             .await
     }
 
-    /// The caller's node transitions as they happen (server-sent events), from now on.
-    pub async fn events(&self) -> Result<impl futures::Stream<Item = Result<Transition>>> {
-        self.events_after(None).await
+    /// What the node's endpoint served over `window`.
+    pub async fn usage(&self, id: &str, window: UsageWindow) -> Result<NodeUsage> {
+        self.get(&format!("/nodes/{id}/usage?window={}", window.as_str()))
+            .await
     }
 
-    /// [`Client::events`], resuming after transition `last` (`Last-Event-ID`): what happened
-    /// since comes first, in order — from whichever server of the same database answers.
-    pub async fn events_after(
+    /// The node's last `lines` log lines (secrets redacted by the server).
+    pub async fn logs(&self, id: &str, lines: usize) -> Result<NodeLogs> {
+        self.get(&format!("/nodes/{id}/logs?lines={lines}")).await
+    }
+
+    /// The node's last `lines` log lines, then each batch of new ones as the node writes them,
+    /// until it stops.
+    pub async fn follow_logs(
         &self,
+        id: &str,
+        lines: usize,
+    ) -> Result<impl futures::Stream<Item = Result<NodeLogs>>> {
+        self.sse(
+            &format!("/nodes/{id}/logs?lines={lines}&follow=true"),
+            "lines",
+            None,
+        )
+        .await
+    }
+
+    /// The `kind` events of a server-sent event stream at `path`, parsed; `last` resumes after
+    /// that event id (`Last-Event-ID`).
+    async fn sse<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        kind: &'static str,
         last: Option<i64>,
-    ) -> Result<impl futures::Stream<Item = Result<Transition>>> {
+    ) -> Result<impl futures::Stream<Item = Result<T>>> {
         use eventsource_stream::Eventsource;
         use futures::StreamExt;
-        let url = format!("{}/api/v1/events", self.base);
+        let url = format!("{}/api/v1{path}", self.base);
         // No overall timeout: the stream stays open (the server sends keep-alives).
         let mut req = reqwest::Client::new().get(&url);
         if let Some(t) = &self.token {
@@ -344,19 +303,14 @@ impl Client {
         if !resp.status().is_success() {
             let status = resp.status().as_u16();
             let body: Value = resp.json().await.unwrap_or(Value::Null);
-            let field = |k: &str| body["error"][k].as_str().unwrap_or_default().to_owned();
-            return Err(ClientError::Api {
-                status,
-                code: field("code"),
-                message: field("message"),
-            });
+            return Err(api_error(status, &body));
         }
         Ok(resp
             .bytes_stream()
             .eventsource()
-            .filter_map(|event| async move {
+            .filter_map(move |event| async move {
                 match event {
-                    Ok(e) if e.event == "transition" => Some(
+                    Ok(e) if e.event == kind => Some(
                         serde_json::from_str(&e.data)
                             .map_err(|e| ClientError::Message(e.to_string())),
                     ),
@@ -364,6 +318,20 @@ impl Client {
                     Err(e) => Some(Err(ClientError::Message(format!("event stream: {e}")))),
                 }
             }))
+    }
+
+    /// The caller's node transitions as they happen (server-sent events), from now on.
+    pub async fn events(&self) -> Result<impl futures::Stream<Item = Result<TransitionEvent>>> {
+        self.events_after(None).await
+    }
+
+    /// [`Client::events`], resuming after transition `last` (`Last-Event-ID`): what happened
+    /// since comes first, in order — from whichever server of the same database answers.
+    pub async fn events_after(
+        &self,
+        last: Option<i64>,
+    ) -> Result<impl futures::Stream<Item = Result<TransitionEvent>>> {
+        self.sse("/events", "transition", last).await
     }
 
     pub async fn delete(&self, id: &str) -> Result<()> {

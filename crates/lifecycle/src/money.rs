@@ -216,6 +216,22 @@ impl<'de> Deserialize<'de> for Glm {
     }
 }
 
+/// In the OpenAPI document: a decimal string, never a number.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Glm {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(r"^[0-9]{1,12}(\.[0-9]{1,18})?$"))
+            .description(Some("An amount of GLM as a decimal string, e.g. \"0.25\""))
+            .examples(["0.25"])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Glm {}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 /// | `stopping` | `stopped`, `failed` |
 /// | `failed` | `stopping` (tear down what is left), `stopped` (nothing left to tear down) |
 /// | `stopped` | — (final) |
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeState {
@@ -28,6 +29,13 @@ pub enum NodeState {
     Stopping,
     Stopped,
     Failed,
+}
+
+/// A state equals its name (`state == "running"`), as the API spells it.
+impl PartialEq<&str> for NodeState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -23,6 +23,7 @@ pub use usage::{LatencyHistogram, Refused, Usage, LATENCY_BOUNDS_US, OTHER_METHO
 /// Holesky is gone: the network was shut down (ethereum.org, 2025-09) and Erigon removed it
 /// (erigontech/erigon PR #17685, in 3.3). Asking for it is refused with that reason
 /// ([`Network::retired`]), never mistaken for another network.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Network {
@@ -91,6 +92,7 @@ impl<'de> Deserialize<'de> for Network {
 }
 
 /// How an activity gets its node.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -112,6 +114,7 @@ impl Mode {
 }
 
 /// Erigon 3's `--prune.mode`: what history a node keeps (docs.erigon.tech, "Sync modes").
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
@@ -295,6 +298,7 @@ pub enum NodeState {
 }
 
 /// One stage of Erigon's staged sync.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncStage {
     pub name: String,
@@ -302,6 +306,7 @@ pub struct SyncStage {
 }
 
 /// Sync progress, from `eth_syncing`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncProgress {
     pub starting_block: u64,
@@ -312,6 +317,7 @@ pub struct SyncProgress {
 }
 
 /// The engine behind an endpoint.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
@@ -331,23 +337,29 @@ impl fmt::Display for EngineKind {
 /// The JSON-RPC limits a node enforces (Erigon's `--rpc.*` flags). In the runtime config they are
 /// what the provider wants; in STATUS what the node actually runs with, `null` where its Erigon
 /// release has no such limit (or, for `max_concurrency`, keeps Erigon's own default).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RpcLimits {
     /// Most blocks one `eth_getLogs` / `trace_filter` range may span (`--rpc.blockrange.limit`).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub block_range: Option<u64>,
     /// Most logs one query returns (`--rpc.logs.maxresults`).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub logs_max_results: Option<u64>,
     /// Most requests in one JSON-RPC batch (`--rpc.batch.limit`).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub batch_limit: Option<u64>,
     /// Requests of one batch served in parallel (`--rpc.batch.concurrency`).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub batch_concurrency: Option<u64>,
     /// Requests served at once before new ones wait (`--rpc.max.concurrency`).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub max_concurrency: Option<u64>,
 }
 

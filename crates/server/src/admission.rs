@@ -22,7 +22,7 @@ pub(crate) async fn admit_create(state: &AppState, owner: &str) -> Result<(), Ap
         if let Some(why) = crate::money::cap_reached(&mine, &server) {
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "spend_cap_reached",
+                erigolem_api::ErrorCode::SpendCapReached,
                 why,
             ));
         }

@@ -1,19 +1,19 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use erigolem_api::{ErrorBody, ErrorCode, ErrorDetail};
 
 /// Every API error: an HTTP status and `{"error":{"code","message"}}`. Internal details are logged,
 /// never sent.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -22,10 +22,10 @@ impl ApiError {
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
@@ -33,7 +33,7 @@ impl ApiError {
         tracing::error!("internal error: {error}");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "internal error",
         )
     }
@@ -41,7 +41,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -61,7 +66,20 @@ impl From<erigolem_auth::AuthError> for ApiError {
             E::MalformedMessage(_) | E::MalformedSignature(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::UNAUTHORIZED,
         };
-        Self::new(status, e.code(), e.to_string())
+        let code = match e {
+            E::MalformedMessage(_) => ErrorCode::MalformedMessage,
+            E::MalformedSignature(_) => ErrorCode::MalformedSignature,
+            E::DomainMismatch { .. } => ErrorCode::DomainMismatch,
+            E::UriMismatch { .. } => ErrorCode::UriMismatch,
+            E::ChainIdNotAccepted(_) => ErrorCode::ChainIdNotAccepted,
+            E::Expired => ErrorCode::Expired,
+            E::NotYetValid => ErrorCode::NotYetValid,
+            E::IssuedInFuture => ErrorCode::IssuedInFuture,
+            E::TooOld => ErrorCode::TooOld,
+            E::SignatureMismatch => ErrorCode::SignatureMismatch,
+            E::UnknownNonce => ErrorCode::UnknownNonce,
+        };
+        Self::new(status, code, e.to_string())
     }
 }
 
@@ -69,10 +87,20 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(e: axum::extract::rejection::JsonRejection) -> Self {
         let status = e.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "payload_too_large"
+            ErrorCode::PayloadTooLarge
         } else {
-            "invalid_json"
+            ErrorCode::InvalidJson
         };
         Self::new(status, code, e.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidQuery,
+            e.body_text(),
+        )
     }
 }

@@ -1,5 +1,6 @@
 //! Periodic clean-up, so that what strangers can make the server store stays bounded: expired
-//! nonces, expired and revoked sessions, events past their retention, and rate-limiter entries of
+//! nonces, expired and revoked sessions, events past their retention, usage steps past their tier's
+//! span (of nodes no longer polled), and rate-limiter entries of
 //! clients whose quota has refilled. Every step is an idempotent delete, so several servers on
 //! one database may run it at once.
 
@@ -34,6 +35,11 @@ async fn purge(state: &AppState) {
             }
         }
         Err(e) => tracing::warn!("purge: {e}"),
+    }
+    match state.store.purge_usage(now).await {
+        Ok(rows) => metrics::counter!("erigolem_purged_rows_total", "table" => "usage_samples")
+            .increment(rows),
+        Err(e) => tracing::warn!("purge usage: {e}"),
     }
     state.limiter.retain_recent();
     state.limiter.shrink_to_fit();

@@ -477,8 +477,13 @@ pub(crate) async fn share_progress(
         live,
     };
     let mut text = serde_json::to_string(&note).unwrap_or_default();
+    // NOTIFY payloads are small (8,000 bytes): what can be left out goes first.
     if text.len() > MAX_NOTE {
-        note.progress.sync = None;
+        note.progress.event.sync = None;
+        text = serde_json::to_string(&note).unwrap_or_default();
+    }
+    if text.len() > MAX_NOTE {
+        note.progress.event.usage = None;
         text = serde_json::to_string(&note).unwrap_or_default();
     }
     if text.len() > MAX_NOTE {
@@ -528,8 +533,11 @@ pub(crate) async fn spawn_listener(
                             continue;
                         }
                         note.progress.owner = note.owner;
-                        state.cache_live(&note.progress.node_id, note.live);
-                        state.note_health(&note.progress.node_id, note.progress.health.clone());
+                        state.cache_live(&note.progress.event.node_id, note.live);
+                        state.note_health(
+                            &note.progress.event.node_id,
+                            note.progress.event.health.clone(),
+                        );
                         state.hub.progress(note.progress);
                     }
                     channel::LEASES | channel::REQUESTS => state.leases.wake.notify_one(),

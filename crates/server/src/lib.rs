@@ -19,10 +19,13 @@ mod feed;
 mod housekeeping;
 mod lag;
 mod leases;
+mod logs;
 pub mod money;
 mod payments;
 mod reconciler;
 mod routes;
+mod usage;
+pub use routes::openapi_json;
 mod security;
 mod serve;
 
@@ -223,6 +226,10 @@ pub(crate) struct AppState {
     /// What the last STATUS of each running node said beyond block and sync (release, limits,
     /// lag); not stored: the next poll brings it back after a restart.
     pub(crate) live: std::sync::Mutex<std::collections::HashMap<String, lag::LiveStatus>>,
+    /// Each polled node's last cumulative usage and when it was read (unix ms): the next poll's
+    /// difference to it is what the node served in between.
+    pub(crate) usage_cursors:
+        std::sync::Mutex<std::collections::HashMap<String, (erigolem_primitives::Usage, i64)>>,
     pub(crate) limiter: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
     /// Set when the server shuts down: every task it started ends at its next await, as in a
     /// crash (nothing half-done is finished on the way out; the next start picks it up).
@@ -539,6 +546,7 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         live: Default::default(),
         leases: leases::Leases::new(replica.clone(), config_lease_ttl, shared_store),
         listen: local_addr.to_string(),
+        usage_cursors: Default::default(),
         limiter: governor::RateLimiter::keyed(
             governor::Quota::per_second(config_rate).allow_burst(
                 std::num::NonZeroU32::new(config_rate.get().saturating_mul(2))

@@ -6,7 +6,6 @@ use std::time::Duration;
 use erigolem_lifecycle::bound::{self, Ledger};
 use erigolem_lifecycle::{Caps, Expected, Glm};
 use erigolem_store::{DealRecord, NewPlan, PlanRecord, Store, StoreError, SERVER_LEDGER};
-use serde::Serialize;
 
 /// What nodes on a paying backend may cost. `erigolem serve` flags: `--budget`,
 /// `--max-price-per-hour`, `--max-start-fee`, `--max-price-per-request`, `--expected-hours`,
@@ -156,41 +155,7 @@ impl PaymentPolicy {
     }
 }
 
-/// What a node on Golem costs: the agreed price, what was paid, and how long the budget lasts.
-/// Amounts are GLM as decimal strings.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Billing {
-    pub provider_id: String,
-    /// What the provider calls itself: shown, never trusted (allow/deny lists use node ids).
-    pub provider_name: Option<String>,
-    pub agreement_id: String,
-    #[schema(value_type = String)]
-    pub price_per_hour: Glm,
-    #[schema(value_type = String)]
-    pub start_fee: Glm,
-    #[schema(value_type = Option<String>)]
-    pub price_per_request: Option<Glm>,
-    /// GLM accepted on this node's agreements.
-    #[schema(value_type = String)]
-    pub spent: Glm,
-    /// GLM accepted on the node and its replacements: what counts against the budget.
-    #[schema(value_type = String)]
-    pub budget_spent: Glm,
-    /// The budget of the node and its replacements.
-    #[schema(value_type = String)]
-    pub budget: Glm,
-    /// The most its current agreement may be paid now: start fee + price × time served + slack.
-    #[schema(value_type = String)]
-    pub payable: Glm,
-    /// Seconds of service so far (from the first answer to the stop or failure).
-    pub served_secs: u64,
-    /// Seconds the rest of the budget pays for, while the node runs.
-    pub runway_secs: Option<u64>,
-    /// The final invoice was accepted.
-    pub settled: bool,
-    /// The last payment request refused (not paid), and why.
-    pub refused: Option<String>,
-}
+pub use erigolem_api::Billing;
 
 /// The node's money as the API shows it, when it is on a paying backend and had an agreement.
 pub(crate) fn billing(

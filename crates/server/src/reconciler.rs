@@ -182,7 +182,7 @@ async fn execute(
             Action::Unhealthy { message } => {
                 let misses = state.add_miss(&node.id, &message);
                 tracing::warn!(node = %node.id, misses, "unhealthy: {message}");
-                send_progress(state, &node, Some(message)).await;
+                send_progress(state, &node, Some(message), None).await;
             }
             Action::Healthy => state.clear_health(&node.id),
         }
@@ -416,31 +416,100 @@ async fn record_progress(
     };
     let live = crate::lag::LiveStatus::of(status, thresholds);
     if let Ok(mut all) = state.live.lock() {
-        all.insert(node.id.clone(), live);
+        all.insert(node.id.clone(), live.clone());
     }
+    // Usage is for looking at: a failure to store it never holds up the node's life.
+    let usage = match record_usage(state, &node.id, status, &live).await {
+        Ok(usage) => usage,
+        Err(e) => {
+            tracing::warn!(node = %node.id, "usage not recorded: {e}");
+            None
+        }
+    };
     let node = NodeRecord {
         block,
         sync,
         ..node.clone()
     };
-    send_progress(state, &node, state.health(&node.id)).await;
+    send_progress(state, &node, state.health(&node.id), usage).await;
     Ok(())
 }
 
+/// Adds what the endpoint served since the last poll (and the poll's height and lag) to the
+/// node's usage in the store; the difference, for `event: progress`.
+async fn record_usage(
+    state: &AppState,
+    node_id: &str,
+    status: &erigolem_primitives::NodeStatus,
+    live: &crate::lag::LiveStatus,
+) -> Result<Option<erigolem_api::UsageDelta>, StoreError> {
+    let now = erigolem_store::now_ms();
+    let remembered = state
+        .usage_cursors
+        .lock()
+        .ok()
+        .and_then(|c| c.get(node_id).cloned());
+    let previous = match (&remembered, &status.usage) {
+        (Some((usage, _)), _) => Some(usage.clone()),
+        // After a restart of this server: where the stored usage left off.
+        (None, Some(_)) => state
+            .store
+            .usage_cursor(node_id)
+            .await?
+            .and_then(|v| serde_json::from_value(v).ok()),
+        (None, None) => None,
+    };
+    let mut sample = match &status.usage {
+        Some(now_usage) => crate::usage::delta(&previous.unwrap_or_default(), now_usage),
+        None => erigolem_store::UsageSample::default(),
+    };
+    sample.at = now;
+    sample.block = status.block;
+    sample.head = status.block.map(|b| b + live.behind_blocks.unwrap_or(0));
+    sample.behind_seconds = live.behind_seconds;
+    let cursor = status
+        .usage
+        .as_ref()
+        .and_then(|u| serde_json::to_value(u).ok());
+    state
+        .store
+        .add_usage(node_id, &sample, cursor.as_ref())
+        .await?;
+    let Some(usage) = status.usage.clone() else {
+        return Ok(None);
+    };
+    if let Ok(mut cursors) = state.usage_cursors.lock() {
+        cursors.insert(node_id.to_owned(), (usage, now));
+    }
+    let secs = remembered.map_or(0, |(_, at)| ((now - at).max(0) / 1_000) as u64);
+    Ok(Some(crate::usage::delta_view(&sample, secs)))
+}
+
 /// To the owner's event streams here, and on the other replicas.
-async fn send_progress(state: &AppState, node: &NodeRecord, health: Option<String>) {
+async fn send_progress(
+    state: &AppState,
+    node: &NodeRecord,
+    health: Option<String>,
+    usage: Option<erigolem_api::UsageDelta>,
+) {
     let live = state.live(&node.id).unwrap_or_default();
     let progress = crate::routes::events::Progress {
         owner: node.owner.clone(),
-        node_id: node.id.clone(),
-        block: node.block,
-        sync: node.sync.clone(),
-        health,
-        behind_seconds: live.behind_seconds,
-        behind_blocks: live.behind_blocks,
-        peers: live.peers,
-        lagging: live.lagging,
-        at: erigolem_store::now_ms(),
+        event: erigolem_api::ProgressEvent {
+            node_id: node.id.clone(),
+            block: node.block,
+            sync: node
+                .sync
+                .clone()
+                .and_then(|v| serde_json::from_value(v).ok()),
+            health,
+            behind_seconds: live.behind_seconds,
+            behind_blocks: live.behind_blocks,
+            peers: live.peers,
+            lagging: live.lagging,
+            usage,
+            at: erigolem_store::now_ms(),
+        },
     };
     crate::leases::share_progress(state, &progress, live).await;
     // No receivers (nobody watching) is not an error.
@@ -468,6 +537,9 @@ pub(crate) fn spawn_poller(state: Arc<AppState>) -> tokio::task::JoinHandle<()> 
             }
             // The others' nodes are polled by the replicas holding them.
             nodes.retain(|n| state.leases.holds(&n.id));
+            if let Ok(mut cursors) = state.usage_cursors.lock() {
+                cursors.retain(|id, _| nodes.iter().any(|n| &n.id == id));
+            }
             for node in nodes {
                 if let Err(e) = check_ending(&state, &node).await {
                     tracing::warn!(node = %node.id, "ending check: {e}");

@@ -233,7 +233,7 @@ pub(crate) async fn check_host_and_origin(
         metrics::counter!("erigolem_requests_refused_total", "reason" => "host").increment(1);
         return ApiError::new(
             StatusCode::FORBIDDEN,
-            "host_not_allowed",
+            erigolem_api::ErrorCode::HostNotAllowed,
             format!("this server does not answer to the host {host:?} (see --allowed-host)"),
         )
         .into_response();
@@ -255,7 +255,7 @@ pub(crate) async fn check_host_and_origin(
             metrics::counter!("erigolem_requests_refused_total", "reason" => "origin").increment(1);
             return ApiError::new(
                 StatusCode::FORBIDDEN,
-                "origin_not_allowed",
+                erigolem_api::ErrorCode::OriginNotAllowed,
                 format!(
                     "requests that change state must come from {} (origin {})",
                     state.siwe.uri,
@@ -279,7 +279,7 @@ pub(crate) fn admits(admission: &Admission, address: &str) -> bool {
 pub(crate) fn not_admitted() -> ApiError {
     ApiError::new(
         StatusCode::FORBIDDEN,
-        "not_admitted",
+        erigolem_api::ErrorCode::NotAdmitted,
         "this server serves only the addresses on its allow-list",
     )
 }

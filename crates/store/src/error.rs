@@ -49,3 +49,9 @@ impl From<erigolem_lifecycle::node::UnknownState> for StoreError {
         StoreError::Corrupt(e.to_string())
     }
 }
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}

@@ -12,6 +12,7 @@ mod deals;
 mod error;
 mod key;
 mod replicas;
+mod usage;
 
 use std::fmt;
 use std::str::FromStr;
@@ -34,6 +35,7 @@ pub use erigolem_lifecycle::lease::Lease;
 pub use error::StoreError;
 pub use key::{Key, KeyFile};
 pub use replicas::{channel, Listener, NewReplica, NodeRequest, ReplicaRecord};
+pub use usage::{cap_methods, Tier, UsageSample, MAX_METHODS, MAX_ROWS_PER_NODE, OTHER_METHODS};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -825,6 +827,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         if deleted.is_some() {
+            self.delete_usage(id).await?;
             return Ok(true);
         }
         let state: Option<String> =

@@ -6,7 +6,10 @@ import type {
   Me,
   NetworkOffer,
   Node,
+  NodeLogs,
+  NodeUsage,
   NonceResponse,
+  UsageWindow,
 } from './types';
 
 export const API_BASE = '/api/v1';
@@ -102,6 +105,14 @@ export class ApiClient {
 
   createNode(request: CreateNodeRequest): Promise<Node> {
     return this.request('POST', '/nodes', request);
+  }
+
+  usage(id: string, window: UsageWindow): Promise<NodeUsage> {
+    return this.request('GET', `/nodes/${encodeURIComponent(id)}/usage?window=${window}`);
+  }
+
+  logs(id: string, lines: number): Promise<NodeLogs> {
+    return this.request('GET', `/nodes/${encodeURIComponent(id)}/logs?lines=${lines}`);
   }
 
   stopNode(id: string): Promise<Node> {

@@ -3,4 +3,6 @@ export const queryKeys = {
   me: ['me'] as const,
   networks: ['networks'] as const,
   nodes: ['nodes'] as const,
+  usage: (id: string, window: string) => ['usage', id, window] as const,
+  logs: (id: string) => ['logs', id] as const,
 };

@@ -148,6 +148,57 @@ async fn login_create_list_show_stop_remove() {
     let shown = ok(&cli(&h, &config, &[], &["nodes", "show", id]).await);
     assert!(shown.contains(password), "{shown}");
 
+    // The node's log: its last lines, never the password; `-f` follows new lines.
+    let logs = ok(&cli(&h, &config, &[], &["nodes", "logs", id, "-n", "20"]).await);
+    assert!(
+        !logs.trim().is_empty() && logs.lines().count() <= 20,
+        "{logs}"
+    );
+    assert!(!logs.contains(password));
+    let err = failed(&cli(&h, &config, &[], &["nodes", "logs", id, "-n", "0"]).await);
+    assert!(err.contains("invalid_lines"), "{err}");
+    let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_erigolem"))
+        .args(["nodes", "logs", id, "-n", "1", "-f"])
+        .env("ERIGOLEM_SERVER", h.url())
+        .env("ERIGOLEM_CONFIG_DIR", &config)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The opening line first, then the call this test makes (anvil logs each method).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let first = tokio::time::timeout_at(deadline, lines_rx.recv())
+        .await
+        .unwrap();
+    assert!(first.is_some());
+    rpc(url, Some((user, password)), "eth_gasPrice", json!([]))
+        .await
+        .unwrap();
+    loop {
+        match tokio::time::timeout_at(deadline, lines_rx.recv()).await {
+            Ok(Some(line)) if line.contains("eth_gasPrice") => break,
+            Ok(Some(line)) => assert!(!line.contains(password)),
+            other => panic!("`nodes logs -f` did not show the new line: {other:?}"),
+        }
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(follow.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = follow.wait();
+
     let err = failed(&cli(&h, &config, &[], &["nodes", "rm", id]).await);
     assert!(err.contains("stop it first"), "{err}");
     let stopped: Value = serde_json::from_str(&ok(&cli(
@@ -291,10 +342,9 @@ async fn killed_server_keeps_its_nodes(database_url: Option<String>) {
     let mut client = erigolem_client::Client::new(&server.url);
     client.sign_in(&wallet, 1).await.unwrap();
     let node = client
-        .create(&erigolem_client::CreateNode {
-            network: "dev".into(),
-            ..Default::default()
-        })
+        .create(&erigolem_client::CreateNode::new(
+            erigolem_api::Network::Dev,
+        ))
         .await
         .unwrap();
     let running = wait_state(&client, &node.id, "running").await;
@@ -620,10 +670,9 @@ async fn after_a_restart_no_command_line_holds_a_password_and_children_get_a_cle
     let mut client = erigolem_client::Client::new(&server.url);
     client.sign_in(&wallet, 1).await.unwrap();
     let node = client
-        .create(&erigolem_client::CreateNode {
-            network: "dev".into(),
-            ..Default::default()
-        })
+        .create(&erigolem_client::CreateNode::new(
+            erigolem_api::Network::Dev,
+        ))
         .await
         .unwrap();
     let running = wait_state(&client, &node.id, "running").await;

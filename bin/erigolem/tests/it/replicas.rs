@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use std::time::{Duration, Instant};
 
-use erigolem_client::{Client, CreateNode, Node, Transition, Wallet};
+use erigolem_client::{Client, CreateNode, Node, TransitionEvent as Transition, Wallet};
 use erigolem_test_utils::replicas::ReplicaStack;
 use erigolem_test_utils::serve::ServeProcess;
 use erigolem_test_utils::wallet::DEV_KEY_0;
@@ -235,8 +235,7 @@ async fn a_killed_replica_s_nodes_are_taken_over_stopped_and_paid_once_and_event
         let n = on_a
             .create(&CreateNode {
                 name: Some(format!("n{i}")),
-                network: "dev".into(),
-                ..CreateNode::default()
+                ..CreateNode::new(erigolem_api::Network::Dev)
             })
             .await
             .unwrap();
@@ -417,8 +416,7 @@ async fn replicas_started_at_once_never_both_poll_or_pay_a_node() {
             client
                 .create(&CreateNode {
                     name: Some(format!("n{i}")),
-                    network: "dev".into(),
-                    ..CreateNode::default()
+                    ..CreateNode::new(erigolem_api::Network::Dev)
                 })
                 .await
                 .unwrap()
@@ -502,8 +500,7 @@ async fn nodes_across_three_replicas_killed_and_restarted_are_never_lost_nor_pai
         ids.push(
             via.create(&CreateNode {
                 name: Some(format!("n{i}")),
-                network: "dev".into(),
-                ..CreateNode::default()
+                ..CreateNode::new(erigolem_api::Network::Dev)
             })
             .await
             .unwrap()

@@ -395,7 +395,7 @@ impl Backend for GolemBackend {
                 }
                 Some(NetworkOffer {
                     price,
-                    ..NetworkOffer::new(network, modes)
+                    ..super::network_offer(network, modes)
                 })
             })
             .collect()
@@ -614,6 +614,17 @@ impl Backend for GolemBackend {
         matches!(self.shared.store.live_deal(node_id).await, Ok(Some(_)))
     }
 
+    async fn logs(&self, node_id: &str, lines: usize) -> Result<String, BackendError> {
+        let deal = self.live_deal(node_id).await?;
+        self.run_entry_with(
+            &deal,
+            "LOGS",
+            &[lines.to_string()],
+            self.shared.config.status_timeout,
+        )
+        .await
+    }
+
     async fn rotate(&self, node_id: &str) -> Result<Credentials, BackendError> {
         let deal = self.live_deal(node_id).await?;
         let out = self
@@ -673,11 +684,21 @@ impl GolemBackend {
         entry: &str,
         timeout: Duration,
     ) -> Result<String, BackendError> {
+        self.run_entry_with(deal, entry, &[], timeout).await
+    }
+
+    async fn run_entry_with(
+        &self,
+        deal: &erigolem_store::DealRecord,
+        entry: &str,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<String, BackendError> {
         let activity = deal
             .activity_id
             .as_deref()
             .ok_or_else(|| BackendError::Unknown(deal.node_id.clone()))?;
-        let script = json!([{"run": {"entry_point": entry, "args": []}}]);
+        let script = json!([{"run": {"entry_point": entry, "args": args}}]);
         let out = run_script(&self.shared.yagna, activity, script, timeout).await?;
         Ok(out.into_iter().next().unwrap_or_default())
     }

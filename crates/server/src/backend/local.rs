@@ -44,6 +44,7 @@ enum Command {
         oneshot::Sender<Result<erigolem_primitives::Credentials, BackendError>>,
     ),
     Stop(oneshot::Sender<Result<(), BackendError>>),
+    Logs(usize, oneshot::Sender<Result<String, BackendError>>),
 }
 
 /// Talks to one node's runtime session, which lives on its own thread (the runtime API is not `Send`).
@@ -289,12 +290,15 @@ impl LocalBackend {
             .iter()
             .filter_map(|n| n.parse::<erigolem_primitives::Network>().ok())
             .map(|network| {
-                let offer = NetworkOffer::new(network, vec![erigolem_primitives::Mode::Dedicated]);
+                let offer =
+                    super::network_offer(network, vec![erigolem_primitives::Mode::Dedicated]);
                 let version = props["erigolem.engines"][offer.engine.to_string()]
                     .as_str()
                     .map(str::to_owned);
                 let offer = match offer.engine {
-                    erigolem_primitives::EngineKind::Erigon => offer.with_prunes(prunes.clone()),
+                    erigolem_primitives::EngineKind::Erigon => {
+                        super::with_prunes(offer, prunes.clone())
+                    }
                     erigolem_primitives::EngineKind::Anvil => offer,
                 };
                 NetworkOffer {
@@ -397,6 +401,16 @@ impl Backend for LocalBackend {
         self.set_password(node_id, None).await
     }
 
+    async fn logs(&self, node_id: &str, lines: usize) -> Result<String, BackendError> {
+        let (tx, rx) = oneshot::channel();
+        self.handle(node_id)?
+            .send(Command::Logs(lines, tx))
+            .await
+            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?;
+        rx.await
+            .map_err(|_| BackendError::Unknown(node_id.to_owned()))?
+    }
+
     async fn restore_password(
         &self,
         node_id: &str,
@@ -476,6 +490,14 @@ impl LocalBackend {
                                 let _ = reply.send(
                                     session
                                         .status()
+                                        .await
+                                        .map_err(|e| BackendError::Other(e.to_string())),
+                                );
+                            }
+                            Command::Logs(lines, reply) => {
+                                let _ = reply.send(
+                                    session
+                                        .logs(lines)
                                         .await
                                         .map_err(|e| BackendError::Other(e.to_string())),
                                 );

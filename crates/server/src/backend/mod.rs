@@ -4,47 +4,24 @@
 //! (`erigolem-lifecycle`) decides: start, poll, stop; and on Golem, accept or refuse payment
 //! documents. They decide nothing about money or states themselves.
 
-use erigolem_engine::DiskEstimate;
+use erigolem_engine::{DiskBasis, DiskEstimate};
 use erigolem_lifecycle::{Caps, DocumentKind, Expected, Glm};
 use erigolem_primitives::{EngineKind, Mode, Network, NodeStatus, Prune, StartArgs};
-use serde::Serialize;
 
 pub mod golem;
 pub mod local;
 
-/// A network this backend can serve, and how.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct NetworkOffer {
-    #[schema(value_type = String)]
-    pub network: Network,
-    #[schema(value_type = Vec<String>)]
-    pub modes: Vec<Mode>,
-    #[schema(value_type = String)]
-    pub engine: EngineKind,
-    /// What providers ask (golem backend only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub price: Option<PriceRange>,
-    /// Prune modes a node of this network can have (none for the dev chain).
-    #[schema(value_type = Vec<String>)]
-    pub prunes: Vec<Prune>,
-    /// The engine's release, where the backend knows it (the local backend asks the binary).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub engine_version: Option<String>,
-    /// Disk one node takes, per prune mode: Erigon's published figures
-    /// (`{prune, bytes, basis: measured|at_most, source}`).
-    #[schema(value_type = Vec<Object>)]
-    pub disk: Vec<DiskEstimate>,
-}
+pub use erigolem_api::{NetworkOffer, PriceRange};
 
-impl NetworkOffer {
-    /// `network` in `modes`, with every prune mode of its engine and their disk estimates.
-    pub fn new(network: Network, modes: Vec<Mode>) -> Self {
-        let engine = erigolem_engine::engine_for(network);
-        let prunes = match engine {
-            EngineKind::Erigon => Prune::ALL.to_vec(),
-            EngineKind::Anvil => Vec::new(),
-        };
-        Self {
+/// `network` in `modes`, with every prune mode of its engine and their disk estimates.
+pub fn network_offer(network: Network, modes: Vec<Mode>) -> NetworkOffer {
+    let engine = erigolem_engine::engine_for(network);
+    let prunes = match engine {
+        EngineKind::Erigon => Prune::ALL.to_vec(),
+        EngineKind::Anvil => Vec::new(),
+    };
+    with_prunes(
+        NetworkOffer {
             network,
             modes,
             engine,
@@ -52,33 +29,32 @@ impl NetworkOffer {
             engine_version: None,
             disk: Vec::new(),
             prunes: Vec::new(),
-        }
-        .with_prunes(prunes)
-    }
-
-    /// Only these prune modes (and their disk estimates).
-    pub fn with_prunes(mut self, prunes: Vec<Prune>) -> Self {
-        self.disk = prunes
-            .iter()
-            .filter_map(|p| erigolem_engine::disk_estimate(self.network, *p))
-            .collect();
-        self.prunes = prunes;
-        self
-    }
+        },
+        prunes,
+    )
 }
 
-/// The price range of the offers for a network on the market (GLM as decimal strings).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct PriceRange {
-    #[schema(value_type = String)]
-    pub min_per_hour: Glm,
-    #[schema(value_type = String)]
-    pub max_per_hour: Glm,
-    /// The lowest start fee among them.
-    #[schema(value_type = String)]
-    pub min_start_fee: Glm,
-    pub currency: String,
-    pub providers: usize,
+/// The offer with only these prune modes (and their disk estimates).
+pub fn with_prunes(mut offer: NetworkOffer, prunes: Vec<Prune>) -> NetworkOffer {
+    offer.disk = prunes
+        .iter()
+        .filter_map(|p| erigolem_engine::disk_estimate(offer.network, *p))
+        .map(disk_view)
+        .collect();
+    offer.prunes = prunes;
+    offer
+}
+
+fn disk_view(d: DiskEstimate) -> erigolem_api::DiskEstimate {
+    erigolem_api::DiskEstimate {
+        prune: d.prune,
+        bytes: d.bytes,
+        basis: match d.basis {
+            DiskBasis::Measured => erigolem_api::DiskBasis::Measured,
+            DiskBasis::AtMost => erigolem_api::DiskBasis::AtMost,
+        },
+        source: d.source.to_owned(),
+    }
 }
 
 /// Why a backend could not do what it was asked. Matched by variant, never by text.
@@ -180,6 +156,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Replaces the node's password; the old one stops working at once.
     async fn rotate(&self, node_id: &str)
         -> Result<erigolem_primitives::Credentials, BackendError>;
+    /// The last `lines` lines of the node's log (the runtime's `LOGS`), as the runtime gives them.
+    async fn logs(&self, node_id: &str, _lines: usize) -> Result<String, BackendError> {
+        Err(BackendError::Other(format!(
+            "node {node_id}: this backend does not read logs"
+        )))
+    }
     /// Sets a running node's password back to `password` (after a restart of the server, the
     /// credentials its owner has). Passed over the runtime API, never on a command line.
     async fn restore_password(

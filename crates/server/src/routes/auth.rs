@@ -14,8 +14,8 @@ use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use axum_extra::headers::authorization::Bearer;
 use axum_extra::headers::Authorization;
 use axum_extra::TypedHeader;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+
+use erigolem_api::{LoginRequest, LoginResponse, MeResponse, NonceResponse};
 
 use crate::security::ClientIp;
 use crate::{ApiError, AppState};
@@ -37,16 +37,9 @@ fn unix_ms(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-#[derive(Serialize, ToSchema)]
-pub(crate) struct NonceResponse {
-    nonce: String,
-    /// Unix milliseconds after which the nonce is refused.
-    expires_at: i64,
-}
-
 /// A fresh single-use nonce for a SIWE message. One client address holds at most
 /// `max_nonces_per_ip` unused ones (429 `too_many_nonces` beyond).
-#[utoipa::path(get, path = "/api/v1/auth/nonce", tag = "auth", responses((status = 200, body = NonceResponse), (status = 429, body = crate::routes::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/auth/nonce", tag = "auth", responses((status = 200, body = NonceResponse), (status = 429, body = erigolem_api::ErrorBody)))]
 pub(crate) async fn nonce(
     State(state): State<Arc<AppState>>,
     Extension(client): Extension<ClientIp>,
@@ -67,33 +60,16 @@ pub(crate) async fn nonce(
     if !issued {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "too_many_nonces",
+            erigolem_api::ErrorCode::TooManyNonces,
             "too many unused sign-in nonces from your address: use one, or wait until they expire",
         ));
     }
     Ok(Json(NonceResponse { nonce, expires_at }))
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct LoginRequest {
-    /// The EIP-4361 message, exactly as signed.
-    message: String,
-    /// The EIP-191 `personal_sign` signature, 0x-prefixed hex.
-    signature: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct LoginResponse {
-    address: String,
-    /// For the CLI: send as `Authorization: Bearer <token>`. Browsers use the cookie.
-    token: String,
-    expires_at: i64,
-}
-
 /// Verifies a signed SIWE message, consumes its nonce and opens a session.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = LoginResponse), (status = 400, body = crate::routes::ErrorBody), (status = 401, body = crate::routes::ErrorBody), (status = 403, body = crate::routes::ErrorBody)))]
+    responses((status = 200, body = LoginResponse), (status = 400, body = erigolem_api::ErrorBody), (status = 401, body = erigolem_api::ErrorBody), (status = 403, body = erigolem_api::ErrorBody)))]
 pub(crate) async fn login(
     State(state): State<Arc<AppState>>,
     Extension(client): Extension<ClientIp>,
@@ -147,7 +123,7 @@ fn cookie_max_age(ttl: Duration) -> time::Duration {
 }
 
 /// Revokes the caller's session.
-#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses((status = 204), (status = 401, body = crate::routes::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses((status = 204), (status = 401, body = erigolem_api::ErrorBody)))]
 pub(crate) async fn logout(
     State(state): State<Arc<AppState>>,
     user: AuthUser,
@@ -161,13 +137,8 @@ pub(crate) async fn logout(
     ))
 }
 
-#[derive(Serialize, ToSchema)]
-pub(crate) struct MeResponse {
-    address: String,
-}
-
 /// Who the caller is.
-#[utoipa::path(get, path = "/api/v1/me", tag = "auth", responses((status = 200, body = MeResponse), (status = 401, body = crate::routes::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/me", tag = "auth", responses((status = 200, body = MeResponse), (status = 401, body = erigolem_api::ErrorBody)))]
 pub(crate) async fn me(user: AuthUser) -> Json<MeResponse> {
     Json(MeResponse {
         address: user.address,

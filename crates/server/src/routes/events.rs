@@ -27,25 +27,12 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new().route("/events", get(events))
 }
 
-/// A running node's latest block height and sync progress, for its owner's event streams.
+/// A running node's latest poll, for its owner's event streams (also sent to the other
+/// replicas over NOTIFY, hence serde).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Progress {
-    #[serde(skip)]
     pub(crate) owner: String,
-    pub(crate) node_id: String,
-    pub(crate) block: Option<i64>,
-    pub(crate) sync: Option<serde_json::Value>,
-    /// Why the node is unhealthy (its STATUS polls fail), or null when it answers.
-    pub(crate) health: Option<String>,
-    /// Age of the node's head block in seconds.
-    pub(crate) behind_seconds: Option<u64>,
-    /// Blocks between the node's head and the network's (while it syncs).
-    pub(crate) behind_blocks: Option<u64>,
-    pub(crate) peers: Option<u64>,
-    /// More than the server's thresholds behind (`--lag-blocks`, `--lag-seconds`).
-    pub(crate) lagging: bool,
-    /// Unix milliseconds.
-    pub(crate) at: i64,
+    pub(crate) event: erigolem_api::ProgressEvent,
 }
 
 /// Server-sent events: `event: transition`, `data: {"id","node_id","state","reason","at"}`, and
@@ -53,7 +40,9 @@ pub(crate) struct Progress {
 /// "peers","lagging","at"}`. At most `max_streams_per_user` open at once (429
 /// `too_many_streams`); a stream ends when its session is signed out or expires.
 #[utoipa::path(get, path = "/api/v1/events", tag = "nodes",
-    responses((status = 200, description = "text/event-stream of the caller's node transitions"), (status = 401, body = super::ErrorBody), (status = 429, body = super::ErrorBody)))]
+    params(("Last-Event-ID" = Option<i64>, Header, description = "Resume after this transition")),
+    responses((status = 200, description = "The caller's node events; each SSE `event:` is the tag of a NodeEvent, its `data:` the content", content_type = "text/event-stream", body = erigolem_api::NodeEvent),
+        (status = 400, body = erigolem_api::ErrorBody), (status = 401, body = erigolem_api::ErrorBody), (status = 429, body = erigolem_api::ErrorBody)))]
 pub(crate) async fn events(
     State(state): State<Arc<AppState>>,
     user: AuthUser,
@@ -61,7 +50,10 @@ pub(crate) async fn events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let resume = match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
         Some(id) => Some(id.parse::<i64>().map_err(|_| {
-            ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be a number")
+            ApiError::bad_request(
+                erigolem_api::ErrorCode::InvalidLastEventId,
+                "Last-Event-ID must be a number",
+            )
         })?),
         None => None,
     };
@@ -72,7 +64,7 @@ pub(crate) async fn events(
         .map_err(|e| match e {
             SubscribeError::TooMany(_) => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "too_many_streams",
+                erigolem_api::ErrorCode::TooManyStreams,
                 format!("{e}: close one first"),
             ),
             other => ApiError::internal(other),
@@ -149,7 +141,7 @@ impl StreamState {
                 },
                 progress = self.sub.progress.recv() => match progress {
                     Ok(p) => {
-                        if let Ok(event) = Event::default().event("progress").json_data(&p) {
+                        if let Ok(event) = Event::default().event("progress").json_data(&p.event) {
                             self.pending.push_back(event);
                         }
                     }
@@ -165,10 +157,17 @@ impl StreamState {
             return;
         }
         self.after = record.id;
+        let transition = erigolem_api::TransitionEvent {
+            id: record.id,
+            node_id: record.node_id.clone(),
+            state: record.state,
+            reason: record.reason.clone(),
+            at: record.at,
+        };
         if let Ok(event) = Event::default()
             .event("transition")
             .id(record.id.to_string())
-            .json_data(record)
+            .json_data(&transition)
         {
             self.pending.push_back(event);
         }

@@ -22,11 +22,14 @@ pub(crate) mod nodes;
 /// Request bodies larger than this are refused with 413: the API takes small JSON documents.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// The API's OpenAPI document: every route, its bodies, events and error codes, from the types
+/// of `erigolem-api`. Committed as `docs/openapi.json` (the UI's types are generated from it);
+/// `openapi_document_is_committed` fails when the two differ.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Erigolem API",
-        description = "Ethereum nodes on demand on the Golem Network"
+        description = "Ethereum nodes on demand on the Golem Network. Errors are `{\"error\":{\"code\",\"message\"}}` with `code` one of `ErrorCode`."
     ),
     paths(
         auth::nonce,
@@ -39,31 +42,27 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
         nodes::show,
         nodes::stop,
         nodes::remove,
-        billing::billing
+        nodes::rotate,
+        nodes::usage,
+        nodes::logs,
+        billing::billing,
+        events::events
     ),
     components(schemas(
-        auth::NonceResponse,
-        auth::LoginRequest,
-        auth::LoginResponse,
-        auth::MeResponse,
-        ErrorBody,
-        ErrorDetail
+        erigolem_api::ErrorBody,
+        erigolem_api::ErrorCode,
+        erigolem_api::NodeEvent,
+        erigolem_api::TransitionEvent,
+        erigolem_api::ProgressEvent
     ))
 )]
 pub(crate) struct ApiDoc;
 
-/// The error envelope, for the OpenAPI document.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub(crate) struct ErrorDetail {
-    code: String,
-    message: String,
+/// The OpenAPI document as the server serves it (and as `docs/openapi.json` holds it).
+pub fn openapi_json() -> String {
+    let mut text = ApiDoc::openapi().to_pretty_json().unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
@@ -76,7 +75,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async {
             crate::ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,
-                "not_found",
+                erigolem_api::ErrorCode::NotFound,
                 "no such API route",
             )
         })
@@ -120,7 +119,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 /// The OpenAPI document, built once (building it costs milliseconds: not on every request).
 async fn openapi() -> Response {
     static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let doc = DOC.get_or_init(|| serde_json::to_string(&ApiDoc::openapi()).unwrap_or_default());
+    let doc = DOC.get_or_init(openapi_json);
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         doc.as_str(),
@@ -207,7 +206,7 @@ async fn metrics_token(
         if erigolem_auth::hash_token(given) != erigolem_auth::hash_token(token) {
             return crate::ApiError::new(
                 axum::http::StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                erigolem_api::ErrorCode::Unauthorized,
                 "/metrics needs the metrics bearer token",
             )
             .into_response();
@@ -227,7 +226,108 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         Err(e) => tracing::warn!("metrics: counting nodes: {e}"),
     }
     metrics::gauge!("erigolem_rate_limiter_clients").set(state.limiter.len() as f64);
-    state.metrics.render()
+    let mut text = state.metrics.render();
+    text.push_str(&node_series(&state));
+    text
+}
+
+/// Per-node series of the running nodes this server polls: their endpoints' cumulative
+/// counters (as the runtime reports them: a runtime restart resets them, as Prometheus
+/// expects of counters) and height and lag. Labels are bounded: a node id, and a method name of
+/// the runtime's top list (at most 20 + `other`; a name that is not a plain JSON-RPC method
+/// name is counted as `other`, since a provider writes these). A node no longer running drops
+/// out at once.
+fn node_series(state: &AppState) -> String {
+    use std::fmt::Write as _;
+    let valid = |m: &str| {
+        !m.is_empty() && m.len() <= 64 && m.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    let usage = state
+        .usage_cursors
+        .lock()
+        .map(|c| c.clone())
+        .unwrap_or_default();
+    let live = state.live.lock().map(|l| l.clone()).unwrap_or_default();
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in rows {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    };
+    let mut ids: Vec<&String> = usage.keys().collect();
+    ids.sort();
+    let mut requests = Vec::new();
+    let (mut errors, mut refused, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
+    for id in &ids {
+        let (u, _) = &usage[*id];
+        let mut methods: std::collections::BTreeMap<&str, u64> = Default::default();
+        for (m, n) in &u.methods {
+            let m = if valid(m) {
+                m.as_str()
+            } else {
+                erigolem_primitives::OTHER_METHODS
+            };
+            *methods.entry(m).or_default() += n;
+        }
+        for (m, n) in methods
+            .into_iter()
+            .take(erigolem_primitives::TOP_METHODS + 1)
+        {
+            requests.push((format!("node=\"{id}\",method=\"{m}\""), n));
+        }
+        errors.push((format!("node=\"{id}\""), u.errors));
+        refused.push((format!("node=\"{id}\""), u.refused.total()));
+        bytes.push((format!("node=\"{id}\",direction=\"in\""), u.bytes_in));
+        bytes.push((format!("node=\"{id}\",direction=\"out\""), u.bytes_out));
+    }
+    family(
+        "erigolem_node_requests_total",
+        "counter",
+        "JSON-RPC calls a node's endpoint answered, by method",
+        requests,
+    );
+    family(
+        "erigolem_node_errors_total",
+        "counter",
+        "Calls a node answered with an error, or did not answer",
+        errors,
+    );
+    family(
+        "erigolem_node_refused_total",
+        "counter",
+        "Calls a node's endpoint refused (credentials, methods, limits, allowlists)",
+        refused,
+    );
+    family(
+        "erigolem_node_bytes_total",
+        "counter",
+        "Body bytes through a node's endpoint",
+        bytes,
+    );
+    let mut ids: Vec<&String> = live.keys().collect();
+    ids.sort();
+    let rows = |f: &dyn Fn(&crate::lag::LiveStatus) -> Option<u64>| {
+        ids.iter()
+            .filter_map(|id| f(&live[*id]).map(|v| (format!("node=\"{id}\""), v)))
+            .collect::<Vec<_>>()
+    };
+    family(
+        "erigolem_node_behind_blocks",
+        "gauge",
+        "Blocks between a node's head and the network's",
+        rows(&|l| l.behind_blocks),
+    );
+    family(
+        "erigolem_node_behind_seconds",
+        "gauge",
+        "Age of a node's head block in seconds",
+        rows(&|l| l.behind_seconds),
+    );
+    out
 }
 
 /// Refuses API requests beyond the per-client quota with 429 and the error envelope.
@@ -240,7 +340,7 @@ async fn rate_limit(
     if state.limiter.check_key(&client.key()).is_err() {
         return crate::ApiError::new(
             axum::http::StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            erigolem_api::ErrorCode::RateLimited,
             "too many requests: slow down",
         )
         .into_response();
@@ -281,4 +381,84 @@ async fn record_request(request: Request, next: Next) -> Response {
     metrics::histogram!("erigolem_http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// The committed contract is the server's: a field added to an API type without running
+    /// `bash scripts/api-types.sh` fails here (and `scripts/api-types.sh --check` in CI fails on
+    /// the UI's generated types).
+    #[test]
+    fn openapi_document_is_committed() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+        let committed = std::fs::read_to_string(path).unwrap();
+        assert!(
+            committed == super::openapi_json(),
+            "docs/openapi.json differs from the server's API types: run `bash scripts/api-types.sh` and commit both files"
+        );
+    }
+
+    #[test]
+    fn the_document_has_every_route_and_enums_as_enums() {
+        let doc: serde_json::Value = serde_json::from_str(&super::openapi_json()).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        for path in [
+            "/api/v1/auth/nonce",
+            "/api/v1/auth/login",
+            "/api/v1/auth/logout",
+            "/api/v1/me",
+            "/api/v1/networks",
+            "/api/v1/nodes",
+            "/api/v1/nodes/{id}",
+            "/api/v1/nodes/{id}/stop",
+            "/api/v1/nodes/{id}/credentials/rotate",
+            "/api/v1/nodes/{id}/usage",
+            "/api/v1/nodes/{id}/logs",
+            "/api/v1/billing",
+            "/api/v1/events",
+        ] {
+            assert!(paths.contains_key(path), "{path} missing from the document");
+        }
+        let schemas = &doc["components"]["schemas"];
+        for (name, values) in [
+            (
+                "NodeState",
+                erigolem_lifecycle::NodeState::ALL
+                    .map(|s| s.as_str())
+                    .to_vec(),
+            ),
+            (
+                "Network",
+                erigolem_primitives::Network::ALL
+                    .map(|n| n.as_str())
+                    .to_vec(),
+            ),
+            (
+                "Prune",
+                erigolem_primitives::Prune::ALL.map(|p| p.as_str()).to_vec(),
+            ),
+            (
+                "ErrorCode",
+                erigolem_api::ErrorCode::ALL
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect(),
+            ),
+        ] {
+            let listed: Vec<&str> = schemas[name]["enum"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{name} is not an enum in the document"))
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect();
+            assert_eq!(listed, values, "{name}");
+        }
+        // Every error answer's code is an ErrorCode.
+        assert_eq!(
+            schemas["ErrorDetail"]["properties"]["code"]["$ref"],
+            "#/components/schemas/ErrorCode"
+        );
+    }
 }

@@ -7,12 +7,12 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use erigolem_primitives::{Mode, Network, Prune};
+use erigolem_api::{CreateNode, Credentials, ErrorBody, ErrorCode, Node as NodeView};
+use erigolem_primitives::Mode;
 use erigolem_store::{NewNode, NodeRecord, NodeState};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use futures::StreamExt;
 
-use erigolem_lifecycle::{Conflict, Event, Glm};
+use erigolem_lifecycle::{Conflict, Event};
 
 use super::auth::AuthUser;
 use crate::backend::NetworkOffer;
@@ -29,6 +29,8 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/nodes/{id}", get(show).delete(remove))
         .route("/nodes/{id}/stop", post(stop))
         .route("/nodes/{id}/credentials/rotate", post(rotate))
+        .route("/nodes/{id}/usage", get(usage))
+        .route("/nodes/{id}/logs", get(logs))
 }
 
 /// The networks nodes can be started for.
@@ -41,60 +43,6 @@ pub(crate) async fn networks(State(state): State<Arc<AppState>>) -> Json<Vec<Net
             .map(|b| b.networks())
             .unwrap_or_default(),
     )
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Credentials {
-    user: String,
-    password: String,
-}
-
-/// A node as its owner sees it.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct NodeView {
-    id: String,
-    name: String,
-    network: String,
-    /// `erigon` or `anvil` (the dev chain), as the backend serves the network.
-    engine: Option<String>,
-    mode: String,
-    prune: String,
-    #[schema(value_type = String)]
-    state: NodeState,
-    reason: Option<String>,
-    url: Option<String>,
-    ws_url: Option<String>,
-    auth: Option<Credentials>,
-    /// Price, spend and budget of a node on Golem.
-    billing: Option<crate::money::Billing>,
-    /// The backend still holds something for the node (an open agreement, a runtime): a failed
-    /// node that holds one can be stopped to end it.
-    held: bool,
-    /// The failed node this one replaced, and the node that replaced this one.
-    replaces: Option<String>,
-    replaced_by: Option<String>,
-    /// Set while a running node's STATUS polls fail (it is failed after 3), with why.
-    health: Option<String>,
-    /// The engine's release the node runs (e.g. Erigon `3.6.1`), from its last STATUS.
-    engine_version: Option<String>,
-    /// The JSON-RPC limits the node enforces (`null` fields: none in its release).
-    #[schema(value_type = Option<Object>)]
-    limits: Option<erigolem_primitives::RpcLimits>,
-    /// What the operator's runtime warns about (e.g. an Erigon newer than it knows).
-    warnings: Vec<String>,
-    peers: Option<u64>,
-    /// Age of the node's head block in seconds.
-    behind_seconds: Option<u64>,
-    /// Blocks between the node's head and the network's, while it syncs.
-    behind_blocks: Option<u64>,
-    /// More than the server's thresholds behind (`--lag-blocks`, `--lag-seconds`).
-    lagging: bool,
-    block: Option<i64>,
-    #[schema(value_type = Option<Object>)]
-    sync: Option<serde_json::Value>,
-    created_at: i64,
-    updated_at: i64,
-    stopped_at: Option<i64>,
 }
 
 async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeView, ApiError> {
@@ -115,7 +63,7 @@ async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeVie
         b.networks()
             .into_iter()
             .find(|o| o.network.to_string() == node.network)
-            .map(|o| o.engine.to_string())
+            .map(|o| o.engine)
     });
     let held = match &state.backend {
         Some(b) => b.holds(&node.id).await,
@@ -146,13 +94,23 @@ async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeVie
         .live(&node.id)
         .filter(|_| node.state == NodeState::Running)
         .unwrap_or_default();
+    let stored = |what: &str, text: &str| {
+        ApiError::internal(format!("node {}: stored {what} {text:?} unknown", node.id))
+    };
+    let mode = node.mode.parse().map_err(|_| stored("mode", &node.mode))?;
+    let prune = node
+        .prune
+        .parse()
+        .map_err(|_| stored("prune", &node.prune))?;
+    // Written from STATUS as a SyncProgress; anything else is shown as no progress.
+    let sync = node.sync.and_then(|v| serde_json::from_value(v).ok());
     Ok(NodeView {
         id: node.id,
         name: node.name,
         network: node.network,
         engine,
-        mode: node.mode,
-        prune: node.prune,
+        mode,
+        prune,
         state: node.state,
         reason: node.reason,
         url: node.url.filter(|_| live),
@@ -171,45 +129,16 @@ async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeVie
         behind_blocks: status.behind_blocks,
         lagging: status.lagging,
         block: node.block,
-        sync: node.sync,
+        sync,
         created_at: node.created_at,
         updated_at: node.updated_at,
         stopped_at: node.stopped_at,
     })
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CreateNode {
-    name: Option<String>,
-    #[schema(value_type = String, example = "dev")]
-    network: Network,
-    #[schema(value_type = Option<String>)]
-    mode: Option<Mode>,
-    #[schema(value_type = Option<String>)]
-    prune: Option<Prune>,
-    /// Where nodes are paid for (golem): GLM for the node and its replacements, a decimal string
-    /// (at most the server's budget).
-    #[schema(value_type = Option<String>, example = "2")]
-    budget: Option<Glm>,
-    /// Where nodes are paid for: the highest price per hour (GLM, a decimal string) to accept.
-    #[schema(value_type = Option<String>, example = "0.5")]
-    max_price_per_hour: Option<Glm>,
-    /// Where nodes are paid for: the highest start fee (GLM, a decimal string) to accept.
-    #[schema(value_type = Option<String>, example = "0.05")]
-    max_start_fee: Option<Glm>,
-    /// Where nodes are paid for: how many hours the node will run, which offers are compared on
-    /// (start fee + price × hours).
-    expected_hours: Option<u32>,
-    /// Replace the node with a new one (same name and network, another provider, the same budget)
-    /// if it fails while running; at most the server's number of replacements.
-    #[serde(default)]
-    auto_replace: bool,
-}
-
 /// Starts a node; it is `pending` at once and moves on in the background (watch `GET /nodes/{id}`).
 #[utoipa::path(post, path = "/api/v1/nodes", tag = "nodes", request_body = CreateNode,
-    responses((status = 201, body = NodeView), (status = 400, body = super::ErrorBody), (status = 401, body = super::ErrorBody), (status = 403, body = super::ErrorBody), (status = 429, body = super::ErrorBody)))]
+    responses((status = 201, body = NodeView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     user: AuthUser,
@@ -225,7 +154,7 @@ pub(crate) async fn create(
                 || name.chars().any(char::is_control)
             {
                 return Err(ApiError::bad_request(
-                    "invalid_name",
+                    ErrorCode::InvalidName,
                     format!("a name has 1-{MAX_NAME_CHARS} characters and no control characters"),
                 ));
             }
@@ -248,10 +177,8 @@ pub(crate) async fn create(
         // The market may have no offer for it right now: the node looks for one when it starts.
         None if any => {
             // A node of its own unless asked otherwise: every provider can start one.
-            fallback = crate::backend::NetworkOffer::new(
-                body.network,
-                vec![Mode::Dedicated, Mode::Shared],
-            );
+            fallback =
+                crate::backend::network_offer(body.network, vec![Mode::Dedicated, Mode::Shared]);
             Some(&fallback)
         }
         None => None,
@@ -259,7 +186,7 @@ pub(crate) async fn create(
     let Some(offer) = offer else {
         let served: Vec<String> = offers.iter().map(|o| o.network.to_string()).collect();
         return Err(ApiError::bad_request(
-            "unsupported_network",
+            ErrorCode::UnsupportedNetwork,
             format!(
                 "network {} is not offered here (offered: {})",
                 body.network,
@@ -271,7 +198,7 @@ pub(crate) async fn create(
         Some(mode) if offer.modes.contains(&mode) => mode,
         Some(mode) => {
             return Err(ApiError::bad_request(
-                "unsupported_mode",
+                ErrorCode::UnsupportedMode,
                 format!("mode {mode} is not offered for {}", body.network),
             ))
         }
@@ -281,7 +208,7 @@ pub(crate) async fn create(
     if !offer.prunes.is_empty() && !offer.prunes.contains(&prune) {
         let offered: Vec<&str> = offer.prunes.iter().map(|p| p.as_str()).collect();
         return Err(ApiError::bad_request(
-            "unsupported_prune",
+            ErrorCode::UnsupportedPrune,
             format!(
                 "prune mode {prune} is not offered for {} (offered: {})",
                 body.network,
@@ -300,9 +227,9 @@ pub(crate) async fn create(
     };
     let plan = policy.plan(pays, asked).map_err(|e| match e {
         crate::money::TermsError::NotSupported => {
-            ApiError::bad_request("not_supported", e.to_string())
+            ApiError::bad_request(ErrorCode::NotSupported, e.to_string())
         }
-        _ => ApiError::bad_request("invalid_terms", e.to_string()),
+        _ => ApiError::bad_request(ErrorCode::InvalidTerms, e.to_string()),
     })?;
     // (Spend caps were checked by `admission::admit_create`.) The per-user cap is checked in the same statement as the insert (see Store::insert_node_capped).
     let new = NewNode {
@@ -320,7 +247,7 @@ pub(crate) async fn create(
         Err(erigolem_store::StoreError::TooManyNodes { active, max }) => {
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "too_many_nodes",
+                ErrorCode::TooManyNodes,
                 format!("you have {active} active nodes; the limit is {max}"),
             ))
         }
@@ -338,7 +265,7 @@ pub(crate) async fn create(
 }
 
 /// The caller's nodes, newest first.
-#[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes", responses((status = 200, body = Vec<NodeView>), (status = 401, body = super::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes", responses((status = 200, body = Vec<NodeView>), (status = 401, body = ErrorBody)))]
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     user: AuthUser,
@@ -359,11 +286,11 @@ async fn owned(state: &AppState, id: &str, user: &AuthUser) -> Result<NodeRecord
 }
 
 fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such node")
+    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such node")
 }
 
 /// One node of the caller (404 for anyone else's).
-#[utoipa::path(get, path = "/api/v1/nodes/{id}", tag = "nodes", responses((status = 200, body = NodeView), (status = 404, body = super::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/nodes/{id}", tag = "nodes", responses((status = 200, body = NodeView), (status = 404, body = ErrorBody)))]
 pub(crate) async fn show(
     State(state): State<Arc<AppState>>,
     user: AuthUser,
@@ -375,7 +302,7 @@ pub(crate) async fn show(
 
 /// Stops a node; it moves to `stopping`, then `stopped`. A failed node that still holds an
 /// agreement (or a runtime) has it ended and stays failed.
-#[utoipa::path(post, path = "/api/v1/nodes/{id}/stop", tag = "nodes", responses((status = 202, body = NodeView), (status = 404, body = super::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/nodes/{id}/stop", tag = "nodes", responses((status = 202, body = NodeView), (status = 404, body = ErrorBody)))]
 pub(crate) async fn stop(
     State(state): State<Arc<AppState>>,
     user: AuthUser,
@@ -392,7 +319,7 @@ pub(crate) async fn stop(
 
 /// Deletes a stopped (or failed) node from the list; whatever the backend still holds for it is
 /// stopped first.
-#[utoipa::path(delete, path = "/api/v1/nodes/{id}", tag = "nodes", responses((status = 204), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody), (status = 502, body = super::ErrorBody)))]
+#[utoipa::path(delete, path = "/api/v1/nodes/{id}", tag = "nodes", responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)))]
 pub(crate) async fn remove(
     State(state): State<Arc<AppState>>,
     user: AuthUser,
@@ -403,12 +330,12 @@ pub(crate) async fn remove(
         Handled::Deleted | Handled::Missing => Ok(StatusCode::NO_CONTENT),
         Handled::Conflict(Conflict::NotStopped(state)) => Err(ApiError::new(
             StatusCode::CONFLICT,
-            "not_stopped",
+            ErrorCode::NotStopped,
             format!("the node is {state}: stop it first"),
         )),
         Handled::StopFailed(why) => Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
-            "stop_failed",
+            ErrorCode::StopFailed,
             format!("the node could not be stopped, so it was not deleted: {why}"),
         )),
         Handled::Done => Err(ApiError::internal("a delete decided nothing")),
@@ -417,7 +344,7 @@ pub(crate) async fn remove(
 
 /// A new password for a running node; the old one is refused from now on.
 #[utoipa::path(post, path = "/api/v1/nodes/{id}/credentials/rotate", tag = "nodes",
-    responses((status = 200, body = NodeView), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+    responses((status = 200, body = NodeView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn rotate(
     State(state): State<Arc<AppState>>,
     user: AuthUser,
@@ -431,7 +358,7 @@ pub(crate) async fn rotate(
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::CONFLICT,
-                "not_running",
+                ErrorCode::NotRunning,
                 format!(
                     "the node is {}: only a running node has credentials",
                     node.state
@@ -441,7 +368,7 @@ pub(crate) async fn rotate(
     let credentials = backend.rotate(&id).await.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
-            "backend_failed",
+            ErrorCode::BackendFailed,
             format!("the node did not rotate its credentials: {e}"),
         )
     })?;
@@ -452,4 +379,235 @@ pub(crate) async fn rotate(
     tracing::info!(node = %id, "credentials rotated");
     let node = owned(&state, &id, &user).await?;
     Ok(Json(view(&state, node, &user.address).await?))
+}
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct UsageQuery {
+    /// `1h` (per minute, the default), `6h` (per 5 minutes), `24h` (per 15 minutes) or `7d`
+    /// (per hour).
+    #[param(value_type = Option<erigolem_api::UsageWindow>)]
+    window: Option<String>,
+}
+
+/// What the node's endpoint served over a window: requests by method, errors, refusals, bytes,
+/// latency percentiles, and its height against the network's head, per step.
+#[utoipa::path(get, path = "/api/v1/nodes/{id}/usage", tag = "nodes", params(UsageQuery),
+    responses((status = 200, body = erigolem_api::NodeUsage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn usage(
+    State(state): State<Arc<AppState>>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    query: Result<axum::extract::Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<erigolem_api::NodeUsage>, ApiError> {
+    let axum::extract::Query(query) = query?;
+    let window = match query.window.as_deref() {
+        None => erigolem_api::UsageWindow::default(),
+        Some(text) => erigolem_api::UsageWindow::parse(text).ok_or_else(|| {
+            let known: Vec<&str> = erigolem_api::UsageWindow::ALL
+                .iter()
+                .map(|w| w.as_str())
+                .collect();
+            ApiError::bad_request(
+                ErrorCode::InvalidWindow,
+                format!(
+                    "window {:?} is not one of {}",
+                    erigolem_store::cap_text(text, 32),
+                    known.join(", ")
+                ),
+            )
+        })?,
+    };
+    owned(&state, &id, &user).await?;
+    let to = erigolem_store::now_ms();
+    let from = crate::usage::window_start(window, to);
+    let samples = state
+        .store
+        .usage(&id, crate::usage::tier(window), from)
+        .await?;
+    let (points, totals) = crate::usage::points(&samples, window);
+    Ok(Json(erigolem_api::NodeUsage {
+        node_id: id,
+        window,
+        step_secs: window.step_secs(),
+        from,
+        to,
+        totals,
+        points,
+    }))
+}
+
+/// Lines `GET /nodes/{id}/logs` gives by default, and at most.
+const LOG_LINES_DEFAULT: usize = 100;
+pub(crate) const LOG_LINES_MAX: usize = 1_000;
+/// How often a followed log is read again.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// How many of the last lines a followed log is read with, to find where the previous read
+/// ended (LOGS gives the last lines, not an offset: the longest overlap is taken; a line that
+/// was not in the previous read is always new).
+const FOLLOW_WINDOW: usize = LOG_LINES_MAX;
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct LogsQuery {
+    /// How many of the last lines (1–1000, default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    lines: Option<String>,
+    /// Keep the answer open as `text/event-stream`, with `event: lines` for each read that
+    /// found new lines (until the node stops or the session ends).
+    follow: Option<bool>,
+}
+
+/// The running node's last log lines (the runtime's `LOGS`), its password and anything that
+/// looks like a credential replaced by `[redacted]`.
+#[utoipa::path(get, path = "/api/v1/nodes/{id}/logs", tag = "nodes", params(LogsQuery),
+    responses((status = 200, body = erigolem_api::NodeLogs, description = "The lines; with `follow=true` a text/event-stream of `event: lines` with NodeLogs data"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)))]
+pub(crate) async fn logs(
+    State(state): State<Arc<AppState>>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    query: Result<axum::extract::Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    let axum::extract::Query(query) = query?;
+    let lines = match query.lines.as_deref() {
+        None => LOG_LINES_DEFAULT,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=LOG_LINES_MAX).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    ErrorCode::InvalidLines,
+                    format!(
+                        "lines must be a number from 1 to {LOG_LINES_MAX}, not {:?}",
+                        erigolem_store::cap_text(text, 32)
+                    ),
+                )
+            })?,
+    };
+    let node = owned(&state, &id, &user).await?;
+    let backend = state
+        .backend
+        .clone()
+        .filter(|_| node.state == NodeState::Running)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::NotRunning,
+                format!("the node is {}: only a running node has logs", node.state),
+            )
+        })?;
+    let password = state.store.password(&id, &user.address).await?;
+    let secrets: Vec<String> = password.into_iter().collect();
+    let read = {
+        let backend = backend.clone();
+        let id = id.clone();
+        move |lines: usize| {
+            let backend = backend.clone();
+            let id = id.clone();
+            let secrets = secrets.clone();
+            async move {
+                let text = backend.logs(&id, lines).await.map_err(|e| {
+                    ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        ErrorCode::BackendFailed,
+                        format!("the node's runtime did not give its log: {e}"),
+                    )
+                })?;
+                let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+                Ok::<Vec<String>, ApiError>(
+                    text.lines()
+                        .map(|l| crate::logs::redact(l, &secrets))
+                        .collect(),
+                )
+            }
+        }
+    };
+    let first = read(lines).await?;
+    if !query.follow.unwrap_or(false) {
+        return Ok(Json(erigolem_api::NodeLogs {
+            node_id: id,
+            lines: first,
+        })
+        .into_response());
+    }
+    // A followed log is one of the user's streams: capped with them, ended at sign-out.
+    let sub = state
+        .hub
+        .subscribe(&user.address, &user.token_hash)
+        .await
+        .map_err(|e| match e {
+            crate::feed::SubscribeError::TooMany(_) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyStreams,
+                format!("{e}: close one first"),
+            ),
+            other => ApiError::internal(other),
+        })?;
+    let store = state.store.clone();
+    let owner = user.address.clone();
+    let event = |node_id: &str, lines: &[String]| {
+        axum::response::sse::Event::default()
+            .event("lines")
+            .json_data(erigolem_api::NodeLogs {
+                node_id: node_id.to_owned(),
+                lines: lines.to_vec(),
+            })
+            .ok()
+    };
+    let opening = event(&id, &first);
+    // The followed reads compare with a wider window than the opening one: read it once now.
+    let seen = read(FOLLOW_WINDOW).await?;
+    let stream = async_stream_lines(read, store, owner, id, seen, sub, event);
+    let stream = futures::stream::iter(opening)
+        .chain(stream)
+        .map(Ok::<_, std::convert::Infallible>);
+    let keep_alive = (state.config.limits.idle_timeout / 3).min(std::time::Duration::from_secs(15));
+    Ok(axum::response::sse::Sse::new(stream)
+        .keep_alive(axum::response::sse::KeepAlive::new().interval(keep_alive))
+        .into_response())
+}
+
+/// The new lines of a followed log, read every [`FOLLOW_EVERY`], until the node is no longer
+/// running, its runtime stops answering, or the session's streams are closed.
+fn async_stream_lines<R, F>(
+    read: R,
+    store: erigolem_store::Store,
+    owner: String,
+    id: String,
+    first: Vec<String>,
+    sub: crate::feed::Subscription,
+    event: impl Fn(&str, &[String]) -> Option<axum::response::sse::Event> + Send + 'static,
+) -> impl futures::Stream<Item = axum::response::sse::Event> + Send
+where
+    R: Fn(usize) -> F + Send + 'static,
+    F: std::future::Future<Output = Result<Vec<String>, ApiError>> + Send,
+{
+    futures::stream::unfold(
+        (read, store, owner, id, first, sub, event),
+        |(read, store, owner, id, mut seen, mut sub, event)| async move {
+            loop {
+                tokio::select! {
+                    _ = &mut sub.closed => return None,
+                    _ = tokio::time::sleep(FOLLOW_EVERY) => {}
+                }
+                let running = matches!(
+                    store.node(&id, &owner).await,
+                    Ok(Some(node)) if node.state == NodeState::Running
+                );
+                if !running {
+                    return None;
+                }
+                let now = read(FOLLOW_WINDOW).await.ok()?;
+                let fresh = crate::logs::new_lines(&seen, &now).to_vec();
+                seen = now;
+                if fresh.is_empty() {
+                    continue;
+                }
+                let out = event(&id, &fresh)?;
+                return Some((out, (read, store, owner, id, seen, sub, event)));
+            }
+        },
+    )
 }

@@ -4,8 +4,10 @@
 
 mod erigon;
 mod golem;
+mod logs;
 mod nodes;
 mod security;
+mod usage;
 
 use erigolem_server::{spawn, Handle, ServerConfig};
 use erigolem_test_utils::wallet::{rfc3339_from_now, SiweMessage, Wallet, DEV_KEY_0, DEV_KEY_1};

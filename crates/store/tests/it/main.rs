@@ -73,6 +73,7 @@ macro_rules! both {
 }
 
 both!(
+    usage_rows_stay_bounded,
     nonce_single_use,
     nonce_expired,
     sessions_expire_and_revoke,
@@ -1432,3 +1433,87 @@ async fn counts_by_state(db: Db) {
 }
 
 mod leases;
+/// Nine simulated days of a node's polls (every 30 minutes for eight days, then every minute for
+/// the last day): its rows stay within the bound, the kept steps add up exactly, and another
+/// node's usage is its own.
+async fn usage_rows_stay_bounded(db: Db) {
+    use erigolem_store::{Tier, UsageSample, MAX_ROWS_PER_NODE};
+    let store = &db.store;
+    let day = 24 * 3_600_000_i64;
+    let start = 1_800_000_000_000_i64; // a fixed instant: the run does not depend on the clock
+    let sample = |at: i64, requests: u64| UsageSample {
+        at,
+        requests,
+        methods: [("eth_call".to_owned(), requests)].into(),
+        latency: vec![requests, 0, 0],
+        block: Some((at / 1_000) as u64),
+        ..UsageSample::default()
+    };
+    let mut at = start;
+    while at < start + 8 * day {
+        store.add_usage("n1", &sample(at, 7), None).await.unwrap();
+        at += 30 * 60_000;
+    }
+    let last_day = at;
+    while at < last_day + day {
+        let cursor = json!({"requests": at});
+        store
+            .add_usage("n1", &sample(at, 1), Some(&cursor))
+            .await
+            .unwrap();
+        at += 60_000;
+    }
+    store.add_usage("n2", &sample(at, 5), None).await.unwrap();
+    let end = at;
+
+    let rows = store.usage_rows("n1").await.unwrap();
+    assert!(
+        rows <= MAX_ROWS_PER_NODE,
+        "{rows} rows > {MAX_ROWS_PER_NODE}"
+    );
+    let minutes = store.usage("n1", Tier::Minute, 0).await.unwrap();
+    let hours = store.usage("n1", Tier::Hour, 0).await.unwrap();
+    assert!(
+        minutes.len() as i64 <= Tier::Minute.max_rows(),
+        "{}",
+        minutes.len()
+    );
+    assert!(
+        hours.len() as i64 <= Tier::Hour.max_rows(),
+        "{}",
+        hours.len()
+    );
+    assert!(
+        minutes.len() >= 1_440,
+        "a day of minutes is kept: {}",
+        minutes.len()
+    );
+    assert!(minutes.first().unwrap().at >= end - day - 60_000);
+    assert!(hours.first().unwrap().at >= end - 8 * day - 3_600_000);
+    // The last hour, per minute: one request each, exactly.
+    let last_hour = store
+        .usage("n1", Tier::Minute, end - 3_600_000)
+        .await
+        .unwrap();
+    assert_eq!(last_hour.iter().map(|s| s.requests).sum::<u64>(), 60);
+    assert!(last_hour
+        .iter()
+        .all(|s| s.methods["eth_call"] == s.requests));
+    // An hour step of the last day holds its sixty minutes.
+    let full_hour = &hours[hours.len() - 3];
+    assert_eq!(full_hour.requests, 60);
+    assert_eq!(full_hour.latency, vec![60, 0, 0]);
+    assert_eq!(
+        store.usage_cursor("n1").await.unwrap(),
+        Some(json!({"requests": end - 60_000}))
+    );
+    assert_eq!(store.usage("n2", Tier::Minute, 0).await.unwrap().len(), 1);
+    assert_eq!(store.usage_cursor("n2").await.unwrap(), None);
+
+    // Steps of a node nobody polls any more go with the housekeeping purge.
+    assert!(store.purge_usage(end + 2 * day).await.unwrap() >= 1_440);
+    assert!(store.usage("n1", Tier::Minute, 0).await.unwrap().is_empty());
+    store.delete_usage("n1").await.unwrap();
+    assert_eq!(store.usage_rows("n1").await.unwrap(), 0);
+    assert_eq!(store.usage_cursor("n1").await.unwrap(), None);
+}

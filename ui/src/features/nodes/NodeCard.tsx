@@ -6,6 +6,7 @@ import { formatBlock, formatDuration, formatGlm, formatTime, isZeroGlm, lagText,
 import { SNIPPET_KINDS, snippet, type SnippetKind } from './snippets';
 import { useDeleteNode } from './useDeleteNode';
 import { useStopNode } from './useStopNode';
+import { NodeInsights } from './NodeInsights';
 
 const MASK = '••••••••••••';
 
@@ -264,6 +265,7 @@ export function NodeCard({ node }: { node: Node }) {
 
       {live && <Snippets node={node} />}
 
+      {node.state === 'running' && <NodeInsights id={node.id} />}
       <footer className="card-actions">
         {canStop && !confirming && (
           <button type="button" className="button danger-outline" onClick={() => setConfirming(true)}>

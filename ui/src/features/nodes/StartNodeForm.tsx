@@ -1,5 +1,5 @@
 import { useEffect, useState, type FormEvent } from 'react';
-import { GLM_PATTERN, PRUNE_MODES, type CreateNodeRequest } from '../../api/types';
+import { GLM_PATTERN, PRUNE_MODES, type CreateNodeRequest, type Mode, type Network, type Prune } from '../../api/types';
 import { useToast } from '../../components/Toasts';
 import { defaultNodeName, formatBytes, formatGlm } from './format';
 import { useCreateNode } from './useCreateNode';
@@ -10,10 +10,10 @@ export function StartNodeForm({ onStarted }: { onStarted?: () => void }) {
   const create = useCreateNode();
   const toast = useToast();
   const offers = networks.data ?? [];
-  const [network, setNetwork] = useState('');
+  const [network, setNetwork] = useState<Network | ''>('');
   const [name, setName] = useState('');
-  const [mode, setMode] = useState('');
-  const [prune, setPrune] = useState<string>(PRUNE_MODES[0]);
+  const [mode, setMode] = useState<Mode | ''>('');
+  const [prune, setPrune] = useState<Prune>(PRUNE_MODES[0] ?? 'full');
   const [budget, setBudget] = useState('');
   const [maxPrice, setMaxPrice] = useState('');
   const [maxStartFee, setMaxStartFee] = useState('');
@@ -21,7 +21,7 @@ export function StartNodeForm({ onStarted }: { onStarted?: () => void }) {
 
   const offer = offers.find((o) => o.network === network) ?? offers[0];
   // The prune modes this network offers (older servers do not say: every mode).
-  const prunes: readonly string[] = offer?.prunes?.length ? offer.prunes : PRUNE_MODES;
+  const prunes: readonly Prune[] = offer?.prunes?.length ? offer.prunes : PRUNE_MODES;
   const disk = offer?.disk?.find((d) => d.prune === prune);
   useEffect(() => {
     if (!network && offers[0]) setNetwork(offers[0].network);
@@ -77,7 +77,7 @@ export function StartNodeForm({ onStarted }: { onStarted?: () => void }) {
         </label>
         <label>
           Network
-          <select value={offer?.network ?? ''} onChange={(e) => setNetwork(e.target.value)}>
+          <select value={offer?.network ?? ''} onChange={(e) => setNetwork(offers.find((o) => o.network === e.target.value)?.network ?? '')}>
             {offers.map((o) => (
               <option key={o.network} value={o.network}>
                 {o.network} ({o.engine})
@@ -88,7 +88,7 @@ export function StartNodeForm({ onStarted }: { onStarted?: () => void }) {
         {offer && offer.modes.length > 1 && (
           <label>
             Mode
-            <select value={mode} onChange={(e) => setMode(e.target.value)}>
+            <select value={mode} onChange={(e) => setMode(offer.modes.find((m) => m === e.target.value) ?? '')}>
               {offer.modes.map((m) => (
                 <option key={m} value={m}>
                   {m}
@@ -100,7 +100,7 @@ export function StartNodeForm({ onStarted }: { onStarted?: () => void }) {
         {offer?.engine === 'erigon' && (
           <label>
             Prune
-            <select value={prune} onChange={(e) => setPrune(e.target.value)}>
+            <select value={prune} onChange={(e) => setPrune(prunes.find((p) => p === e.target.value) ?? prune)}>
               {prunes.map((p) => {
                 const d = offer?.disk?.find((x) => x.prune === p);
                 return (
