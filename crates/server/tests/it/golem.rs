@@ -857,8 +857,13 @@ async fn hostile_billing_and_status_are_bounded_and_shown() {
         let id = created["id"].as_str().unwrap().to_owned();
         let node = wait_state(&alice, &id, "failed", Duration::from_secs(60)).await;
         let reason = node["reason"].as_str().unwrap();
+        // The provider's exe-unit ends the activity and its agent invoices at once: on a loaded
+        // machine that invoice (for time never served) can be judged before the start batch's
+        // STATUS, and the node then fails for it. Either is the truth; nothing is paid.
         assert!(
-            reason.contains("failed on the provider right after it started"),
+            reason.contains("failed on the provider right after it started")
+                || (reason.contains("an invoice the agreement does not allow")
+                    && reason.contains("for 0 s served")),
             "{reason}"
         );
         let node = wait_node(
