@@ -7,7 +7,7 @@ use erigolem_engine::{AnvilEngine, ErigonEngine, PortBlock};
 use erigolem_gateway::GatewayConfig;
 use erigolem_guard::GuardLimits;
 use erigolem_primitives::paths::absolute_from;
-use erigolem_primitives::{MethodPattern, Mode, Network, RpcLimits};
+use erigolem_primitives::{MethodPattern, Mode, Network, Prune, RpcLimits};
 use serde::{Deserialize, Serialize};
 
 /// Everything the runtime needs to know about its provider machine. See `conf/ya-runtime-erigon.json`.
@@ -167,6 +167,10 @@ pub struct Limits {
     /// A node's log rotates at this size; `log_files_kept` rotated files are kept.
     pub log_max_bytes: u64,
     pub log_files_kept: u32,
+    /// The prune modes this provider lets dedicated Erigon nodes use (e.g. `["full", "minimal"]`
+    /// to never host an archive node); empty: every mode the Erigon release has. Offers list only
+    /// these, and a start asking for another is refused.
+    pub prunes: Vec<Prune>,
 }
 
 impl Default for Limits {
@@ -180,6 +184,7 @@ impl Default for Limits {
             disk_estimates: true,
             log_max_bytes: erigolem_supervisor::LogFile::DEFAULT_MAX_BYTES,
             log_files_kept: erigolem_supervisor::LogFile::DEFAULT_KEEP,
+            prunes: Vec::new(),
         }
     }
 }

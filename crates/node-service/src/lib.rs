@@ -45,6 +45,8 @@ pub enum ServiceError {
         mode: Mode,
         available: String,
     },
+    #[error("prune mode {prune} is not offered by this provider (offered: {offered})")]
+    PruneNotOffered { prune: Prune, offered: String },
     #[error("invalid config: {0}")]
     Config(String),
     #[error("{what} {path} is missing or not executable")]
@@ -307,8 +309,15 @@ impl NodeService {
         let mut modes: Vec<Mode> = served.values().flatten().copied().collect();
         modes.sort();
         modes.dedup();
+        let policy = &self.config.limits.prunes;
         let prunes = match &probe.erigon {
-            Some(Ok(release)) => release.flags.prune_modes.to_vec(),
+            Some(Ok(release)) => release
+                .flags
+                .prune_modes
+                .iter()
+                .copied()
+                .filter(|p| policy.is_empty() || policy.contains(p))
+                .collect(),
             _ => Vec::new(),
         };
         let disk = served
@@ -419,6 +428,15 @@ impl NodeService {
             });
         }
         let prune = args.prune.unwrap_or_default();
+        let policy = &self.config.limits.prunes;
+        // The dev chain (anvil) has no prune modes: the policy is about Erigon's disk.
+        if network != Network::Dev && !policy.is_empty() && !policy.contains(&prune) {
+            let offered = policy.iter().map(|p| p.as_str()).collect::<Vec<_>>();
+            return Err(ServiceError::PruneNotOffered {
+                prune,
+                offered: offered.join(", "),
+            });
+        }
 
         self.sweep_stale().await;
         let instances_dir = self.config.data_dir.join("instances");

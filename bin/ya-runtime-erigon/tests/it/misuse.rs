@@ -247,6 +247,25 @@ async fn a_node_that_does_not_fit_the_disk_is_refused_with_the_figures() {
     dev.unwrap().shutdown().await.unwrap();
 }
 
+/// A provider that never hosts archive nodes (`limits.prunes`) refuses one whatever its disk, and
+/// says which modes it offers; the modes it allows still start.
+#[tokio::test]
+async fn a_prune_mode_the_provider_does_not_offer_is_refused() {
+    use erigolem_primitives::Prune;
+    let provider =
+        Provider::start(2, |c| c.limits.prunes = vec![Prune::Full, Prune::Minimal]).await;
+    let log = start_fails(&provider, r#"{"network":"sepolia","prune":"archive"}"#).await;
+    assert!(
+        log.contains("prune mode archive is not offered by this provider (offered: full, minimal)"),
+        "{log}"
+    );
+    let node = provider
+        .runtime("full")
+        .start(r#"{"network":"sepolia","prune":"full"}"#)
+        .await;
+    node.unwrap().shutdown().await.unwrap();
+}
+
 /// A running dedicated node whose disk fills up (here: another process takes the space) is
 /// stopped before the disk is full, and STATUS and HEALTH tell the requestor why.
 #[tokio::test]
