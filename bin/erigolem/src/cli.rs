@@ -80,6 +80,63 @@ pub(crate) enum NodesCommand {
         #[arg(short = 'f', long)]
         follow: bool,
     },
+    /// A node's alert rules, active and recent alerts; with a rule option, sets the rules first.
+    Alerts {
+        id: String,
+        /// Alert when more than N blocks behind (`off`: never).
+        #[arg(long, value_parser = rule_value)]
+        lag_blocks: Option<RuleValue>,
+        /// Alert when the head block is more than S seconds old (`off`: never).
+        #[arg(long, value_parser = rule_value)]
+        lag_seconds: Option<RuleValue>,
+        /// Alert when the budget lasts fewer than T seconds (`off`: never).
+        #[arg(long, value_parser = rule_value)]
+        runway: Option<RuleValue>,
+        /// Alert when the node fails.
+        #[arg(long)]
+        failed: Option<bool>,
+        /// Alert when the node is replaced.
+        #[arg(long)]
+        replaced: Option<bool>,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+/// A rule's threshold, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RuleValue(Option<u64>);
+
+fn rule_value(text: &str) -> Result<RuleValue, String> {
+    match text {
+        "off" | "none" => Ok(RuleValue(None)),
+        n => n
+            .parse()
+            .map(|n| RuleValue(Some(n)))
+            .map_err(|_| format!("{n:?} is not a number or `off`")),
+    }
+}
+
+/// Where your alerts are delivered.
+#[derive(Debug, Subcommand)]
+pub(crate) enum WebhookCommand {
+    /// Your webhook's URL.
+    Show(Output),
+    /// Set the URL (a new webhook gets a signing secret, printed once).
+    Set {
+        url: String,
+        /// A new signing secret; the old one stops working at once.
+        #[arg(long)]
+        rotate_secret: bool,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Remove it (pending deliveries give up).
+    Rm,
+    /// Send it a `test` event.
+    Test(Output),
+    /// The last deliveries: attempts, last status, next attempt.
+    Deliveries(Output),
 }
 
 #[derive(Debug, Args)]
@@ -203,7 +260,156 @@ pub(crate) async fn nodes(command: NodesCommand) -> anyhow::Result<()> {
             println!("removed {id}");
             Ok(())
         }
+        NodesCommand::Alerts {
+            id,
+            lag_blocks,
+            lag_seconds,
+            runway,
+            failed,
+            replaced,
+            output,
+        } => {
+            let changes = lag_blocks.is_some()
+                || lag_seconds.is_some()
+                || runway.is_some()
+                || failed.is_some()
+                || replaced.is_some();
+            let alerts = if changes {
+                let mut rules = client.alerts(&id).await?.rules;
+                if let Some(RuleValue(v)) = lag_blocks {
+                    rules.lag_blocks = v;
+                }
+                if let Some(RuleValue(v)) = lag_seconds {
+                    rules.lag_seconds = v;
+                }
+                if let Some(RuleValue(v)) = runway {
+                    rules.runway_secs = v;
+                }
+                rules.failed = failed.unwrap_or(rules.failed);
+                rules.replaced = replaced.unwrap_or(rules.replaced);
+                client.set_alert_rules(&id, &rules).await?
+            } else {
+                client.alerts(&id).await?
+            };
+            print_alerts(&alerts, &output)
+        }
     }
+}
+
+pub(crate) async fn webhook(command: WebhookCommand) -> anyhow::Result<()> {
+    let client = client()?;
+    match command {
+        WebhookCommand::Show(out) => print_webhook(&client.webhook().await?, &out),
+        WebhookCommand::Set {
+            url,
+            rotate_secret,
+            output,
+        } => {
+            let hook = client.set_webhook(&url, rotate_secret).await?;
+            print_webhook(&hook, &output)?;
+            if hook.secret.is_some() && !output.json {
+                println!("keep the secret: it is not shown again (verify X-Erigolem-Signature with it)");
+            }
+            Ok(())
+        }
+        WebhookCommand::Rm => {
+            client.delete_webhook().await?;
+            println!("webhook removed");
+            Ok(())
+        }
+        WebhookCommand::Test(out) => print_deliveries(&[client.test_webhook().await?], &out),
+        WebhookCommand::Deliveries(out) => print_deliveries(&client.deliveries().await?, &out),
+    }
+}
+
+fn print_webhook(hook: &erigolem_api::Webhook, out: &Output) -> anyhow::Result<()> {
+    if out.json {
+        return print_json(hook, true);
+    }
+    println!("url     {}", printable(&hook.url));
+    if let Some(secret) = &hook.secret {
+        println!("secret  {}", printable(secret));
+    }
+    Ok(())
+}
+
+fn print_deliveries(list: &[erigolem_api::WebhookDelivery], out: &Output) -> anyhow::Result<()> {
+    if out.json {
+        return print_json(list, true);
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "ID", "EVENT", "STATE", "ATTEMPTS", "LAST", "NEXT", "DELIVERED",
+    ]);
+    for d in list {
+        let last = match (d.last_status, &d.last_error) {
+            (Some(s), Some(e)) => format!("{s}: {e}"),
+            (Some(s), None) => s.to_string(),
+            (None, Some(e)) => e.clone(),
+            (None, None) => String::new(),
+        };
+        let state = serde_json::to_value(d.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        table.add_row([
+            printable(&d.id),
+            d.event.as_str().to_owned(),
+            state,
+            d.attempts.to_string(),
+            printable(&last),
+            d.next_attempt_at.map(format_ms).unwrap_or_default(),
+            d.delivered_at.map(format_ms).unwrap_or_default(),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
+}
+
+fn print_alerts(alerts: &erigolem_api::NodeAlerts, out: &Output) -> anyhow::Result<()> {
+    if out.json {
+        return print_json(alerts, true);
+    }
+    let r = &alerts.rules;
+    let off = |v: Option<u64>, unit: &str| v.map_or("off".to_owned(), |v| format!("{v}{unit}"));
+    println!(
+        "rules: lag > {} blocks, head older than {}, runway < {}, failed {}, replaced {}",
+        off(r.lag_blocks, ""),
+        off(r.lag_seconds, " s"),
+        off(r.runway_secs, " s"),
+        if r.failed { "on" } else { "off" },
+        if r.replaced { "on" } else { "off" },
+    );
+    if alerts.recent.is_empty() {
+        println!("no alerts");
+        return Ok(());
+    }
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(["KIND", "STATE", "FIRED", "RESOLVED", "MESSAGE"]);
+    for a in &alerts.recent {
+        table.add_row([
+            a.kind.as_str().to_owned(),
+            if a.resolved_at.is_none() { "ACTIVE" } else { "resolved" }.to_owned(),
+            format_ms(a.fired_at),
+            a.resolved_at.map(format_ms).unwrap_or_default(),
+            printable(&a.message),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
+}
+
+/// `lag_blocks, failed` for a node's active alerts.
+fn alerts_text(node: &Node) -> Option<String> {
+    (!node.alerts.is_empty()).then(|| {
+        node.alerts
+            .iter()
+            .map(|a| a.kind.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
 }
 
 /// How long `--wait` waits.
@@ -287,7 +493,7 @@ fn print_nodes(nodes: &[Node], out: &Output) -> anyhow::Result<()> {
     let mut table = Table::new();
     table
         .load_preset(UTF8_FULL_CONDENSED)
-        .set_header(["ID", "NAME", "NETWORK", "STATE", "BLOCK", "LAG", "URL"]);
+        .set_header(["ID", "NAME", "NETWORK", "STATE", "BLOCK", "LAG", "ALERTS", "URL"]);
     for n in nodes {
         table.add_row([
             printable(&n.id),
@@ -296,6 +502,7 @@ fn print_nodes(nodes: &[Node], out: &Output) -> anyhow::Result<()> {
             printable(n.state.as_str()),
             n.block.map(|b| b.to_string()).unwrap_or_default(),
             lag_text(n).unwrap_or_default(),
+            alerts_text(n).unwrap_or_default(),
             printable(n.url.as_deref().unwrap_or_default()),
         ]);
     }
@@ -334,6 +541,9 @@ fn print_node(node: &Node, out: &Output) -> anyhow::Result<()> {
     );
     row("block", node.block.map(|b| b.to_string()));
     row("lag", lag_text(node));
+    for a in &node.alerts {
+        row(&format!("ALERT {}", a.kind.as_str()), Some(a.message.clone()));
+    }
     row("peers", node.peers.map(|p| p.to_string()));
     row("rpc limits", node.limits.as_ref().map(limits_text));
     for w in &node.warnings {

@@ -33,6 +33,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::NodesCommand,
     },
+    /// Your webhook: where your nodes' alerts are delivered, signed.
+    Webhook {
+        #[command(subcommand)]
+        command: cli::WebhookCommand,
+    },
     /// Keep N nodes alive, probe each through its URL, replace unhealthy ones; stop all at the end.
     NetCheck(cli::NetCheckArgs),
     /// Print the REST API's OpenAPI document (the contract `docs/openapi.json` holds).
@@ -153,6 +158,10 @@ struct ServeArgs {
     /// A running node whose head block is older than this many seconds is lagging [default: 120].
     #[arg(long, env = "ERIGOLEM_LAG_SECONDS")]
     lag_seconds: Option<u64>,
+    /// Let users' webhooks reach loopback, private and link-local addresses (by default they
+    /// may not: a user must not make the server POST into its own network) [default: false].
+    #[arg(long, env = "ERIGOLEM_WEBHOOK_ALLOW_PRIVATE", num_args = 0..=1, default_missing_value = "true")]
+    webhook_allow_private: Option<bool>,
     /// golem: the requestor's yagna REST API [default: http://127.0.0.1:7465].
     #[arg(long, env = "YAGNA_API_URL")]
     yagna_url: Option<url::Url>,
@@ -313,6 +322,7 @@ impl ServeArgs {
             max_streams_per_user: self.max_streams_per_user.or(file.max_streams_per_user),
             lag_blocks: self.lag_blocks.or(file.lag_blocks),
             lag_seconds: self.lag_seconds.or(file.lag_seconds),
+            webhook_allow_private: self.webhook_allow_private.or(file.webhook_allow_private),
             yagna_url: self.yagna_url.or(file.yagna_url),
             yagna_appkey: self.yagna_appkey.or(file.yagna_appkey),
             subnet: self.subnet.or(file.subnet),
@@ -413,6 +423,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(*args).await,
         Command::Login(args) => cli::login(args).await,
         Command::Nodes { command } => cli::nodes(command).await,
+        Command::Webhook { command } => cli::webhook(command).await,
         Command::NetCheck(args) => cli::net_check(args).await,
         Command::Openapi => {
             print!("{}", erigolem_server::openapi_json());
@@ -568,6 +579,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         limits,
         lag_blocks: args.lag_blocks.unwrap_or(defaults.lag_blocks),
         lag_seconds: args.lag_seconds.unwrap_or(defaults.lag_seconds),
+        webhooks: erigolem_server::WebhookConfig {
+            allow_private: args.webhook_allow_private.unwrap_or(false),
+            ..defaults.webhooks.clone()
+        },
         ..defaults
     };
     let handle = erigolem_server::spawn(config).await?;

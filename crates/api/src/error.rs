@@ -72,6 +72,13 @@ codes! {
     InvalidWindow = "invalid_window",
     /// `lines` is not a number between 1 and the most a log request returns.
     InvalidLines = "invalid_lines",
+    /// An alert rule outside its bounds.
+    InvalidAlertRules = "invalid_alert_rules",
+    /// A webhook URL that is not `http(s)://`, too long, has credentials, or points at a
+    /// private address.
+    InvalidWebhookUrl = "invalid_webhook_url",
+    /// The caller has no webhook.
+    NoWebhook = "no_webhook",
     /// Sign-in: the SIWE message does not parse (or is not in canonical form).
     MalformedMessage = "malformed_message",
     MalformedSignature = "malformed_signature",

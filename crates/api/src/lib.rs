@@ -13,8 +13,13 @@ pub use erigolem_primitives::{
     EngineKind, Mode, Network, Prune, RpcLimits, SyncProgress, SyncStage,
 };
 
+mod alerts;
 mod error;
 mod usage;
+pub use alerts::{
+    Alert, AlertRules, AlertType, DeliveryState, NodeAlerts, SetWebhook, Webhook, WebhookDelivery,
+    WebhookEvent, WebhookEventType,
+};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use usage::{NodeUsage, UsageDelta, UsagePoint, UsageTotals, UsageWindow};
 
@@ -211,6 +216,10 @@ pub struct Node {
     pub updated_at: i64,
     #[schema(required)]
     pub stopped_at: Option<i64>,
+    /// The node's active alerts (`GET /nodes/{id}/alerts` has the rules and the recent ones).
+    #[serde(default)]
+    #[schema(required)]
+    pub alerts: Vec<Alert>,
 }
 
 /// `POST /nodes`.
@@ -243,6 +252,10 @@ pub struct CreateNode {
     /// if it fails while running; at most the server's number of replacements.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub auto_replace: bool,
+    /// The node's alert rules (default: [`AlertRules::default`]); changeable later with
+    /// `PUT /nodes/{id}/alerts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<AlertRules>,
 }
 
 impl CreateNode {
@@ -258,6 +271,7 @@ impl CreateNode {
             max_start_fee: None,
             expected_hours: None,
             auto_replace: false,
+            alerts: None,
         }
     }
 }
@@ -341,6 +355,10 @@ pub struct ProgressEvent {
     #[serde(default)]
     #[schema(required)]
     pub usage: Option<UsageDelta>,
+    /// The node's active alerts as of this poll.
+    #[serde(default)]
+    #[schema(required)]
+    pub alerts: Vec<Alert>,
     /// Unix milliseconds.
     pub at: i64,
 }

@@ -339,4 +339,62 @@ impl Client {
             .await
             .map(drop)
     }
+
+    async fn put<T: serde::de::DeserializeOwned>(&self, path: &str, body: Value) -> Result<T> {
+        let v = self
+            .send(
+                self.http
+                    .put(format!("{}/api/v1{path}", self.base))
+                    .json(&body),
+            )
+            .await?;
+        serde_json::from_value(v).map_err(|e| ClientError::Message(e.to_string()))
+    }
+
+    /// The node's alert rules, active and recent alerts.
+    pub async fn alerts(&self, id: &str) -> Result<erigolem_api::NodeAlerts> {
+        self.get(&format!("/nodes/{id}/alerts")).await
+    }
+
+    pub async fn set_alert_rules(
+        &self,
+        id: &str,
+        rules: &erigolem_api::AlertRules,
+    ) -> Result<erigolem_api::NodeAlerts> {
+        self.put(
+            &format!("/nodes/{id}/alerts"),
+            serde_json::to_value(rules).unwrap_or_default(),
+        )
+        .await
+    }
+
+    pub async fn webhook(&self) -> Result<erigolem_api::Webhook> {
+        self.get("/me/webhook").await
+    }
+
+    /// Sets the webhook URL; the answer has the secret when it is new (or rotated).
+    pub async fn set_webhook(&self, url: &str, rotate_secret: bool) -> Result<erigolem_api::Webhook> {
+        self.put(
+            "/me/webhook",
+            json!(erigolem_api::SetWebhook {
+                url: url.to_owned(),
+                rotate_secret
+            }),
+        )
+        .await
+    }
+
+    pub async fn delete_webhook(&self) -> Result<()> {
+        self.send(self.http.delete(format!("{}/api/v1/me/webhook", self.base)))
+            .await
+            .map(drop)
+    }
+
+    pub async fn test_webhook(&self) -> Result<erigolem_api::WebhookDelivery> {
+        self.post("/me/webhook/test", json!({})).await
+    }
+
+    pub async fn deliveries(&self) -> Result<Vec<erigolem_api::WebhookDelivery>> {
+        self.get("/me/webhook/deliveries").await
+    }
 }

@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::oneshot;
 
 mod admission;
+mod alerts;
 pub mod backend;
 mod error;
 mod feed;
@@ -28,6 +29,8 @@ mod usage;
 pub use routes::openapi_json;
 mod security;
 mod serve;
+mod webhook;
+pub use webhook::WebhookConfig;
 
 pub use error::ApiError;
 pub use money::PaymentPolicy;
@@ -79,6 +82,8 @@ pub struct ServerConfig {
     /// How long a node's lease lasts unrenewed: after a replica dies, another one takes its nodes
     /// over within about this long (renewed every sixth of it).
     pub lease_ttl: Duration,
+    /// How alerts are delivered to the users' webhooks.
+    pub webhooks: WebhookConfig,
 }
 
 /// Who may use the server.
@@ -165,6 +170,7 @@ impl ServerConfig {
             lag_seconds: 120,
             key_file: None,
             lease_ttl: Duration::from_secs(6),
+            webhooks: WebhookConfig::default(),
         }
     }
 
@@ -238,6 +244,12 @@ pub(crate) struct AppState {
     pub(crate) leases: leases::Leases,
     /// Where this replica listens (as registered).
     pub(crate) listen: String,
+    /// Of each active alert of the nodes held here: polls in a row within its threshold.
+    pub(crate) alert_clears: std::sync::Mutex<
+        std::collections::HashMap<(String, erigolem_lifecycle::alert::AlertType), u32>,
+    >,
+    /// Wakes the webhook worker: a delivery was enqueued.
+    pub(crate) deliveries: tokio::sync::Notify,
 }
 
 impl AppState {
@@ -547,6 +559,8 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         leases: leases::Leases::new(replica.clone(), config_lease_ttl, shared_store),
         listen: local_addr.to_string(),
         usage_cursors: Default::default(),
+        alert_clears: Default::default(),
+        deliveries: tokio::sync::Notify::new(),
         limiter: governor::RateLimiter::keyed(
             governor::Quota::per_second(config_rate).allow_burst(
                 std::num::NonZeroU32::new(config_rate.get().saturating_mul(2))
@@ -569,6 +583,7 @@ pub async fn spawn(config: ServerConfig) -> Result<Handle, ServerError> {
         reconciler::spawn_poller(state.clone()),
         housekeeping::spawn(state.clone()),
         spawn_progress_router(state.clone()),
+        webhook::spawn(state.clone()),
     ];
     background.extend(payments::spawn(state.clone()));
     background.extend(notifications);

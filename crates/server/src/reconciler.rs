@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use erigolem_lifecycle::alert::Input as AlertInput;
 use erigolem_lifecycle::bound::{self, EndingFacts};
 use erigolem_lifecycle::node::{self, Action, AlertKind, Conflict, Event, Facts, StopOutcome};
 use erigolem_lifecycle::{text, Expected, Glm};
@@ -148,6 +149,7 @@ async fn execute(
                     .freeze_billing(&node.id, erigolem_store::now_ms())
                     .await?;
                 state.clear_health(&node.id);
+                crate::alerts::on_event(state, &node, AlertInput::Stopped).await;
                 let Some(backend) = state.backend.clone() else {
                     continue;
                 };
@@ -178,11 +180,12 @@ async fn execute(
                 return Ok(Handled::Deleted);
             }
             Action::Replace { reason } => replace(state, &node, &reason).await?,
-            Action::Alert { kind, message } => alert(&node, kind, &message),
+            Action::Alert { kind, message } => alert(state, &node, kind, &message).await,
             Action::Unhealthy { message } => {
                 let misses = state.add_miss(&node.id, &message);
                 tracing::warn!(node = %node.id, misses, "unhealthy: {message}");
-                send_progress(state, &node, Some(message), None).await;
+                let alerts = crate::alerts::active(state, &node.id).await?;
+                send_progress(state, &node, Some(message), None, alerts).await;
             }
             Action::Healthy => state.clear_health(&node.id),
         }
@@ -190,15 +193,17 @@ async fn execute(
     Ok(Handled::Done)
 }
 
-/// Alerts go to the log and to `/metrics` (`erigolem_node_alerts_total{kind}`); the delivery to
-/// users (webhooks) builds on these.
-fn alert(node: &NodeRecord, kind: AlertKind, message: &str) {
-    let kind = match kind {
-        AlertKind::Failed => "failed",
-        AlertKind::Replaced => "replaced",
+/// The node failed: its alert is decided on under its rules (stored, logged, counted in
+/// `/metrics` and delivered to the owner's webhook: `crate::alerts`).
+async fn alert(state: &Arc<AppState>, node: &NodeRecord, kind: AlertKind, message: &str) {
+    let input = match kind {
+        AlertKind::Failed => AlertInput::Failed(message.to_owned()),
+        AlertKind::Replaced => AlertInput::Replaced {
+            by: String::new(),
+            reason: message.to_owned(),
+        },
     };
-    tracing::warn!(node = %node.id, owner = %node.owner, kind, "alert: {message}");
-    metrics::counter!("erigolem_node_alerts_total", "kind" => kind).increment(1);
+    crate::alerts::on_event(state, node, input).await;
 }
 
 /// What a start may spend: the plan's budget left, the server's caps tightened by the user's, the
@@ -381,11 +386,15 @@ async fn replace(
             // Leased to this replica in the same transaction.
             state.leases.adopt(&node.id, 1);
             state.notify_owner(&node.owner);
-            alert(
+            crate::alerts::on_event(
+                state,
                 failed,
-                AlertKind::Replaced,
-                &format!("replaced by node {}: {reason}", node.id),
-            );
+                AlertInput::Replaced {
+                    by: node.id.clone(),
+                    reason: reason.to_string(),
+                },
+            )
+            .await;
             spawn_handle(state.clone(), node.id, Event::Created);
         }
         None => tracing::info!(node = %failed.id, "not replaced: its plan has no replacement left"),
@@ -418,6 +427,14 @@ async fn record_progress(
     if let Ok(mut all) = state.live.lock() {
         all.insert(node.id.clone(), live.clone());
     }
+    // Alerts, like usage, never hold up the node's life.
+    let alerts = match crate::alerts::on_poll(state, node, &live).await {
+        Ok(alerts) => alerts,
+        Err(e) => {
+            tracing::warn!(node = %node.id, "alerts not decided: {e}");
+            Vec::new()
+        }
+    };
     // Usage is for looking at: a failure to store it never holds up the node's life.
     let usage = match record_usage(state, &node.id, status, &live).await {
         Ok(usage) => usage,
@@ -431,7 +448,7 @@ async fn record_progress(
         sync,
         ..node.clone()
     };
-    send_progress(state, &node, state.health(&node.id), usage).await;
+    send_progress(state, &node, state.health(&node.id), usage, alerts).await;
     Ok(())
 }
 
@@ -491,6 +508,7 @@ async fn send_progress(
     node: &NodeRecord,
     health: Option<String>,
     usage: Option<erigolem_api::UsageDelta>,
+    alerts: Vec<erigolem_api::Alert>,
 ) {
     let live = state.live(&node.id).unwrap_or_default();
     let progress = crate::routes::events::Progress {
@@ -508,6 +526,7 @@ async fn send_progress(
             peers: live.peers,
             lagging: live.lagging,
             usage,
+            alerts,
             at: erigolem_store::now_ms(),
         },
     };

@@ -8,6 +8,7 @@
 //!
 //! Owners are compared exactly as given: normalise addresses (e.g. lowercase) before calling.
 
+mod alerts;
 mod deals;
 mod error;
 mod key;
@@ -27,6 +28,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+pub use alerts::{
+    AlertRecord, Attempt, ClaimedDelivery, DeliveryRecord, NewDelivery, WebhookRecord,
+};
 pub use deals::{
     DealRecord, DocumentRecord, DocumentState, NewDeal, NewDocument, NewPlan, PlanRecord,
     ReplacementRecord, Reservation, Reserved, SERVER_LEDGER,
@@ -828,6 +832,7 @@ impl Store {
         .await?;
         if deleted.is_some() {
             self.delete_usage(id).await?;
+            self.delete_alerts(id).await?;
             return Ok(true);
         }
         let state: Option<String> =

@@ -14,6 +14,7 @@ use utoipa::OpenApi;
 
 use crate::AppState;
 
+pub(crate) mod alerts;
 pub(crate) mod auth;
 pub(crate) mod billing;
 pub(crate) mod events;
@@ -46,14 +47,22 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
         nodes::usage,
         nodes::logs,
         billing::billing,
-        events::events
+        events::events,
+        alerts::node_alerts,
+        alerts::set_rules,
+        alerts::webhook,
+        alerts::set_webhook,
+        alerts::delete_webhook,
+        alerts::test_webhook,
+        alerts::deliveries
     ),
     components(schemas(
         erigolem_api::ErrorBody,
         erigolem_api::ErrorCode,
         erigolem_api::NodeEvent,
         erigolem_api::TransitionEvent,
-        erigolem_api::ProgressEvent
+        erigolem_api::ProgressEvent,
+        erigolem_api::WebhookEvent
     ))
 )]
 pub(crate) struct ApiDoc;
@@ -71,6 +80,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .merge(nodes::router())
         .merge(billing::router())
         .merge(events::router())
+        .merge(alerts::router())
         .route("/openapi.json", get(openapi))
         .fallback(|| async {
             crate::ApiError::new(
@@ -418,6 +428,10 @@ mod tests {
             "/api/v1/nodes/{id}/logs",
             "/api/v1/billing",
             "/api/v1/events",
+            "/api/v1/nodes/{id}/alerts",
+            "/api/v1/me/webhook",
+            "/api/v1/me/webhook/test",
+            "/api/v1/me/webhook/deliveries",
         ] {
             assert!(paths.contains_key(path), "{path} missing from the document");
         }

@@ -104,6 +104,7 @@ async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeVie
         .map_err(|_| stored("prune", &node.prune))?;
     // Written from STATUS as a SyncProgress; anything else is shown as no progress.
     let sync = node.sync.and_then(|v| serde_json::from_value(v).ok());
+    let alerts = crate::alerts::active(state, &node.id).await?;
     Ok(NodeView {
         id: node.id,
         name: node.name,
@@ -133,6 +134,7 @@ async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeVie
         created_at: node.created_at,
         updated_at: node.updated_at,
         stopped_at: node.stopped_at,
+        alerts,
     })
 }
 
@@ -216,6 +218,11 @@ pub(crate) async fn create(
             ),
         ));
     }
+    let alert_rules = body
+        .alerts
+        .map(|rules| rules.validate())
+        .transpose()
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidAlertRules, e.to_string()))?;
     let policy = &state.config.payments;
     let pays = state.backend.as_ref().is_some_and(|b| b.payer().is_some());
     let asked = crate::money::AskedTerms {
@@ -253,6 +260,12 @@ pub(crate) async fn create(
         }
         other => other?,
     };
+    if let Some(rules) = &alert_rules {
+        state
+            .store
+            .set_alert_rules(&node.id, rules, erigolem_store::now_ms())
+            .await?;
+    }
     // Leased to this replica in the insert's transaction.
     state.leases.adopt(&node.id, 1);
     state.notify_owner(&node.owner);
@@ -277,7 +290,7 @@ pub(crate) async fn list(
     Ok(Json(out))
 }
 
-async fn owned(state: &AppState, id: &str, user: &AuthUser) -> Result<NodeRecord, ApiError> {
+pub(crate) async fn owned(state: &AppState, id: &str, user: &AuthUser) -> Result<NodeRecord, ApiError> {
     state
         .store
         .node(id, &user.address)
