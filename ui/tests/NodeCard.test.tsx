@@ -41,11 +41,12 @@ const running: Node = {
   created_at: Date.UTC(2026, 10, 23, 9, 30),
   updated_at: Date.UTC(2026, 10, 23, 9, 31),
   stopped_at: null,
+  alerts: [],
 };
 
 /** A progress event as the server sends it: every field, these set. */
 function progress(fields: Partial<ProgressEvent> & { node_id: string }): ProgressEvent {
-  return { block: null, sync: null, health: null, behind_seconds: null, behind_blocks: null, peers: null, lagging: false, usage: null, at: 0, ...fields };
+  return { block: null, sync: null, health: null, behind_seconds: null, behind_blocks: null, peers: null, lagging: false, usage: null, alerts: [], at: 0, ...fields };
 }
 
 function renderCard(node: Node, calls: { method: string; path: string }[] = []) {

@@ -1,11 +1,13 @@
 // Typed client for the Erigolem REST API. Every failure becomes an ApiError carrying the server's
 // stable `error.code`, so the UI can tell "session expired" from "network down" from "bad input".
 import type {
+  AlertRules,
   CreateNodeRequest,
   LoginResponse,
   Me,
   NetworkOffer,
   Node,
+  NodeAlerts,
   NodeLogs,
   NodeUsage,
   NonceResponse,
@@ -113,6 +115,14 @@ export class ApiClient {
 
   logs(id: string, lines: number): Promise<NodeLogs> {
     return this.request('GET', `/nodes/${encodeURIComponent(id)}/logs?lines=${lines}`);
+  }
+
+  alerts(id: string): Promise<NodeAlerts> {
+    return this.request('GET', `/nodes/${encodeURIComponent(id)}/alerts`);
+  }
+
+  setAlertRules(id: string, rules: AlertRules): Promise<NodeAlerts> {
+    return this.request('PUT', `/nodes/${encodeURIComponent(id)}/alerts`, rules);
   }
 
   stopNode(id: string): Promise<Node> {

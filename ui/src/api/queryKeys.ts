@@ -5,4 +5,5 @@ export const queryKeys = {
   nodes: ['nodes'] as const,
   usage: (id: string, window: string) => ['usage', id, window] as const,
   logs: (id: string) => ['logs', id] as const,
+  alerts: (id: string) => ['alerts', id] as const,
 };

@@ -115,6 +115,65 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/me/webhook": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The caller's webhook (never its secret). */
+        get: operations["webhook"];
+        /**
+         * Sets the caller's webhook URL. A new webhook (or `rotate_secret`) gets a new signing secret,
+         *     shown in this answer only.
+         */
+        put: operations["set_webhook"];
+        post?: never;
+        /** Removes the caller's webhook; deliveries still pending give up. */
+        delete: operations["delete_webhook"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/me/webhook/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The caller's last deliveries, newest first: attempts, the last status or error, when the next
+         *     attempt is due, when it was delivered.
+         */
+        get: operations["deliveries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/me/webhook/test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Enqueues a `test` event to the caller's webhook (see the delivery log for how it went). */
+        post: operations["test_webhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/networks": {
         parameters: {
             query?: never;
@@ -166,6 +225,27 @@ export interface paths {
          *     stopped first.
          */
         delete: operations["remove"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/nodes/{id}/alerts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The node's alert rules, its active alerts and the recent ones. */
+        get: operations["node_alerts"];
+        /**
+         * Sets the node's alert rules (all of them; `null` turns one off). They apply from the next
+         *     poll: an alert whose rule is turned off resolves then.
+         */
+        put: operations["set_rules"];
+        post?: never;
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -252,6 +332,48 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description One alert: fired at `fired_at`, active until `resolved_at`. */
+        Alert: {
+            /**
+             * Format: int64
+             * @description Unix milliseconds.
+             */
+            fired_at: number;
+            /** Format: int64 */
+            id: number;
+            kind: components["schemas"]["AlertType"];
+            message: string;
+            node_id: string;
+            /** Format: int64 */
+            resolved_at: number | null;
+        };
+        /** @description A node's alert rules; `null` (or `false`) turns a rule off. */
+        AlertRules: {
+            /** @description Fire when the node fails. */
+            failed: boolean;
+            /**
+             * Format: int64
+             * @description Fire when the node is more than this many blocks behind the network's head.
+             */
+            lag_blocks: number | null;
+            /**
+             * Format: int64
+             * @description Fire when the node's head block is more than this many seconds old.
+             */
+            lag_seconds: number | null;
+            /** @description Fire when the node is replaced by a new one. */
+            replaced: boolean;
+            /**
+             * Format: int64
+             * @description Fire when the node's budget pays for fewer seconds than this (nodes with a budget only).
+             */
+            runway_secs: number | null;
+        };
+        /**
+         * @description What an alert is about.
+         * @enum {string}
+         */
+        AlertType: "lag_blocks" | "lag_seconds" | "runway" | "failed" | "replaced";
         BTreeMap: {
             [key: string]: number;
         };
@@ -320,6 +442,7 @@ export interface components {
         };
         /** @description `POST /nodes`. */
         CreateNode: {
+            alerts?: components["schemas"]["AlertRules"] | null;
             /**
              * @description Replace the node with a new one (same name and network, another provider, the same budget)
              *     if it fails while running; at most the server's number of replacements.
@@ -344,6 +467,11 @@ export interface components {
             password: string;
             user: string;
         };
+        /**
+         * @description Where a delivery is.
+         * @enum {string}
+         */
+        DeliveryState: "pending" | "delivered" | "gave_up";
         /**
          * @description What one disk estimate is.
          * @enum {string}
@@ -376,7 +504,7 @@ export interface components {
          *     keeps the two equal.)
          * @enum {string}
          */
-        ErrorCode: "unauthorized" | "not_found" | "rate_limited" | "internal" | "payload_too_large" | "invalid_json" | "invalid_query" | "host_not_allowed" | "origin_not_allowed" | "not_admitted" | "spend_cap_reached" | "invalid_name" | "unsupported_network" | "unsupported_mode" | "unsupported_prune" | "not_supported" | "invalid_terms" | "too_many_nodes" | "not_stopped" | "stop_failed" | "not_running" | "backend_failed" | "too_many_streams" | "invalid_last_event_id" | "too_many_nonces" | "invalid_window" | "invalid_lines" | "malformed_message" | "malformed_signature" | "domain_mismatch" | "uri_mismatch" | "chain_id_not_accepted" | "expired" | "not_yet_valid" | "issued_in_future" | "too_old" | "signature_mismatch" | "unknown_nonce";
+        ErrorCode: "unauthorized" | "not_found" | "rate_limited" | "internal" | "payload_too_large" | "invalid_json" | "invalid_query" | "host_not_allowed" | "origin_not_allowed" | "not_admitted" | "spend_cap_reached" | "invalid_name" | "unsupported_network" | "unsupported_mode" | "unsupported_prune" | "not_supported" | "invalid_terms" | "too_many_nodes" | "not_stopped" | "stop_failed" | "not_running" | "backend_failed" | "too_many_streams" | "invalid_last_event_id" | "too_many_nonces" | "invalid_window" | "invalid_lines" | "invalid_alert_rules" | "invalid_webhook_url" | "no_webhook" | "malformed_message" | "malformed_signature" | "domain_mismatch" | "uri_mismatch" | "chain_id_not_accepted" | "expired" | "not_yet_valid" | "issued_in_future" | "too_old" | "signature_mismatch" | "unknown_nonce";
         ErrorDetail: {
             code: components["schemas"]["ErrorCode"];
             message: string;
@@ -433,6 +561,8 @@ export interface components {
         };
         /** @description A node as its owner sees it. */
         Node: {
+            /** @description The node's active alerts (`GET /nodes/{id}/alerts` has the rules and the recent ones). */
+            alerts: components["schemas"]["Alert"][];
             auth: components["schemas"]["Credentials"] | null;
             /**
              * Format: int64
@@ -491,6 +621,16 @@ export interface components {
             /** @description What the operator's runtime warns about (e.g. an Erigon newer than it knows). */
             warnings: string[];
             ws_url: string | null;
+        };
+        /**
+         * @description `GET`/`PUT /nodes/{id}/alerts`: the node's rules, its active alerts and the recent ones
+         *     (newest first, active ones included).
+         */
+        NodeAlerts: {
+            active: components["schemas"]["Alert"][];
+            node_id: string;
+            recent: components["schemas"]["Alert"][];
+            rules: components["schemas"]["AlertRules"];
         };
         /** @description One server-sent event of `GET /events`: the SSE `event:` field is the tag, `data:` the body. */
         NodeEvent: {
@@ -567,6 +707,8 @@ export interface components {
          *     the next one supersedes it).
          */
         ProgressEvent: {
+            /** @description The node's active alerts as of this poll. */
+            alerts: components["schemas"]["Alert"][];
             /**
              * Format: int64
              * @description Unix milliseconds.
@@ -630,6 +772,16 @@ export interface components {
              * @description Requests served at once before new ones wait (`--rpc.max.concurrency`).
              */
             max_concurrency: number | null;
+        };
+        /** @description `PUT /me/webhook`. */
+        SetWebhook: {
+            /** @description A new signing secret even if the webhook has one (the old one stops working at once). */
+            rotate_secret?: boolean;
+            /**
+             * @description `http(s)://…`, at most 2048 bytes, without credentials; public addresses only unless
+             *     the operator allows private ones.
+             */
+            url: string;
         };
         /** @description A spend and its cap over the current period. */
         Spend: {
@@ -761,6 +913,62 @@ export interface components {
          * @enum {string}
          */
         UsageWindow: "1h" | "6h" | "24h" | "7d";
+        /** @description `GET /me/webhook` (and `PUT`'s answer). */
+        Webhook: {
+            /**
+             * Format: int64
+             * @description Unix milliseconds.
+             */
+            created_at: number;
+            /** @description Only in the answer that created or rotated it: it is not shown again. */
+            secret?: string | null;
+            /** Format: int64 */
+            secret_rotated_at: number;
+            url: string;
+        };
+        /** @description One delivery in `GET /me/webhook/deliveries` (newest first). */
+        WebhookDelivery: {
+            /** Format: int32 */
+            attempts: number;
+            /**
+             * Format: int64
+             * @description Unix milliseconds.
+             */
+            created_at: number;
+            /** Format: int64 */
+            delivered_at: number | null;
+            event: components["schemas"]["WebhookEventType"];
+            id: string;
+            last_error: string | null;
+            /**
+             * Format: int32
+             * @description The last attempt's HTTP status, or why it got none.
+             */
+            last_status: number | null;
+            /** Format: int64 */
+            next_attempt_at: number | null;
+            state: components["schemas"]["DeliveryState"];
+        };
+        /**
+         * @description The JSON body POSTed to the webhook, signed in `X-Erigolem-Signature: t=<unix seconds>,v1=<hex
+         *     HMAC-SHA256 over "<t>.<body>" with the secret>`.
+         */
+        WebhookEvent: {
+            alert: components["schemas"]["Alert"] | null;
+            /**
+             * Format: int64
+             * @description Unix milliseconds.
+             */
+            created_at: number;
+            /** @description The delivery's id (also `X-Erigolem-Delivery`): the same on every retry. */
+            id: string;
+            type: components["schemas"]["WebhookEventType"];
+        };
+        /**
+         * @description What a delivery carries.
+         * @enum {string}
+         */
+        WebhookEventType: "alert.fired" | "alert.resolved" | "test";
     };
     responses: never;
     parameters: never;
@@ -768,11 +976,15 @@ export interface components {
     headers: never;
     pathItems: never;
 }
+export type Alert = components['schemas']['Alert'];
+export type AlertRules = components['schemas']['AlertRules'];
+export type AlertType = components['schemas']['AlertType'];
 export type BTreeMap = components['schemas']['BTreeMap'];
 export type Billing = components['schemas']['Billing'];
 export type BillingTerms = components['schemas']['BillingTerms'];
 export type CreateNode = components['schemas']['CreateNode'];
 export type Credentials = components['schemas']['Credentials'];
+export type DeliveryState = components['schemas']['DeliveryState'];
 export type DiskBasis = components['schemas']['DiskBasis'];
 export type DiskEstimate = components['schemas']['DiskEstimate'];
 export type EngineKind = components['schemas']['EngineKind'];
@@ -787,6 +999,7 @@ export type Mode = components['schemas']['Mode'];
 export type Network = components['schemas']['Network'];
 export type NetworkOffer = components['schemas']['NetworkOffer'];
 export type Node = components['schemas']['Node'];
+export type NodeAlerts = components['schemas']['NodeAlerts'];
 export type NodeEvent = components['schemas']['NodeEvent'];
 export type NodeLogs = components['schemas']['NodeLogs'];
 export type NodeState = components['schemas']['NodeState'];
@@ -796,6 +1009,7 @@ export type PriceRange = components['schemas']['PriceRange'];
 export type ProgressEvent = components['schemas']['ProgressEvent'];
 export type Prune = components['schemas']['Prune'];
 export type RpcLimits = components['schemas']['RpcLimits'];
+export type SetWebhook = components['schemas']['SetWebhook'];
 export type Spend = components['schemas']['Spend'];
 export type SyncProgress = components['schemas']['SyncProgress'];
 export type SyncStage = components['schemas']['SyncStage'];
@@ -804,6 +1018,10 @@ export type UsageDelta = components['schemas']['UsageDelta'];
 export type UsagePoint = components['schemas']['UsagePoint'];
 export type UsageTotals = components['schemas']['UsageTotals'];
 export type UsageWindow = components['schemas']['UsageWindow'];
+export type Webhook = components['schemas']['Webhook'];
+export type WebhookDelivery = components['schemas']['WebhookDelivery'];
+export type WebhookEvent = components['schemas']['WebhookEvent'];
+export type WebhookEventType = components['schemas']['WebhookEventType'];
 export type $defs = Record<string, never>;
 export interface operations {
     login: {
@@ -1006,6 +1224,175 @@ export interface operations {
             };
         };
     };
+    webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Webhook"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    set_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SetWebhook"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Webhook"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    deliveries: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookDelivery"][];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    test_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookDelivery"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     networks: {
         parameters: {
             query?: never;
@@ -1170,6 +1557,84 @@ export interface operations {
                 };
             };
             502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    node_alerts: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NodeAlerts"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    set_rules: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AlertRules"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NodeAlerts"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1359,9 +1824,11 @@ type ReadonlyArray<T> = [
 ] extends [
     unknown[]
 ] ? Readonly<Exclude<T, undefined>> : Readonly<Exclude<T, undefined>[]>;
+export const alertTypeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["AlertType"]> = ["lag_blocks", "lag_seconds", "runway", "failed", "replaced"];
+export const deliveryStateValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["DeliveryState"]> = ["pending", "delivered", "gave_up"];
 export const diskBasisValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["DiskBasis"]> = ["measured", "at_most"];
 export const engineKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["EngineKind"]> = ["erigon", "anvil"];
-export const errorCodeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ErrorCode"]> = ["unauthorized", "not_found", "rate_limited", "internal", "payload_too_large", "invalid_json", "invalid_query", "host_not_allowed", "origin_not_allowed", "not_admitted", "spend_cap_reached", "invalid_name", "unsupported_network", "unsupported_mode", "unsupported_prune", "not_supported", "invalid_terms", "too_many_nodes", "not_stopped", "stop_failed", "not_running", "backend_failed", "too_many_streams", "invalid_last_event_id", "too_many_nonces", "invalid_window", "invalid_lines", "malformed_message", "malformed_signature", "domain_mismatch", "uri_mismatch", "chain_id_not_accepted", "expired", "not_yet_valid", "issued_in_future", "too_old", "signature_mismatch", "unknown_nonce"];
+export const errorCodeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ErrorCode"]> = ["unauthorized", "not_found", "rate_limited", "internal", "payload_too_large", "invalid_json", "invalid_query", "host_not_allowed", "origin_not_allowed", "not_admitted", "spend_cap_reached", "invalid_name", "unsupported_network", "unsupported_mode", "unsupported_prune", "not_supported", "invalid_terms", "too_many_nodes", "not_stopped", "stop_failed", "not_running", "backend_failed", "too_many_streams", "invalid_last_event_id", "too_many_nonces", "invalid_window", "invalid_lines", "invalid_alert_rules", "invalid_webhook_url", "no_webhook", "malformed_message", "malformed_signature", "domain_mismatch", "uri_mismatch", "chain_id_not_accepted", "expired", "not_yet_valid", "issued_in_future", "too_old", "signature_mismatch", "unknown_nonce"];
 export const modeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Mode"]> = ["shared", "dedicated"];
 export const networkValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Network"]> = ["mainnet", "sepolia", "hoodi", "dev"];
 export const nodeEventOneOf0EventValues: ReadonlyArray<Extract<FlattenedDeepRequired<components>["schemas"]["NodeEvent"], {
@@ -1373,3 +1840,4 @@ export const nodeEventOneOf1EventValues: ReadonlyArray<Extract<FlattenedDeepRequ
 export const nodeStateValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["NodeState"]> = ["pending", "starting", "running", "stopping", "stopped", "failed"];
 export const pruneValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Prune"]> = ["full", "archive", "minimal", "blocks"];
 export const usageWindowValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["UsageWindow"]> = ["1h", "6h", "24h", "7d"];
+export const webhookEventTypeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["WebhookEventType"]> = ["alert.fired", "alert.resolved", "test"];

@@ -33,6 +33,12 @@ export type UsageWindow = Schemas['UsageWindow'];
 export type NodeUsage = Schemas['NodeUsage'];
 export type UsagePoint = Schemas['UsagePoint'];
 export type NodeLogs = Schemas['NodeLogs'];
+export type Alert = Schemas['Alert'];
+export type AlertType = Schemas['AlertType'];
+export type AlertRules = Schemas['AlertRules'];
+export type NodeAlerts = Schemas['NodeAlerts'];
+export type Webhook = Schemas['Webhook'];
+export type WebhookDelivery = Schemas['WebhookDelivery'];
 
 /** What a GLM amount typed into a form must look like (the server parses it the same way). */
 export const GLM_PATTERN = '[0-9]{1,12}(\\.[0-9]{1,18})?';

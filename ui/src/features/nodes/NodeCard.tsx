@@ -7,6 +7,7 @@ import { SNIPPET_KINDS, snippet, type SnippetKind } from './snippets';
 import { useDeleteNode } from './useDeleteNode';
 import { useStopNode } from './useStopNode';
 import { NodeInsights } from './NodeInsights';
+import { ActiveAlerts, AlertSettings } from './NodeAlerts';
 
 const MASK = '••••••••••••';
 
@@ -112,6 +113,11 @@ export function NodeCard({ node }: { node: Node }) {
           </p>
         </div>
         <div className="badges">
+          {(node.alerts ?? []).length > 0 && (
+            <span className="badge alerting" data-testid="node-alerting">
+              {(node.alerts ?? []).length === 1 ? '1 alert' : `${(node.alerts ?? []).length} alerts`}
+            </span>
+          )}
           {node.state === 'running' && node.lagging && (
             <span className="badge lagging" data-testid="node-lagging">
               Lagging
@@ -124,6 +130,8 @@ export function NodeCard({ node }: { node: Node }) {
       </header>
 
       <SyncBar node={node} />
+
+      <ActiveAlerts alerts={node.alerts ?? []} />
 
       {node.state === 'running' && node.lagging && (
         <p className="warning" role="status" data-testid="node-lag">
@@ -266,6 +274,7 @@ export function NodeCard({ node }: { node: Node }) {
       {live && <Snippets node={node} />}
 
       {node.state === 'running' && <NodeInsights id={node.id} />}
+      {node.state !== 'stopped' && <AlertSettings id={node.id} />}
       <footer className="card-actions">
         {canStop && !confirming && (
           <button type="button" className="button danger-outline" onClick={() => setConfirming(true)}>

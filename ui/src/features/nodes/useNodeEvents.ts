@@ -23,6 +23,7 @@ export function applyProgress(nodes: Node[] | undefined, event: ProgressEvent): 
           behind_blocks: event.behind_blocks ?? null,
           peers: event.peers ?? n.peers ?? null,
           lagging: event.lagging ?? false,
+          alerts: event.alerts ?? n.alerts,
         }
       : n,
   );
