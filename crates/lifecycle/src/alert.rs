@@ -5,7 +5,8 @@
 //!
 //! One firing per episode: an active alert never fires again; it resolves only after
 //! [`CLEAR_SAMPLES`] polls in a row within its threshold, so a lag that flaps around the threshold
-//! stays one alert instead of a storm of them.
+//! stays one alert instead of a storm of them. A node in its first sync is behind by nature (its
+//! sync progress shows that): lag alerts start once it has caught up for the first time.
 
 use std::collections::BTreeMap;
 
@@ -156,8 +157,14 @@ pub enum Input {
     Stopped,
 }
 
-/// Active alerts, each with the polls in a row within its threshold since.
-pub type AlertState = BTreeMap<AlertType, u32>;
+/// What the decision remembers of a node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AlertState {
+    /// Active alerts, each with the polls in a row within its threshold since.
+    pub active: BTreeMap<AlertType, u32>,
+    /// The node was within its lag thresholds once (its first sync is over).
+    pub caught_up: bool,
+}
 
 /// What the server carries out.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,9 +179,10 @@ pub fn decide(
     state: &AlertState,
     input: &Input,
 ) -> (AlertState, Vec<AlertAction>) {
-    let mut next = state.clone();
+    let mut state = state.clone();
     let mut actions = Vec::new();
-    let resolve_measured = |next: &mut AlertState, actions: &mut Vec<AlertAction>| {
+    let next = &mut state.active;
+    let resolve_measured = |next: &mut BTreeMap<AlertType, u32>, actions: &mut Vec<AlertAction>| {
         for kind in AlertType::ALL.into_iter().filter(|k| k.measured()) {
             if next.remove(&kind).is_some() {
                 actions.push(AlertAction::Resolve { kind });
@@ -183,6 +191,14 @@ pub fn decide(
     };
     match input {
         Input::Sample(sample) => {
+            let within = |t: Option<u64>, v: Option<u64>| match (t, v) {
+                (Some(t), Some(v)) => v <= t,
+                _ => true,
+            };
+            let in_sync = within(rules.lag_blocks, sample.behind_blocks)
+                && within(rules.lag_seconds, sample.behind_seconds);
+            let first_sync = !state.caught_up;
+            state.caught_up |= in_sync;
             let checks = [
                 (
                     AlertType::LagBlocks,
@@ -204,6 +220,9 @@ pub fn decide(
                 ),
             ];
             for (kind, threshold, value, above) in checks {
+                if above && first_sync {
+                    continue;
+                }
                 let breached = match (threshold, value) {
                     (Some(t), Some(v)) if above => v > t,
                     (Some(t), Some(v)) => v < t,
@@ -236,7 +255,7 @@ pub fn decide(
             }
         }
         Input::Failed(reason) => {
-            resolve_measured(&mut next, &mut actions);
+            resolve_measured(next, &mut actions);
             if rules.failed && !next.contains_key(&AlertType::Failed) {
                 next.insert(AlertType::Failed, 0);
                 actions.push(AlertAction::Fire {
@@ -262,7 +281,7 @@ pub fn decide(
             }
         }
     }
-    (next, actions)
+    (state, actions)
 }
 
 fn message(kind: AlertType, threshold: Option<u64>, value: Option<u64>) -> String {
@@ -301,9 +320,20 @@ mod tests {
         })
     }
 
-    /// Feeds `inputs` in order; the actions of each step as `+kind` / `-kind`.
+    fn caught_up() -> AlertState {
+        AlertState {
+            caught_up: true,
+            ..AlertState::default()
+        }
+    }
+
+    /// Feeds `inputs` in order to a node past its first sync; the actions of each step as
+    /// `+kind` / `-kind`.
     fn run(rules: &AlertRules, inputs: &[Input]) -> Vec<String> {
-        let mut state = AlertState::new();
+        run_from(caught_up(), rules, inputs)
+    }
+
+    fn run_from(mut state: AlertState, rules: &AlertRules, inputs: &[Input]) -> Vec<String> {
         inputs
             .iter()
             .map(|input| {
@@ -456,14 +486,10 @@ mod tests {
         ];
         assert_eq!(run(&off, &inputs), vec!["", "", "", ""]);
         // Active, then the rule is turned off: resolved at the next poll.
-        let (state, _) = decide(
-            &AlertRules::default(),
-            &AlertState::new(),
-            &lag(Some(100), None),
-        );
+        let (state, _) = decide(&AlertRules::default(), &caught_up(), &lag(Some(100), None));
         let (state, actions) = decide(&off, &state, &lag(Some(100), None));
         assert_eq!(actions, vec![AlertAction::Resolve { kind: LagBlocks }]);
-        assert!(state.is_empty());
+        assert!(state.active.is_empty());
     }
 
     #[test]
@@ -472,13 +498,39 @@ mod tests {
             lag_blocks: Some(5),
             ..AlertRules::default()
         };
-        let (_, actions) = decide(&rules, &AlertState::new(), &lag(Some(6), None));
+        let (_, actions) = decide(&rules, &caught_up(), &lag(Some(6), None));
         assert_eq!(
             actions,
             vec![AlertAction::Fire {
                 kind: LagBlocks,
                 message: "the node is 6 blocks behind the network (rule: more than 5)".into()
             }]
+        );
+    }
+
+    #[test]
+    fn lag_alerts_start_once_the_first_sync_is_over() {
+        let rules = AlertRules::default();
+        let syncing = AlertState::default();
+        let inputs = [
+            lag(Some(5_000), Some(90_000)),
+            lag(Some(100), Some(600)),
+            runway(Some(10)),
+            // Caught up: from now on a lag is an alert.
+            lag(Some(0), Some(2)),
+            lag(Some(41), None),
+        ];
+        assert_eq!(
+            run_from(syncing.clone(), &rules, &inputs),
+            vec!["", "", "+runway", "", "+lag_blocks"]
+        );
+        // Unknown lag (no sync report, no head age) counts as caught up.
+        let (state, actions) = decide(&rules, &syncing, &lag(None, None));
+        assert!(state.caught_up && actions.is_empty());
+        // Failing during the first sync is an alert all the same.
+        assert_eq!(
+            run_from(syncing, &rules, &[Input::Failed("x".into())]),
+            vec!["+failed"]
         );
     }
 

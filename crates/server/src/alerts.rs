@@ -65,17 +65,26 @@ pub(crate) async fn handle(
     // Clear streaks are the holder's memory: a replica taking over starts them again (a resolve
     // comes a few polls later; nothing fires twice: the active alerts are in the store).
     let clears = state.alert_clears.lock().map(|c| c.clone()).unwrap_or_default();
-    let current: AlertState = stored
-        .iter()
-        .map(|a| {
-            let clear = clears.get(&(node.id.clone(), a.kind)).copied().unwrap_or(0);
-            (a.kind, clear)
-        })
-        .collect();
+    let current = AlertState {
+        active: stored
+            .iter()
+            .map(|a| {
+                let clear = clears.get(&(node.id.clone(), a.kind)).copied().unwrap_or(0);
+                (a.kind, clear)
+            })
+            .collect(),
+        caught_up: state.store.alerts_caught_up(&node.id).await?,
+    };
     let (next, actions) = alert::decide(&rules, &current, &input);
+    if next.caught_up && !current.caught_up {
+        state
+            .store
+            .set_alerts_caught_up(&node.id, erigolem_store::now_ms())
+            .await?;
+    }
     if let Ok(mut c) = state.alert_clears.lock() {
         c.retain(|(id, _), _| id != &node.id);
-        for (kind, n) in &next {
+        for (kind, n) in &next.active {
             c.insert((node.id.clone(), *kind), *n);
         }
     }

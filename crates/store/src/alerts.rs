@@ -153,6 +153,27 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the node was once within its lag thresholds (its first sync is over).
+    pub async fn alerts_caught_up(&self, node_id: &str) -> Result<bool> {
+        let at: Option<i64> =
+            sqlx::query_scalar("SELECT at FROM alert_caught_up WHERE node_id = $1")
+                .bind(node_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(at.is_some())
+    }
+
+    pub async fn set_alerts_caught_up(&self, node_id: &str, at: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO alert_caught_up (node_id, at) VALUES ($1, $2) ON CONFLICT (node_id) DO NOTHING",
+        )
+        .bind(node_id)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// The node's active alerts, oldest first.
     pub async fn active_alerts(&self, node_id: &str) -> Result<Vec<AlertRecord>> {
         let rows = sqlx::query(&format!(
@@ -241,7 +262,7 @@ impl Store {
     /// Forgets the node's alerts and rules (the node was deleted).
     pub async fn delete_alerts(&self, node_id: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        for table in ["alerts", "alert_rules"] {
+        for table in ["alerts", "alert_rules", "alert_caught_up"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE node_id = $1"))
                 .bind(node_id)
                 .execute(&mut *tx)

@@ -82,6 +82,16 @@ impl<'a> Api<'a> {
             .unwrap();
         (r.status(), r.json().await.unwrap_or(Value::Null))
     }
+    pub(crate) async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let r = reqwest::Client::new()
+            .put(self.url(path))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json().await.unwrap_or(Value::Null))
+    }
     pub(crate) async fn delete(&self, path: &str) -> StatusCode {
         reqwest::Client::new()
             .delete(self.url(path))

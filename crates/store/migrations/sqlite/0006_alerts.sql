@@ -8,6 +8,13 @@ CREATE TABLE alert_rules (
     updated_at INTEGER NOT NULL
 ) STRICT;
 
+-- Nodes past their first sync: lag alerts apply to them (a node in its first sync is behind by
+-- nature). Kept here, not in the holder's memory, so a replica taking a node over knows it.
+CREATE TABLE alert_caught_up (
+    node_id TEXT    PRIMARY KEY NOT NULL,
+    at      INTEGER NOT NULL
+) STRICT;
+
 -- Alerts fired (and resolved). At most one active alert per node and kind, whichever replica
 -- fires it: the partial unique index makes a second firing a no-op.
 CREATE TABLE alerts (
