@@ -76,7 +76,7 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
   throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
 }
 
-function binary(name: string): string {
+export function binary(name: string): string {
   const path = join(REPO, 'target', 'debug', name);
   if (!existsSync(path)) throw new Error(`${path} is missing: build with \`cargo build --bins\` (scripts/test.sh does)`);
   return path;
@@ -89,8 +89,8 @@ export interface Server {
   stop(): Promise<void>;
 }
 
-/** Starts `erigolem serve` with the local backend and the dev chain; resolves once /healthz answers. */
-export async function startServer(): Promise<Server> {
+/** Starts `erigolem serve` with the local backend and the dev chain (and `extraArgs`); resolves once /healthz answers. */
+export async function startServer(extraArgs: string[] = []): Promise<Server> {
   const dataDir = mkdtempSync(join(tmpdir(), 'erigolem-e2e-'));
   const port = await freePort();
   const gateway = await freePort();
@@ -106,6 +106,7 @@ export async function startServer(): Promise<Server> {
     '--node-ports', String(nodePorts),
     '--runtime', binary('ya-runtime-erigon'),
     ...(existsSync(anvil) ? ['--anvil', anvil] : []),
+    ...extraArgs,
   ];
   const log: string[] = [];
   // Its own process group, so that stop() reaches the server's Nginx and runtimes too.

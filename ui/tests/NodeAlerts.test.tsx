@@ -115,6 +115,8 @@ describe('alerts on the node card', () => {
       path: '/api/v1/nodes/n1/alerts',
       body: { lag_blocks: 5, lag_seconds: 120, runway_secs: null, failed: true, replaced: false },
     });
+    await screen.findByText('Saved.');
+    expect((screen.getByLabelText('Blocks behind') as HTMLInputElement).value).toBe('5');
   });
 
   it("shows the server's refusal of a bad rule, and refuses text before sending", async () => {

@@ -1,6 +1,7 @@
 //! Periodic clean-up, so that what strangers can make the server store stays bounded: expired
 //! nonces, expired and revoked sessions, events past their retention, usage steps past their tier's
-//! span (of nodes no longer polled), and rate-limiter entries of
+//! span (of nodes no longer polled), resolved alerts and finished webhook deliveries past the
+//! event retention, and rate-limiter entries of
 //! clients whose quota has refilled. Every step is an idempotent delete, so several servers on
 //! one database may run it at once.
 
@@ -40,6 +41,11 @@ async fn purge(state: &AppState) {
         Ok(rows) => metrics::counter!("erigolem_purged_rows_total", "table" => "usage_samples")
             .increment(rows),
         Err(e) => tracing::warn!("purge usage: {e}"),
+    }
+    match state.store.purge_alerts(now.saturating_sub(retention)).await {
+        Ok(rows) => metrics::counter!("erigolem_purged_rows_total", "table" => "alerts")
+            .increment(rows),
+        Err(e) => tracing::warn!("purge alerts: {e}"),
     }
     state.limiter.retain_recent();
     state.limiter.shrink_to_fit();

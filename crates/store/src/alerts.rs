@@ -464,14 +464,20 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes finished deliveries created before `before` (bounded log).
-    pub async fn purge_deliveries(&self, before: i64) -> Result<u64> {
-        Ok(sqlx::query(
+    /// Deletes finished deliveries and resolved alerts from before `before` (bounded logs).
+    pub async fn purge_alerts(&self, before: i64) -> Result<u64> {
+        let deliveries = sqlx::query(
             "DELETE FROM webhook_deliveries WHERE state <> 'pending' AND created_at < $1",
         )
         .bind(before)
         .execute(&self.pool)
         .await?
-        .rows_affected())
+        .rows_affected();
+        let alerts = sqlx::query("DELETE FROM alerts WHERE resolved_at IS NOT NULL AND resolved_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deliveries + alerts)
     }
 }

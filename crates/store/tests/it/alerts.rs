@@ -98,6 +98,10 @@ pub(super) async fn alerts_fire_once_per_episode_with_their_delivery(mut db: Db)
     assert_eq!(s.deliveries(ALICE, 10).await.unwrap().len(), 2);
     assert!(s.webhook(BOB).await.unwrap().is_none());
     assert!(s.deliveries(BOB, 10).await.unwrap().is_empty());
+    // Purged: the resolved alert (and no active one), none of the pending deliveries.
+    assert_eq!(s.purge_alerts(i64::MAX).await.unwrap(), 1);
+    assert_eq!(s.recent_alerts("n1", 10).await.unwrap().len(), 1);
+    assert_eq!(s.deliveries(ALICE, 10).await.unwrap().len(), 2);
 }
 
 pub(super) async fn deliveries_are_claimed_by_exactly_one_claimer(db: Db) {
@@ -187,4 +191,7 @@ pub(super) async fn deliveries_are_claimed_by_exactly_one_claimer(db: Db) {
     assert_eq!(log.iter().filter(|d| d.state == "delivered").count(), 1);
     assert_eq!(log.iter().filter(|d| d.state == "gave_up").count(), 29);
     assert!(!s.delete_webhook(ALICE, 2_000_001).await.unwrap());
+    // Finished deliveries past the retention are purged; pending ones never.
+    assert_eq!(s.purge_alerts(i64::MAX).await.unwrap(), 30);
+    assert!(s.deliveries(ALICE, 100).await.unwrap().is_empty());
 }

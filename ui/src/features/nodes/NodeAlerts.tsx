@@ -109,7 +109,7 @@ export function AlertSettings({ id }: { id: string }) {
       {alerts.isError && <p className="error-reason">{alerts.error.message}</p>}
       {alerts.data && (
         <>
-          <RulesForm key={JSON.stringify(alerts.data.rules)} id={id} data={alerts.data} />
+          <RulesForm id={id} data={alerts.data} />
           {alerts.data.recent.length > 0 && (
             <table data-testid="alerts-recent">
               <caption>Recent alerts</caption>
