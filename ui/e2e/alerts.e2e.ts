@@ -1,6 +1,6 @@
 // A lag alert on the node card: a node whose engine (fake-erigon, the stand-in for the erigon
 // binary) falls behind shows its alert on the card, pushed by the event stream, and its rules are
-// editable there.
+// editable there; the webhook panel refuses a private address by default.
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -77,6 +77,14 @@ describe('alerts in the web UI', () => {
       await card.getByText('Saved.').waitFor();
       const rules = await page.evaluate(async (id) => (await (await fetch(`/api/v1/nodes/${id}/alerts`)).json()) as { rules: { lag_blocks: number | null } }, await card.getAttribute('data-node-id'));
       expect(rules.rules.lag_blocks).toBe(40);
+
+      // The webhook panel: a loopback URL is refused by the server's default (no
+      // --webhook-allow-private), with the reason on the page.
+      await page.getByText('Alert webhook').click();
+      await page.getByPlaceholder('https://example.com/hooks/erigolem').fill('http://127.0.0.1:9/hook');
+      await page.getByRole('button', { name: 'Save webhook' }).click();
+      await page.getByTestId('webhook-error').waitFor();
+      expect(await page.getByTestId('webhook-error').textContent()).toContain('not a public address');
       expect(browser.cspViolations).toEqual([]);
     } finally {
       await browser.close();

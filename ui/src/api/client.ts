@@ -12,6 +12,8 @@ import type {
   NodeUsage,
   NonceResponse,
   UsageWindow,
+  Webhook,
+  WebhookDelivery,
 } from './types';
 
 export const API_BASE = '/api/v1';
@@ -123,6 +125,26 @@ export class ApiClient {
 
   setAlertRules(id: string, rules: AlertRules): Promise<NodeAlerts> {
     return this.request('PUT', `/nodes/${encodeURIComponent(id)}/alerts`, rules);
+  }
+
+  webhook(): Promise<Webhook> {
+    return this.request('GET', '/me/webhook');
+  }
+
+  setWebhook(url: string, rotateSecret: boolean): Promise<Webhook> {
+    return this.request('PUT', '/me/webhook', { url, rotate_secret: rotateSecret });
+  }
+
+  deleteWebhook(): Promise<void> {
+    return this.request('DELETE', '/me/webhook');
+  }
+
+  testWebhook(): Promise<WebhookDelivery> {
+    return this.request('POST', '/me/webhook/test');
+  }
+
+  deliveries(): Promise<WebhookDelivery[]> {
+    return this.request('GET', '/me/webhook/deliveries');
   }
 
   stopNode(id: string): Promise<Node> {

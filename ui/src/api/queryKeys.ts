@@ -6,4 +6,6 @@ export const queryKeys = {
   usage: (id: string, window: string) => ['usage', id, window] as const,
   logs: (id: string) => ['logs', id] as const,
   alerts: (id: string) => ['alerts', id] as const,
+  webhook: ['webhook'] as const,
+  deliveries: ['webhook', 'deliveries'] as const,
 };

@@ -5,6 +5,7 @@ import { NodeCard } from './NodeCard';
 import { StartNodeForm } from './StartNodeForm';
 import { useNodeEvents } from './useNodeEvents';
 import { useNodes } from './useNodes';
+import { WebhookSettings } from './WebhookSettings';
 
 type Tab = 'active' | 'stopped';
 
@@ -24,6 +25,7 @@ export function Dashboard() {
   return (
     <main className="dashboard">
       <StartNodeForm onStarted={() => setTab('active')} />
+      <WebhookSettings />
       <div className="tabs-row">
         <div role="tablist" aria-label="Nodes">
           <button type="button" role="tab" aria-selected={tab === 'active'} className={tab === 'active' ? 'tab active' : 'tab'} onClick={() => setTab('active')}>
