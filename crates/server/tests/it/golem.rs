@@ -16,7 +16,7 @@ use erigolem_server::backend::golem::GolemConfig;
 use erigolem_server::{spawn, BackendConfig, Handle, PaymentPolicy, ServerConfig};
 use erigolem_test_utils::golem::{start_provider_agent, GolemNet, GolemNetConfig, YagnaNode};
 use erigolem_test_utils::wallet::DEV_KEY_0;
-use erigolem_test_utils::{rpc, wait_for_every, ChildGuard, Provider, RpcError};
+use erigolem_test_utils::{rpc, wait_for, wait_for_every, ChildGuard, Provider, RpcError};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -215,6 +215,18 @@ async fn a_node_on_golem_runs_is_stopped_and_paid_for_on_chain() {
     assert_eq!(billing["budget"], "10");
     assert!(billing["runway_secs"].as_u64().unwrap() > 0, "{billing}");
     assert_eq!(node["held"], true, "{node}");
+    // 10 GLM at 36 GLM/h lasts less than the default runway rule (an hour): its alert fires.
+    let runway = wait_for("the runway alert", Duration::from_secs(20), || async {
+        let (_, a) = alice.get(&format!("/nodes/{id}/alerts")).await;
+        a["active"]
+            .as_array()
+            .and_then(|l| l.iter().find(|x| x["kind"] == "runway").cloned())
+    })
+    .await;
+    assert!(
+        runway["message"].as_str().unwrap().contains("rule: less than 3600 s"),
+        "{runway}"
+    );
 
     // The networks view shows the market, in decimals.
     let (_, networks) = alice.get("/networks").await;
@@ -932,6 +944,23 @@ async fn hostile_billing_and_status_are_bounded_and_shown() {
             .as_str()
             .unwrap()
             .to_owned();
+        // The failed node's alerts: it failed, and it was replaced (each once).
+        let (_, alerts) = alice.get(&format!("/nodes/{id}/alerts")).await;
+        let mut kinds: Vec<&str> = alerts["recent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a["kind"].as_str())
+            .filter(|k| *k == "failed" || *k == "replaced")
+            .collect();
+        kinds.sort();
+        assert_eq!(kinds, ["failed", "replaced"], "{alerts}");
+        assert!(alerts["active"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "replaced"
+                && a["message"].as_str().unwrap().contains(new_id.as_str())));
         let replacement = wait_state(&alice, &new_id, "running", Duration::from_secs(60)).await;
         assert_eq!(replacement["name"], "keeper");
         assert_eq!(replacement["replaces"], id.as_str());
