@@ -259,16 +259,24 @@ async fn attempt(config: &WebhookConfig, claimed: &ClaimedDelivery) -> (Option<u
     )
 }
 
-/// The delivery worker: claims due deliveries one at a time and sends them, until shutdown.
-/// Woken at once when a delivery is enqueued here ([`AppState::deliveries`]); every
-/// [`IDLE_POLL`] anyway (deliveries enqueued elsewhere, retries coming due).
+/// Attempts in flight at once (one slow receiver holds up only its own deliveries).
+const CONCURRENT_ATTEMPTS: usize = 8;
+
+/// The delivery worker: claims due deliveries and sends each in a task of its own (at most
+/// [`CONCURRENT_ATTEMPTS`] at once), until shutdown. Woken at once when a delivery is enqueued
+/// here ([`AppState::deliveries`]); every [`IDLE_POLL`] anyway (deliveries enqueued elsewhere,
+/// retries coming due).
 pub(crate) fn spawn(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     crate::spawn_until(state.shutting_down.subscribe(), async move {
         let config = state.config.webhooks.clone();
         // A claim outlives an attempt: a slow receiver is not sent the same delivery twice.
         let claim_ms = i64::try_from((config.timeout * 2 + Duration::from_secs(5)).as_millis())
             .unwrap_or(60_000);
+        let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_ATTEMPTS));
         loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
             let claimed = match state
                 .store
                 .claim_delivery(erigolem_store::now_ms(), claim_ms)
@@ -281,41 +289,54 @@ pub(crate) fn spawn(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
                 }
             };
             let Some(claimed) = claimed else {
+                drop(slot);
                 tokio::select! {
                     () = state.deliveries.notified() => {}
                     () = tokio::time::sleep(IDLE_POLL) => {}
                 }
                 continue;
             };
-            let (status, result) = attempt(&config, &claimed).await;
-            let now = erigolem_store::now_ms();
-            let record = match &result {
-                Ok(()) => Attempt {
-                    status,
-                    error: None,
-                    delivered: true,
-                    retry_at: None,
-                },
-                Err(e) => Attempt {
-                    status,
-                    error: Some(e.clone()),
-                    delivered: false,
-                    retry_at: retry_at(&config, claimed.delivery.attempts, now),
-                },
-            };
-            let d = &claimed.delivery;
-            match &result {
-                Ok(()) => tracing::info!(delivery = %d.id, owner = %d.owner, attempts = d.attempts, "webhook delivered"),
-                Err(e) => tracing::warn!(delivery = %d.id, owner = %d.owner, attempts = d.attempts, "webhook attempt failed: {e}"),
-            }
-            metrics::counter!("erigolem_webhook_attempts_total",
-                "outcome" => if result.is_ok() { "delivered" } else { "failed" })
-            .increment(1);
-            if let Err(e) = state.store.record_attempt(&d.id, &record, now).await {
-                tracing::warn!(delivery = %d.id, "webhook attempt not recorded: {e}");
-            }
+            let (state, config) = (state.clone(), config.clone());
+            crate::spawn_until(state.shutting_down.subscribe(), async move {
+                deliver(&state, &config, &claimed).await;
+                drop(slot);
+            });
         }
     })
+}
+
+/// One attempt of a claimed delivery, and its outcome recorded.
+async fn deliver(state: &AppState, config: &WebhookConfig, claimed: &ClaimedDelivery) {
+    let (status, result) = attempt(config, claimed).await;
+    let now = erigolem_store::now_ms();
+    let record = match &result {
+        Ok(()) => Attempt {
+            status,
+            error: None,
+            delivered: true,
+            retry_at: None,
+        },
+        Err(e) => Attempt {
+            status,
+            error: Some(e.clone()),
+            delivered: false,
+            retry_at: retry_at(config, claimed.delivery.attempts, now),
+        },
+    };
+    let d = &claimed.delivery;
+    match &result {
+        Ok(()) => {
+            tracing::info!(delivery = %d.id, owner = %d.owner, attempts = d.attempts, "webhook delivered")
+        }
+        Err(e) => {
+            tracing::warn!(delivery = %d.id, owner = %d.owner, attempts = d.attempts, "webhook attempt failed: {e}")
+        }
+    }
+    let outcome = if result.is_ok() { "delivered" } else { "failed" };
+    metrics::counter!("erigolem_webhook_attempts_total", "outcome" => outcome).increment(1);
+    if let Err(e) = state.store.record_attempt(&d.id, &record, now).await {
+        tracing::warn!(delivery = %d.id, "webhook attempt not recorded: {e}");
+    }
 }
 
 #[cfg(test)]

@@ -390,6 +390,18 @@ impl Store {
         Ok(gone > 0)
     }
 
+    /// How many deliveries of `event` the owner has had enqueued since `since`.
+    pub async fn deliveries_since(&self, owner: &str, event: &str, since: i64) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM webhook_deliveries WHERE owner = $1 AND event = $2 AND created_at >= $3",
+        )
+        .bind(owner)
+        .bind(event)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// The owner's last `limit` deliveries, newest first.
     pub async fn deliveries(&self, owner: &str, limit: i64) -> Result<Vec<DeliveryRecord>> {
         let rows = sqlx::query(&format!(

@@ -166,7 +166,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Enqueues a `test` event to the caller's webhook (see the delivery log for how it went). */
+        /**
+         * Enqueues a `test` event to the caller's webhook (see the delivery log for how it went); at
+         *     most 10 an hour.
+         */
         post: operations["test_webhook"];
         delete?: never;
         options?: never;
@@ -1384,6 +1387,14 @@ export interface operations {
                 };
             };
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };

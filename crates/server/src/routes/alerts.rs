@@ -17,6 +17,8 @@ use crate::{ApiError, AppState};
 
 /// Deliveries `GET /me/webhook/deliveries` lists.
 const DELIVERIES_SHOWN: i64 = 100;
+/// Test events one user may send per hour: the server must not become a way to flood a URL.
+pub(crate) const TESTS_PER_HOUR: i64 = 10;
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -156,14 +158,26 @@ pub(crate) async fn delete_webhook(
     }
 }
 
-/// Enqueues a `test` event to the caller's webhook (see the delivery log for how it went).
+/// Enqueues a `test` event to the caller's webhook (see the delivery log for how it went); at
+/// most 10 an hour.
 #[utoipa::path(post, path = "/api/v1/me/webhook/test", tag = "alerts",
-    responses((status = 202, body = WebhookDelivery), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 202, body = WebhookDelivery), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub(crate) async fn test_webhook(
     State(state): State<Arc<AppState>>,
     user: AuthUser,
 ) -> Result<(StatusCode, Json<WebhookDelivery>), ApiError> {
     let now = erigolem_store::now_ms();
+    let sent = state
+        .store
+        .deliveries_since(&user.address, WebhookEventType::Test.as_str(), now - 3_600_000)
+        .await?;
+    if sent >= TESTS_PER_HOUR {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            format!("at most {TESTS_PER_HOUR} test events an hour"),
+        ));
+    }
     let delivery = crate::alerts::delivery(WebhookEventType::Test, None, now);
     let id = delivery.id.clone();
     if !state

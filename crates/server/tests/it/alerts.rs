@@ -405,6 +405,14 @@ async fn bad_and_private_webhook_urls_are_refused_by_default() {
         .await;
     let new_secret = rotated["secret"].as_str().unwrap();
     assert_ne!(new_secret, secret);
+    // Test events are capped (the server is no way to flood a URL): 10 an hour.
+    for _ in 0..10 {
+        let (status, body) = alice.post("/me/webhook/test", json!({})).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    let (status, body) = alice.post("/me/webhook/test", json!({})).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited");
     assert_eq!(alice.delete("/me/webhook").await, StatusCode::NO_CONTENT);
     assert_eq!(alice.delete("/me/webhook").await, StatusCode::NOT_FOUND);
 }
