@@ -308,7 +308,9 @@ pub(crate) async fn webhook(command: WebhookCommand) -> anyhow::Result<()> {
             let hook = client.set_webhook(&url, rotate_secret).await?;
             print_webhook(&hook, &output)?;
             if hook.secret.is_some() && !output.json {
-                println!("keep the secret: it is not shown again (verify X-Erigolem-Signature with it)");
+                println!(
+                    "keep the secret: it is not shown again (verify X-Erigolem-Signature with it)"
+                );
             }
             Ok(())
         }
@@ -339,7 +341,13 @@ fn print_deliveries(list: &[erigolem_api::WebhookDelivery], out: &Output) -> any
     }
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header([
-        "ID", "EVENT", "STATE", "ATTEMPTS", "LAST", "NEXT", "DELIVERED",
+        "ID",
+        "EVENT",
+        "STATE",
+        "ATTEMPTS",
+        "LAST",
+        "NEXT",
+        "DELIVERED",
     ]);
     for d in list {
         let last = match (d.last_status, &d.last_error) {
@@ -391,7 +399,12 @@ fn print_alerts(alerts: &erigolem_api::NodeAlerts, out: &Output) -> anyhow::Resu
     for a in &alerts.recent {
         table.add_row([
             a.kind.as_str().to_owned(),
-            if a.resolved_at.is_none() { "ACTIVE" } else { "resolved" }.to_owned(),
+            if a.resolved_at.is_none() {
+                "ACTIVE"
+            } else {
+                "resolved"
+            }
+            .to_owned(),
             format_ms(a.fired_at),
             a.resolved_at.map(format_ms).unwrap_or_default(),
             printable(&a.message),
@@ -491,9 +504,9 @@ fn print_nodes(nodes: &[Node], out: &Output) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut table = Table::new();
-    table
-        .load_preset(UTF8_FULL_CONDENSED)
-        .set_header(["ID", "NAME", "NETWORK", "STATE", "BLOCK", "LAG", "ALERTS", "URL"]);
+    table.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "ID", "NAME", "NETWORK", "STATE", "BLOCK", "LAG", "ALERTS", "URL",
+    ]);
     for n in nodes {
         table.add_row([
             printable(&n.id),
@@ -542,7 +555,10 @@ fn print_node(node: &Node, out: &Output) -> anyhow::Result<()> {
     row("block", node.block.map(|b| b.to_string()));
     row("lag", lag_text(node));
     for a in &node.alerts {
-        row(&format!("ALERT {}", a.kind.as_str()), Some(a.message.clone()));
+        row(
+            &format!("ALERT {}", a.kind.as_str()),
+            Some(a.message.clone()),
+        );
     }
     row("peers", node.peers.map(|p| p.to_string()));
     row("rpc limits", node.limits.as_ref().map(limits_text));

@@ -373,7 +373,11 @@ impl Client {
     }
 
     /// Sets the webhook URL; the answer has the secret when it is new (or rotated).
-    pub async fn set_webhook(&self, url: &str, rotate_secret: bool) -> Result<erigolem_api::Webhook> {
+    pub async fn set_webhook(
+        &self,
+        url: &str,
+        rotate_secret: bool,
+    ) -> Result<erigolem_api::Webhook> {
         self.put(
             "/me/webhook",
             json!(erigolem_api::SetWebhook {

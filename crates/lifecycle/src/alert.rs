@@ -34,13 +34,19 @@ pub const MAX_RUNWAY_SECS: u64 = 30 * 24 * 3_600;
 #[serde(deny_unknown_fields)]
 pub struct AlertRules {
     /// Fire when the node is more than this many blocks behind the network's head.
-    #[cfg_attr(feature = "openapi", schema(required, minimum = 1, maximum = 1_000_000))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(required, minimum = 1, maximum = 1_000_000)
+    )]
     pub lag_blocks: Option<u64>,
     /// Fire when the node's head block is more than this many seconds old.
     #[cfg_attr(feature = "openapi", schema(required, minimum = 1, maximum = 604_800))]
     pub lag_seconds: Option<u64>,
     /// Fire when the node's budget pays for fewer seconds than this (nodes with a budget only).
-    #[cfg_attr(feature = "openapi", schema(required, minimum = 60, maximum = 2_592_000))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(required, minimum = 60, maximum = 2_592_000)
+    )]
     pub runway_secs: Option<u64>,
     /// Fire when the node fails.
     pub failed: bool,
@@ -67,14 +73,19 @@ pub enum RuleError {
     LagBlocks(u64),
     #[error("lag_seconds must be from 1 to {MAX_LAG_SECONDS} (or null: off), not {0}")]
     LagSeconds(u64),
-    #[error("runway_secs must be from {MIN_RUNWAY_SECS} to {MAX_RUNWAY_SECS} (or null: off), not {0}")]
+    #[error(
+        "runway_secs must be from {MIN_RUNWAY_SECS} to {MAX_RUNWAY_SECS} (or null: off), not {0}"
+    )]
     Runway(u64),
 }
 
 impl AlertRules {
     /// The rules if every one is within its bounds.
     pub fn validate(self) -> Result<Self, RuleError> {
-        if let Some(n) = self.lag_blocks.filter(|n| !(1..=MAX_LAG_BLOCKS).contains(n)) {
+        if let Some(n) = self
+            .lag_blocks
+            .filter(|n| !(1..=MAX_LAG_BLOCKS).contains(n))
+        {
             return Err(RuleError::LagBlocks(n));
         }
         if let Some(n) = self
@@ -152,7 +163,10 @@ pub enum Input {
     /// The node failed (why).
     Failed(String),
     /// The node was replaced (by which node, why).
-    Replaced { by: String, reason: String },
+    Replaced {
+        by: String,
+        reason: String,
+    },
     /// The node was stopped: nothing about it is measured any more.
     Stopped,
 }
@@ -372,7 +386,11 @@ mod tests {
             ),
             (
                 "more than N blocks fires once",
-                vec![lag(Some(41), None), lag(Some(90), None), lag(Some(500), None)],
+                vec![
+                    lag(Some(41), None),
+                    lag(Some(90), None),
+                    lag(Some(500), None),
+                ],
                 vec!["+lag_blocks", "", ""],
             ),
             (
@@ -541,13 +559,22 @@ mod tests {
             f(&mut r);
             r.validate()
         };
-        assert_eq!(with(|r| r.lag_blocks = Some(0)), Err(RuleError::LagBlocks(0)));
+        assert_eq!(
+            with(|r| r.lag_blocks = Some(0)),
+            Err(RuleError::LagBlocks(0))
+        );
         assert_eq!(
             with(|r| r.lag_blocks = Some(MAX_LAG_BLOCKS + 1)),
             Err(RuleError::LagBlocks(MAX_LAG_BLOCKS + 1))
         );
-        assert_eq!(with(|r| r.lag_seconds = Some(0)), Err(RuleError::LagSeconds(0)));
-        assert_eq!(with(|r| r.runway_secs = Some(59)), Err(RuleError::Runway(59)));
+        assert_eq!(
+            with(|r| r.lag_seconds = Some(0)),
+            Err(RuleError::LagSeconds(0))
+        );
+        assert_eq!(
+            with(|r| r.runway_secs = Some(59)),
+            Err(RuleError::Runway(59))
+        );
         assert!(with(|r| r.runway_secs = None).is_ok());
         assert!(with(|r| r.lag_blocks = Some(1)).is_ok());
     }

@@ -64,7 +64,11 @@ pub(crate) async fn handle(
     let stored = state.store.active_alerts(&node.id).await?;
     // Clear streaks are the holder's memory: a replica taking over starts them again (a resolve
     // comes a few polls later; nothing fires twice: the active alerts are in the store).
-    let clears = state.alert_clears.lock().map(|c| c.clone()).unwrap_or_default();
+    let clears = state
+        .alert_clears
+        .lock()
+        .map(|c| c.clone())
+        .unwrap_or_default();
     let current = AlertState {
         active: stored
             .iter()

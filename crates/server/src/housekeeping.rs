@@ -42,9 +42,14 @@ async fn purge(state: &AppState) {
             .increment(rows),
         Err(e) => tracing::warn!("purge usage: {e}"),
     }
-    match state.store.purge_alerts(now.saturating_sub(retention)).await {
-        Ok(rows) => metrics::counter!("erigolem_purged_rows_total", "table" => "alerts")
-            .increment(rows),
+    match state
+        .store
+        .purge_alerts(now.saturating_sub(retention))
+        .await
+    {
+        Ok(rows) => {
+            metrics::counter!("erigolem_purged_rows_total", "table" => "alerts").increment(rows)
+        }
         Err(e) => tracing::warn!("purge alerts: {e}"),
     }
     state.limiter.retain_recent();

@@ -150,10 +150,7 @@ async fn destination(url: &url::Url, allow_private: bool) -> Result<Vec<SocketAd
     if addrs.is_empty() {
         return Err(format!("{host} has no address"));
     }
-    if let Some(bad) = addrs
-        .iter()
-        .find(|a| !allow_private && !is_public(a.ip()))
-    {
+    if let Some(bad) = addrs.iter().find(|a| !allow_private && !is_public(a.ip())) {
         return Err(UrlError::Private(bad.ip()).to_string());
     }
     Ok(addrs)
@@ -195,7 +192,10 @@ pub(crate) fn retry_at(config: &WebhookConfig, attempts: u32, now: i64) -> Optio
 }
 
 /// Sends one claimed delivery once.
-async fn attempt(config: &WebhookConfig, claimed: &ClaimedDelivery) -> (Option<u16>, Result<(), String>) {
+async fn attempt(
+    config: &WebhookConfig,
+    claimed: &ClaimedDelivery,
+) -> (Option<u16>, Result<(), String>) {
     let url = match check_url(&claimed.webhook.url, config.allow_private) {
         Ok(url) => url,
         Err(e) => return (None, Err(e.to_string())),
@@ -332,7 +332,11 @@ async fn deliver(state: &AppState, config: &WebhookConfig, claimed: &ClaimedDeli
             tracing::warn!(delivery = %d.id, owner = %d.owner, attempts = d.attempts, "webhook attempt failed: {e}")
         }
     }
-    let outcome = if result.is_ok() { "delivered" } else { "failed" };
+    let outcome = if result.is_ok() {
+        "delivered"
+    } else {
+        "failed"
+    };
     metrics::counter!("erigolem_webhook_attempts_total", "outcome" => outcome).increment(1);
     if let Err(e) = state.store.record_attempt(&d.id, &record, now).await {
         tracing::warn!(delivery = %d.id, "webhook attempt not recorded: {e}");
@@ -362,20 +366,44 @@ mod tests {
             ("javascript:alert(1)", UrlError::Scheme("javascript".into())),
             ("https://user:pass@example.com/", UrlError::Credentials),
             ("https://user@example.com/", UrlError::Credentials),
-            ("http://127.0.0.1:9/", UrlError::Private([127, 0, 0, 1].into())),
-            ("http://localhost/", UrlError::Private([127, 0, 0, 1].into())),
+            (
+                "http://127.0.0.1:9/",
+                UrlError::Private([127, 0, 0, 1].into()),
+            ),
+            (
+                "http://localhost/",
+                UrlError::Private([127, 0, 0, 1].into()),
+            ),
             ("http://LOCALHOST./", UrlError::Parse(String::new())),
-            ("http://169.254.169.254/latest/meta-data/", UrlError::Private([169, 254, 169, 254].into())),
+            (
+                "http://169.254.169.254/latest/meta-data/",
+                UrlError::Private([169, 254, 169, 254].into()),
+            ),
             ("http://10.0.0.1/", UrlError::Private([10, 0, 0, 1].into())),
-            ("http://192.168.1.1/", UrlError::Private([192, 168, 1, 1].into())),
+            (
+                "http://192.168.1.1/",
+                UrlError::Private([192, 168, 1, 1].into()),
+            ),
             ("http://0.0.0.0/", UrlError::Private([0, 0, 0, 0].into())),
             // Decimal and hex forms are normalised by the URL parser first.
-            ("http://2130706433/", UrlError::Private([127, 0, 0, 1].into())),
+            (
+                "http://2130706433/",
+                UrlError::Private([127, 0, 0, 1].into()),
+            ),
             ("http://0x7f.1/", UrlError::Private([127, 0, 0, 1].into())),
             ("http://[::1]/", UrlError::Private("::1".parse().unwrap())),
-            ("http://[::ffff:127.0.0.1]/", UrlError::Private("::ffff:127.0.0.1".parse().unwrap())),
-            ("http://[fe80::1]/", UrlError::Private("fe80::1".parse().unwrap())),
-            ("http://[fd00::1]/", UrlError::Private("fd00::1".parse().unwrap())),
+            (
+                "http://[::ffff:127.0.0.1]/",
+                UrlError::Private("::ffff:127.0.0.1".parse().unwrap()),
+            ),
+            (
+                "http://[fe80::1]/",
+                UrlError::Private("fe80::1".parse().unwrap()),
+            ),
+            (
+                "http://[fd00::1]/",
+                UrlError::Private("fd00::1".parse().unwrap()),
+            ),
             ("not a url", UrlError::Parse(String::new())),
         ];
         for (url, want) in refused {

@@ -225,7 +225,8 @@ impl Store {
             return Ok(None);
         };
         let alert = alert_from_row(&row)?;
-        self.enqueue_in(&mut tx, owner, at, || delivery(&alert)).await?;
+        self.enqueue_in(&mut tx, owner, at, || delivery(&alert))
+            .await?;
         tx.commit().await?;
         Ok(Some(alert))
     }
@@ -485,11 +486,12 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected();
-        let alerts = sqlx::query("DELETE FROM alerts WHERE resolved_at IS NOT NULL AND resolved_at < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let alerts =
+            sqlx::query("DELETE FROM alerts WHERE resolved_at IS NOT NULL AND resolved_at < $1")
+                .bind(before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
         Ok(deliveries + alerts)
     }
 }

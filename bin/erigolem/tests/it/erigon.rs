@@ -88,24 +88,71 @@ async fn nodes_show_tells_release_limits_and_lag() {
     // next poll, and shows in `alerts`, `show` and `list`.
     let rules = ok(&cli(&h, &home, &[], &["nodes", "alerts", &id]).await);
     assert!(rules.contains("head older than 120 s"), "{rules}");
-    let err = crate::failed(&cli(&h, &home, &[], &["nodes", "alerts", &id, "--lag-seconds", "0"]).await);
+    let err = crate::failed(
+        &cli(
+            &h,
+            &home,
+            &[],
+            &["nodes", "alerts", &id, "--lag-seconds", "0"],
+        )
+        .await,
+    );
     assert!(err.contains("lag_seconds must be from 1"), "{err}");
-    let err = crate::failed(&cli(&h, &home, &[], &["nodes", "alerts", &id, "--runway", "soon"]).await);
+    let err = crate::failed(
+        &cli(
+            &h,
+            &home,
+            &[],
+            &["nodes", "alerts", &id, "--runway", "soon"],
+        )
+        .await,
+    );
     assert!(err.contains("not a number or `off`"), "{err}");
-    let set = ok(&cli(&h, &home, &[], &["nodes", "alerts", &id, "--lag-seconds", "3", "--runway", "off"]).await);
-    assert!(set.contains("head older than 3 s") && set.contains("runway < off"), "{set}");
+    let set = ok(&cli(
+        &h,
+        &home,
+        &[],
+        &[
+            "nodes",
+            "alerts",
+            &id,
+            "--lag-seconds",
+            "3",
+            "--runway",
+            "off",
+        ],
+    )
+    .await);
+    assert!(
+        set.contains("head older than 3 s") && set.contains("runway < off"),
+        "{set}"
+    );
     let alerts = wait_for("the lag alert", Duration::from_secs(20), || async {
         let out = ok(&cli(&h, &home, &[], &["nodes", "alerts", &id]).await);
         out.contains("ACTIVE").then_some(out)
     })
     .await;
-    assert!(alerts.contains("lag_seconds") && alerts.contains("rule: more than 3 s"), "{alerts}");
+    assert!(
+        alerts.contains("lag_seconds") && alerts.contains("rule: more than 3 s"),
+        "{alerts}"
+    );
     let shown = ok(&cli(&h, &home, &[], &["nodes", "show", &id]).await);
     assert!(shown.contains("ALERT lag_seconds"), "{shown}");
     let list = ok(&cli(&h, &home, &[], &["nodes", "list"]).await);
-    assert!(list.contains("ALERTS") && list.contains("lag_seconds"), "{list}");
+    assert!(
+        list.contains("ALERTS") && list.contains("lag_seconds"),
+        "{list}"
+    );
     // Webhooks: a private address is refused by default; none is set.
-    let err = crate::failed(&cli(&h, &home, &[], &["webhook", "set", "http://127.0.0.1:9/hook"]).await);
+    let err = crate::failed(
+        &cli(
+            &h,
+            &home,
+            &[],
+            &["webhook", "set", "http://127.0.0.1:9/hook"],
+        )
+        .await,
+    );
     assert!(err.contains("not a public address"), "{err}");
     let err = crate::failed(&cli(&h, &home, &[], &["webhook", "show"]).await);
     assert!(err.contains("no webhook"), "{err}");

@@ -169,7 +169,11 @@ pub(crate) async fn test_webhook(
     let now = erigolem_store::now_ms();
     let sent = state
         .store
-        .deliveries_since(&user.address, WebhookEventType::Test.as_str(), now - 3_600_000)
+        .deliveries_since(
+            &user.address,
+            WebhookEventType::Test.as_str(),
+            now - 3_600_000,
+        )
         .await?;
     if sent >= TESTS_PER_HOUR {
         return Err(ApiError::new(

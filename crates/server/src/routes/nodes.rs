@@ -290,7 +290,11 @@ pub(crate) async fn list(
     Ok(Json(out))
 }
 
-pub(crate) async fn owned(state: &AppState, id: &str, user: &AuthUser) -> Result<NodeRecord, ApiError> {
+pub(crate) async fn owned(
+    state: &AppState,
+    id: &str,
+    user: &AuthUser,
+) -> Result<NodeRecord, ApiError> {
     state
         .store
         .node(id, &user.address)

@@ -68,8 +68,11 @@ impl Receiver {
                             body,
                         });
                         tokio::time::sleep(delay).await;
-                        let (status, body) =
-                            answers.lock().unwrap().pop_front().unwrap_or((200, "ok".into()));
+                        let (status, body) = answers
+                            .lock()
+                            .unwrap()
+                            .pop_front()
+                            .unwrap_or((200, "ok".into()));
                         (AxumStatus::from_u16(status).unwrap(), body)
                     }
                 }),
@@ -195,7 +198,10 @@ async fn a_node_that_falls_behind_fires_one_lag_alert_delivered_once_and_signed(
     .await;
     let active = &alerts["active"][0];
     assert_eq!(active["kind"], "lag_seconds", "{alerts}");
-    assert!(active["message"].as_str().unwrap().contains("rule: more than 3 s"));
+    assert!(active["message"]
+        .as_str()
+        .unwrap()
+        .contains("rule: more than 3 s"));
     assert_eq!(active["resolved_at"], Value::Null);
     let (_, node) = alice.get(&format!("/nodes/{id}")).await;
     assert_eq!(node["alerts"][0]["id"], active["id"], "{node}");
@@ -210,7 +216,11 @@ async fn a_node_that_falls_behind_fires_one_lag_alert_delivered_once_and_signed(
     assert_eq!(first.event, "alert.fired");
     assert!(verify(&secret, &first.signature, &first.body), "{first:?}");
     assert!(!verify("whsec_wrong", &first.signature, &first.body));
-    assert!(!verify(&secret, &first.signature, &first.body.replace("lag", "lAg")));
+    assert!(!verify(
+        &secret,
+        &first.signature,
+        &first.body.replace("lag", "lAg")
+    ));
     let body: Value = serde_json::from_str(&first.body).unwrap();
     assert_eq!(body["type"], "alert.fired");
     assert_eq!(body["id"], first.delivery.as_str());
@@ -220,12 +230,27 @@ async fn a_node_that_falls_behind_fires_one_lag_alert_delivered_once_and_signed(
 
     // The progress events carry it too.
     let (events, _) = tokio::join!(
-        crate::nodes::read_frames(&h, &alice.token, None, "progress", Duration::from_secs(10), |ev| {
-            ev.iter().any(|(_, e)| e["node_id"] == id.as_str() && e["alerts"].as_array().is_some_and(|a| !a.is_empty()))
-        }),
+        crate::nodes::read_frames(
+            &h,
+            &alice.token,
+            None,
+            "progress",
+            Duration::from_secs(10),
+            |ev| {
+                ev.iter().any(|(_, e)| {
+                    e["node_id"] == id.as_str()
+                        && e["alerts"].as_array().is_some_and(|a| !a.is_empty())
+                })
+            }
+        ),
         async {}
     );
-    assert!(events.iter().any(|(_, e)| e["alerts"][0]["kind"] == "lag_seconds"), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|(_, e)| e["alerts"][0]["kind"] == "lag_seconds"),
+        "{events:?}"
+    );
 
     // Still behind, polled five more times (2 s each): the same alert, no second firing.
     let behind = node["behind_seconds"].as_u64().unwrap_or(0);
@@ -237,13 +262,23 @@ async fn a_node_that_falls_behind_fires_one_lag_alert_delivered_once_and_signed(
     let (_, again) = alice.get(&format!("/nodes/{id}/alerts")).await;
     assert_eq!(again["recent"].as_array().unwrap().len(), 1, "{again}");
     assert_eq!(again["active"][0]["id"], active["id"]);
-    assert_eq!(receiver.got().iter().filter(|r| r.event == "alert.fired").count(), 1);
+    assert_eq!(
+        receiver
+            .got()
+            .iter()
+            .filter(|r| r.event == "alert.fired")
+            .count(),
+        1
+    );
 
     // The stop resolves it: one `alert.resolved`.
     alice.post(&format!("/nodes/{id}/stop"), json!({})).await;
     alice.wait_state(&id, "stopped").await;
     let resolved = wait_for("the resolve delivery", Duration::from_secs(15), || async {
-        receiver.got().into_iter().find(|r| r.event == "alert.resolved")
+        receiver
+            .got()
+            .into_iter()
+            .find(|r| r.event == "alert.resolved")
     })
     .await;
     assert!(verify(&secret, &resolved.signature, &resolved.body));
@@ -279,7 +314,10 @@ async fn a_receiver_that_fails_twice_gets_the_third_attempt() {
         (d["attempts"].as_u64() >= Some(1) && d["last_status"] == 500).then_some(d)
     })
     .await;
-    assert!(failed["last_error"].as_str().unwrap().len() <= 600, "{failed}");
+    assert!(
+        failed["last_error"].as_str().unwrap().len() <= 600,
+        "{failed}"
+    );
     let done = wait_delivered(&alice, &id, Duration::from_secs(15)).await;
     assert_eq!(done["attempts"], 3, "{done}");
     assert_eq!(done["last_status"], 200);
@@ -324,7 +362,9 @@ async fn a_restart_in_the_middle_of_the_retries_loses_nothing() {
     assert_eq!(done["attempts"], 2, "{done}");
     let got = receiver.got();
     assert_eq!(got.len(), 2);
-    assert!(got.iter().all(|r| r.delivery == id && verify(&secret, &r.signature, &r.body)));
+    assert!(got
+        .iter()
+        .all(|r| r.delivery == id && verify(&secret, &r.signature, &r.body)));
 }
 
 /// A receiver slower than the deadline: the attempt is recorded as timed out and retried.
@@ -347,7 +387,13 @@ async fn a_slow_receiver_times_out() {
         (d["attempts"] == 1 && d["last_error"].is_string()).then_some(d)
     })
     .await;
-    assert!(d["last_error"].as_str().unwrap().contains("no answer within"), "{d}");
+    assert!(
+        d["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within"),
+        "{d}"
+    );
     assert_eq!(d["state"], "pending");
     assert_eq!(d["last_status"], Value::Null);
     assert!(d["next_attempt_at"].as_i64().is_some());
@@ -364,23 +410,37 @@ async fn bad_and_private_webhook_urls_are_refused_by_default() {
     for (url, why) in [
         ("http://127.0.0.1:9/hook", "not a public address"),
         ("http://localhost:9/hook", "not a public address"),
-        ("http://169.254.169.254/latest/meta-data/", "not a public address"),
+        (
+            "http://169.254.169.254/latest/meta-data/",
+            "not a public address",
+        ),
         ("http://10.1.2.3/", "not a public address"),
         ("http://[::1]:9/", "not a public address"),
         ("http://[::ffff:127.0.0.1]/", "not a public address"),
         ("http://2130706433/", "not a public address"),
         ("ftp://hooks.example.com/", "http:// or https://"),
         ("file:///etc/passwd", "http:// or https://"),
-        ("https://user:pass@hooks.example.com/", "no user name or password"),
+        (
+            "https://user:pass@hooks.example.com/",
+            "no user name or password",
+        ),
         ("not a url", "does not parse"),
         (long.as_str(), "longer than 2048"),
     ] {
         let (status, body) = alice.put("/me/webhook", json!({"url": url})).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {body}");
         assert_eq!(body["error"]["code"], "invalid_webhook_url", "{url}");
-        assert!(body["error"]["message"].as_str().unwrap().contains(why), "{url}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(why),
+            "{url}: {body}"
+        );
     }
-    let (status, body) = alice.put("/me/webhook", json!({"url": "https://hooks.example.com/", "evil": 1})).await;
+    let (status, body) = alice
+        .put(
+            "/me/webhook",
+            json!({"url": "https://hooks.example.com/", "evil": 1}),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"]["code"], "invalid_json");
     // Nothing was set.
@@ -391,17 +451,24 @@ async fn bad_and_private_webhook_urls_are_refused_by_default() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // A public URL is taken; the secret is shown once, kept on a URL change, new on rotation.
-    let (status, hook) = alice.put("/me/webhook", json!({"url": "https://hooks.example.com/a"})).await;
+    let (status, hook) = alice
+        .put("/me/webhook", json!({"url": "https://hooks.example.com/a"}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{hook}");
     let secret = hook["secret"].as_str().unwrap().to_owned();
     assert!(secret.starts_with("whsec_"));
     let (_, shown) = alice.get("/me/webhook").await;
     assert_eq!(shown["url"], "https://hooks.example.com/a");
     assert!(shown.get("secret").is_none(), "{shown}");
-    let (_, moved) = alice.put("/me/webhook", json!({"url": "https://hooks.example.com/b"})).await;
+    let (_, moved) = alice
+        .put("/me/webhook", json!({"url": "https://hooks.example.com/b"}))
+        .await;
     assert!(moved.get("secret").is_none(), "{moved}");
     let (_, rotated) = alice
-        .put("/me/webhook", json!({"url": "https://hooks.example.com/b", "rotate_secret": true}))
+        .put(
+            "/me/webhook",
+            json!({"url": "https://hooks.example.com/b", "rotate_secret": true}),
+        )
         .await;
     let new_secret = rotated["secret"].as_str().unwrap();
     assert_ne!(new_secret, secret);
@@ -428,7 +495,12 @@ async fn nobody_else_sees_your_webhook_or_alerts_and_bad_rules_are_refused() {
     let bob = Api::signed_in(&h, DEV_KEY_1).await;
     set_webhook(&alice, &receiver.url).await;
     let (_, queued) = alice.post("/me/webhook/test", json!({})).await;
-    wait_delivered(&alice, queued["id"].as_str().unwrap(), Duration::from_secs(10)).await;
+    wait_delivered(
+        &alice,
+        queued["id"].as_str().unwrap(),
+        Duration::from_secs(10),
+    )
+    .await;
 
     let (status, _) = bob.get("/me/webhook").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -439,14 +511,28 @@ async fn nobody_else_sees_your_webhook_or_alerts_and_bad_rules_are_refused() {
     assert_eq!(still["url"], receiver.url.as_str());
 
     for (rules, why) in [
-        (json!({"lag_blocks": 0, "lag_seconds": 120, "runway_secs": 3600, "failed": true, "replaced": true}), "lag_blocks must be from 1"),
-        (json!({"lag_blocks": 40, "lag_seconds": 0, "runway_secs": 3600, "failed": true, "replaced": true}), "lag_seconds must be from 1"),
-        (json!({"lag_blocks": 40, "lag_seconds": 120, "runway_secs": 5, "failed": true, "replaced": true}), "runway_secs must be from 60"),
+        (
+            json!({"lag_blocks": 0, "lag_seconds": 120, "runway_secs": 3600, "failed": true, "replaced": true}),
+            "lag_blocks must be from 1",
+        ),
+        (
+            json!({"lag_blocks": 40, "lag_seconds": 0, "runway_secs": 3600, "failed": true, "replaced": true}),
+            "lag_seconds must be from 1",
+        ),
+        (
+            json!({"lag_blocks": 40, "lag_seconds": 120, "runway_secs": 5, "failed": true, "replaced": true}),
+            "runway_secs must be from 60",
+        ),
     ] {
-        let (status, body) = alice.post("/nodes", json!({"network": "dev", "alerts": rules})).await;
+        let (status, body) = alice
+            .post("/nodes", json!({"network": "dev", "alerts": rules}))
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(body["error"]["code"], "invalid_alert_rules");
-        assert!(body["error"]["message"].as_str().unwrap().contains(why), "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(why),
+            "{body}"
+        );
     }
     let (_, nodes) = alice.get("/nodes").await;
     assert_eq!(nodes, json!([]), "a refused create makes no node");
@@ -473,7 +559,10 @@ async fn nobody_else_sees_your_webhook_or_alerts_and_bad_rules_are_refused() {
         json!({"lag_blocks": 40}),
     ] {
         let (status, body) = alice.put(&format!("/nodes/{id}/alerts"), bad.clone()).await;
-        assert!(status == StatusCode::BAD_REQUEST || status == StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {status} {body}");
+        assert!(
+            status == StatusCode::BAD_REQUEST || status == StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {status} {body}"
+        );
     }
     let (status, set) = alice.put(&format!("/nodes/{id}/alerts"), off.clone()).await;
     assert_eq!(status, StatusCode::OK, "{set}");

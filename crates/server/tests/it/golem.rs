@@ -224,7 +224,10 @@ async fn a_node_on_golem_runs_is_stopped_and_paid_for_on_chain() {
     })
     .await;
     assert!(
-        runway["message"].as_str().unwrap().contains("rule: less than 3600 s"),
+        runway["message"]
+            .as_str()
+            .unwrap()
+            .contains("rule: less than 3600 s"),
         "{runway}"
     );
 

@@ -27,7 +27,9 @@ pub(super) async fn alerts_fire_once_per_episode_with_their_delivery(mut db: Db)
 
     // No webhook: the alert is stored, nothing is queued.
     let fired = s
-        .fire_alert("n1", ALICE, AlertType::LagBlocks, "behind", 10, |_| delivery(0))
+        .fire_alert("n1", ALICE, AlertType::LagBlocks, "behind", 10, |_| {
+            delivery(0)
+        })
         .await
         .unwrap();
     assert!(fired.is_some());
@@ -41,9 +43,11 @@ pub(super) async fn alerts_fire_once_per_episode_with_their_delivery(mut db: Db)
         .map(|i| {
             let s = s.clone();
             tokio::spawn(async move {
-                s.fire_alert("n1", ALICE, AlertType::LagBlocks, "again", 20, |_| delivery(i))
-                    .await
-                    .unwrap()
+                s.fire_alert("n1", ALICE, AlertType::LagBlocks, "again", 20, |_| {
+                    delivery(i)
+                })
+                .await
+                .unwrap()
             })
         })
         .collect();
@@ -70,7 +74,14 @@ pub(super) async fn alerts_fire_once_per_episode_with_their_delivery(mut db: Db)
         .is_none());
     // A new episode fires again.
     let again = s
-        .fire_alert("n1", ALICE, AlertType::LagBlocks, "behind again", 40, |_| delivery(1))
+        .fire_alert(
+            "n1",
+            ALICE,
+            AlertType::LagBlocks,
+            "behind again",
+            40,
+            |_| delivery(1),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -94,7 +105,10 @@ pub(super) async fn alerts_fire_once_per_episode_with_their_delivery(mut db: Db)
     assert_eq!(s.active_alerts("n1").await.unwrap(), vec![again]);
     let hook = s.webhook(ALICE).await.unwrap().unwrap();
     assert_eq!(hook.secret, "whsec_x");
-    assert!(!format!("{hook:?}").contains("whsec_x"), "Debug hides the secret");
+    assert!(
+        !format!("{hook:?}").contains("whsec_x"),
+        "Debug hides the secret"
+    );
     assert_eq!(s.deliveries(ALICE, 10).await.unwrap().len(), 2);
     assert!(s.webhook(BOB).await.unwrap().is_none());
     assert!(s.deliveries(BOB, 10).await.unwrap().is_empty());
@@ -137,8 +151,15 @@ pub(super) async fn deliveries_are_claimed_by_exactly_one_claimer(db: Db) {
     assert_eq!(all, want);
     // Claimed: not claimed again until the claim expires.
     assert!(s.claim_delivery(300, 60_000).await.unwrap().is_none());
-    let again = s.claim_delivery(200 + 60_000, 60_000).await.unwrap().unwrap();
-    assert_eq!(again.delivery.attempts, 2, "an expired claim is an attempt that never came back");
+    let again = s
+        .claim_delivery(200 + 60_000, 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.delivery.attempts, 2,
+        "an expired claim is an attempt that never came back"
+    );
 
     // Failed attempts come back at their retry time; delivered and given-up ones never.
     let id = again.delivery.id.clone();
@@ -148,10 +169,15 @@ pub(super) async fn deliveries_are_claimed_by_exactly_one_claimer(db: Db) {
         delivered: false,
         retry_at,
     };
-    s.record_attempt(&id, &fail(Some(1_000_000)), 70_000).await.unwrap();
+    s.record_attempt(&id, &fail(Some(1_000_000)), 70_000)
+        .await
+        .unwrap();
     let log = s.deliveries(ALICE, 100).await.unwrap();
     let row = log.iter().find(|d| d.id == id).unwrap();
-    assert_eq!((row.state.as_str(), row.attempts, row.last_status), ("pending", 2, Some(500)));
+    assert_eq!(
+        (row.state.as_str(), row.attempts, row.last_status),
+        ("pending", 2, Some(500))
+    );
     assert_eq!(row.next_attempt_at, 1_000_000);
     // Not due before its retry time (the others' claims expired: they are).
     let mut early = Vec::new();
@@ -161,7 +187,10 @@ pub(super) async fn deliveries_are_claimed_by_exactly_one_claimer(db: Db) {
     assert_eq!(early.len(), 29);
     assert!(!early.contains(&id));
     let c = s.claim_delivery(1_000_000, 60_000).await.unwrap().unwrap();
-    assert_eq!((c.delivery.id.as_str(), c.delivery.attempts), (id.as_str(), 3));
+    assert_eq!(
+        (c.delivery.id.as_str(), c.delivery.attempts),
+        (id.as_str(), 3)
+    );
     s.record_attempt(
         &id,
         &Attempt {
@@ -181,12 +210,23 @@ pub(super) async fn deliveries_are_claimed_by_exactly_one_claimer(db: Db) {
         .into_iter()
         .find(|d| d.id == id)
         .unwrap();
-    assert_eq!((row.state.as_str(), row.attempts, row.delivered_at), ("delivered", 3, Some(1_000_001)));
-    assert!(s.claim_delivery(i64::MAX / 4, 60_000).await.unwrap().is_some_and(|c| c.delivery.id != id));
+    assert_eq!(
+        (row.state.as_str(), row.attempts, row.delivered_at),
+        ("delivered", 3, Some(1_000_001))
+    );
+    assert!(s
+        .claim_delivery(i64::MAX / 4, 60_000)
+        .await
+        .unwrap()
+        .is_some_and(|c| c.delivery.id != id));
 
     // Removing the webhook gives up what is pending.
     assert!(s.delete_webhook(ALICE, 2_000_000).await.unwrap());
-    assert!(s.claim_delivery(i64::MAX / 2, 60_000).await.unwrap().is_none());
+    assert!(s
+        .claim_delivery(i64::MAX / 2, 60_000)
+        .await
+        .unwrap()
+        .is_none());
     let log = s.deliveries(ALICE, 100).await.unwrap();
     assert_eq!(log.iter().filter(|d| d.state == "delivered").count(), 1);
     assert_eq!(log.iter().filter(|d| d.state == "gave_up").count(), 29);

@@ -73,7 +73,9 @@ macro_rules! both {
 }
 
 mod alerts;
-use alerts::{alerts_fire_once_per_episode_with_their_delivery, deliveries_are_claimed_by_exactly_one_claimer};
+use alerts::{
+    alerts_fire_once_per_episode_with_their_delivery, deliveries_are_claimed_by_exactly_one_claimer,
+};
 
 both!(
     alerts_fire_once_per_episode_with_their_delivery,
