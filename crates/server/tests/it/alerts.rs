@@ -572,3 +572,45 @@ async fn nobody_else_sees_your_webhook_or_alerts_and_bad_rules_are_refused() {
     alice.post(&format!("/nodes/{id}/stop"), json!({})).await;
     alice.wait_state(&id, "stopped").await;
 }
+
+/// Two replicas on one PostgreSQL database, both running the delivery worker: every delivery is
+/// sent exactly once (each attempt is claimed by one of them).
+#[tokio::test]
+async fn with_two_replicas_each_delivery_is_sent_once() {
+    let pg = erigolem_test_utils::postgres::Postgres::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("secret.key");
+    let replica = |name: &str| {
+        let (url, key) = (pg.url.clone(), key.clone());
+        let data = dir.path().join(name);
+        async move {
+            server(&data, move |c| {
+                fast_webhooks(c);
+                c.database_url = Some(url);
+                c.key_file = Some(key);
+            })
+            .await
+        }
+    };
+    let (a, b) = (replica("a").await, replica("b").await);
+    // Slow enough that both workers hold claims at the same time.
+    let receiver = Receiver::start(Vec::new(), Duration::from_millis(300)).await;
+    let alice_a = Api::signed_in(&a, DEV_KEY_0).await;
+    let alice_b = Api::with_token(&b, alice_a.token.clone());
+    set_webhook(&alice_a, &receiver.url).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let api = if i % 2 == 0 { &alice_a } else { &alice_b };
+        let (status, queued) = api.post("/me/webhook/test", json!({})).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+        ids.push(queued["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        let d = wait_delivered(&alice_b, id, Duration::from_secs(30)).await;
+        assert_eq!(d["attempts"], 1, "{d}");
+    }
+    let mut got: Vec<String> = receiver.got().into_iter().map(|r| r.delivery).collect();
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids, "each delivery exactly once");
+}
