@@ -184,7 +184,9 @@ async fn execute(
             Action::Unhealthy { message } => {
                 let misses = state.add_miss(&node.id, &message);
                 tracing::warn!(node = %node.id, misses, "unhealthy: {message}");
-                let alerts = crate::alerts::active(state, &node.id).await?;
+                let alerts = crate::alerts::active(state, &node.id)
+                    .await
+                    .unwrap_or_default();
                 send_progress(state, &node, Some(message), None, alerts).await;
             }
             Action::Healthy => state.clear_health(&node.id),

@@ -1,5 +1,5 @@
 -- Issue 15: alerts of nodes and the webhooks they are delivered to, PostgreSQL flavour (keep in step
--- with ../sqlite/0006_alerts.sql).
+-- with ../sqlite/0007_alerts.sql).
 
 -- A node's alert rules (erigolem_lifecycle::alert::AlertRules as JSON); no row: the defaults.
 CREATE TABLE alert_rules (

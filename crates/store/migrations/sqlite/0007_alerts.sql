@@ -1,5 +1,5 @@
 -- Issue 15: alerts of nodes and the webhooks they are delivered to, SQLite flavour (keep in step
--- with ../postgres/0006_alerts.sql).
+-- with ../postgres/0007_alerts.sql).
 
 -- A node's alert rules (erigolem_lifecycle::alert::AlertRules as JSON); no row: the defaults.
 CREATE TABLE alert_rules (
