@@ -46,6 +46,21 @@ pub(crate) async fn networks(State(state): State<Arc<AppState>>) -> Json<Vec<Net
 }
 
 async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeView, ApiError> {
+    let replaced_by = match node.state {
+        NodeState::Failed => state.store.replacement_of(&node.id).await?,
+        _ => None,
+    };
+    view_with(state, node, owner, replaced_by).await
+}
+
+/// [`view`] with the node's replacement already known (a list finds them among its own rows: a
+/// replacement has its predecessor's owner).
+async fn view_with(
+    state: &AppState,
+    node: NodeRecord,
+    owner: &str,
+    replaced_by: Option<String>,
+) -> Result<NodeView, ApiError> {
     // Credentials only while the endpoint exists, and only ever to the owner (queries are owner-scoped).
     let auth = match (&node.username, node.state) {
         (Some(user), NodeState::Running | NodeState::Starting) => state
@@ -85,10 +100,7 @@ async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeVie
         },
         _ => None,
     };
-    let replaced_by = match node.state {
-        NodeState::Failed => state.store.replacement_of(&node.id).await?,
-        _ => None,
-    };
+    let replaced_by = replaced_by.filter(|_| node.state == NodeState::Failed);
     let health = state.health(&node.id).filter(|_| live);
     let status = state
         .live(&node.id)
@@ -270,9 +282,16 @@ pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     user: AuthUser,
 ) -> Result<Json<Vec<NodeView>>, ApiError> {
-    let mut out = Vec::new();
-    for node in state.store.nodes(&user.address).await? {
-        out.push(view(&state, node, &user.address).await?);
+    let nodes = state.store.nodes(&user.address).await?;
+    // One pass instead of a lookup per failed node.
+    let mut replacements: std::collections::HashMap<String, String> = nodes
+        .iter()
+        .filter_map(|n| Some((n.replaces.clone()?, n.id.clone())))
+        .collect();
+    let mut out = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let replaced_by = replacements.remove(&node.id);
+        out.push(view_with(&state, node, &user.address, replaced_by).await?);
     }
     Ok(Json(out))
 }
