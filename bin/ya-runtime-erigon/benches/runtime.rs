@@ -4,7 +4,9 @@
 //! keep-alive and basic auth; this benchmark writes that location itself, in a second private
 //! Nginx), and the full path of today (Nginx → the runtime's guard → the node) — at 1, 16 and 64
 //! keep-alive connections, for `eth_blockNumber` and for a mix of real calls on an anvil with
-//! state (a deployed ERC-20 with 240 transfers over 120 blocks). Then the password file formats.
+//! state (a deployed ERC-20 with 240 transfers over 120 blocks), the paths taking turns in short
+//! slices so that a busy machine weighs on each alike. Then the password file formats. (The
+//! runtime's CPU per call includes copying the node's log: anvil logs a line per call.)
 //!
 //! `scripts/bench.sh` (release build); results are recorded in docs/benchmarks.md.
 #![allow(clippy::unwrap_used)]
@@ -22,10 +24,29 @@ use sha_crypt::{Algorithm, Params, PasswordHasher, ShaCrypt};
 const STARTS: usize = 20;
 const WARMUP: Duration = Duration::from_millis(500);
 const MEASURE: Duration = Duration::from_secs(3);
+/// The side-by-side cells: each path measured in `ROUNDS` slices of `SLICE` (3 s in all), in turn.
+const ROUNDS: u32 = 6;
+const SLICE: Duration = Duration::from_millis(500);
+const SLICE_WARMUP: Duration = Duration::from_millis(150);
 const BLOCK_NUMBER: &str = r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#;
 
 /// `conns` tasks, each with its own keep-alive connection, sending `bodies` in turn back to back.
 async fn load(url: &str, auth: Option<(&str, &str)>, conns: usize, bodies: &[String]) -> Load {
+    Load::from_clients(
+        samples(url, auth, conns, bodies, WARMUP, MEASURE).await,
+        MEASURE,
+    )
+}
+
+/// [`load`]'s raw samples: each client's latencies and errors over `measure` after `warmup`.
+async fn samples(
+    url: &str,
+    auth: Option<(&str, &str)>,
+    conns: usize,
+    bodies: &[String],
+    warmup: Duration,
+    measure: Duration,
+) -> Vec<(Vec<Duration>, usize)> {
     let tasks = (0..conns).map(|task| {
         let url = url.to_owned();
         let auth = auth.map(|(u, p)| (u.to_owned(), p.to_owned()));
@@ -39,7 +60,7 @@ async fn load(url: &str, auth: Option<(&str, &str)>, conns: usize, bodies: &[Str
             let mut errors = 0;
             let start = Instant::now();
             let mut i = task;
-            while start.elapsed() < WARMUP + MEASURE {
+            while start.elapsed() < warmup + measure {
                 let body = bodies[i % bodies.len()].clone();
                 i += 1;
                 let mut req = client
@@ -57,7 +78,7 @@ async fn load(url: &str, auth: Option<(&str, &str)>, conns: usize, bodies: &[Str
                     },
                     _ => false,
                 };
-                if start.elapsed() > WARMUP {
+                if start.elapsed() > warmup {
                     if ok {
                         latencies.push(t.elapsed());
                     } else {
@@ -68,11 +89,11 @@ async fn load(url: &str, auth: Option<(&str, &str)>, conns: usize, bodies: &[Str
             (latencies, errors)
         })
     });
-    let clients = futures::future::join_all(tasks)
+    futures::future::join_all(tasks)
         .await
         .into_iter()
-        .map(|t| t.unwrap());
-    Load::from_clients(clients, MEASURE)
+        .map(|t| t.unwrap())
+        .collect()
 }
 
 /// Sends a transaction from an unlocked dev account (not mined yet).
@@ -350,13 +371,26 @@ async fn main() {
         println!("| conns | direct req/s | nginx-only req/s | full req/s | full/direct | full/nginx-only | direct p50 ms | nginx-only p50 ms | full p50 ms | added p50 ms (full − nginx-only) | direct p99 ms | nginx-only p99 ms | full p99 ms | guard CPU µs/call | errors d/n/f | load avg |");
         println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|");
         for conns in [1, 16, 64] {
-            let d = load(&direct, None, conns, bodies).await;
-            let n = load(&old_url, auth, conns, bodies).await;
-            let cpu = cpu_secs(session.pid());
-            let before = session.status().await.unwrap().usage.unwrap().requests;
-            let f = load(&status.url, auth, conns, bodies).await;
-            let calls = session.status().await.unwrap().usage.unwrap().requests - before;
-            let per_call = (cpu_secs(session.pid()) - cpu) / calls.max(1) as f64 * 1e6;
+            // The three paths take turns in short slices, so that whatever else the machine
+            // does weighs on each of them alike.
+            let (mut d, mut n, mut f) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut cpu, mut calls) = (0.0, 0);
+            for _ in 0..ROUNDS {
+                d.extend(samples(&direct, None, conns, bodies, SLICE_WARMUP, SLICE).await);
+                n.extend(samples(&old_url, auth, conns, bodies, SLICE_WARMUP, SLICE).await);
+                let cpu_before = cpu_secs(session.pid());
+                let before = session.status().await.unwrap().usage.unwrap().requests;
+                f.extend(samples(&status.url, auth, conns, bodies, SLICE_WARMUP, SLICE).await);
+                calls += session.status().await.unwrap().usage.unwrap().requests - before;
+                cpu += cpu_secs(session.pid()) - cpu_before;
+            }
+            let measured = SLICE * ROUNDS;
+            let (d, n, f) = (
+                Load::from_clients(d, measured),
+                Load::from_clients(n, measured),
+                Load::from_clients(f, measured),
+            );
+            let per_call = cpu / calls.max(1) as f64 * 1e6;
             peak = peak.max(rss_kib(session.pid()));
             let added = f.p50.as_secs_f64() - n.p50.as_secs_f64();
             println!(

@@ -185,6 +185,17 @@ impl Store {
         rows.iter().map(alert_from_row).collect()
     }
 
+    /// The active alerts of all of `owner`'s nodes, oldest first (one query for a node list).
+    pub async fn active_alerts_of(&self, owner: &str) -> Result<Vec<AlertRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ALERT_COLS} FROM alerts WHERE owner = $1 AND resolved_at IS NULL ORDER BY id"
+        ))
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(alert_from_row).collect()
+    }
+
     /// The node's last `limit` alerts, newest first.
     pub async fn recent_alerts(&self, node_id: &str, limit: i64) -> Result<Vec<AlertRecord>> {
         let rows = sqlx::query(&format!(

@@ -46,6 +46,24 @@ pub(crate) async fn networks(State(state): State<Arc<AppState>>) -> Json<Vec<Net
 }
 
 async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeView, ApiError> {
+    let replaced_by = match node.state {
+        NodeState::Failed => state.store.replacement_of(&node.id).await?,
+        _ => None,
+    };
+    let alerts = crate::alerts::active(state, &node.id).await?;
+    view_with(state, node, owner, replaced_by, alerts).await
+}
+
+/// [`view`] with the node's replacement and active alerts already known (a list finds them among
+/// its own rows, and reads its owner's active alerts in one query: a replacement has its
+/// predecessor's owner).
+async fn view_with(
+    state: &AppState,
+    node: NodeRecord,
+    owner: &str,
+    replaced_by: Option<String>,
+    alerts: Vec<erigolem_api::Alert>,
+) -> Result<NodeView, ApiError> {
     // Credentials only while the endpoint exists, and only ever to the owner (queries are owner-scoped).
     let auth = match (&node.username, node.state) {
         (Some(user), NodeState::Running | NodeState::Starting) => state
@@ -85,10 +103,7 @@ async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeVie
         },
         _ => None,
     };
-    let replaced_by = match node.state {
-        NodeState::Failed => state.store.replacement_of(&node.id).await?,
-        _ => None,
-    };
+    let replaced_by = replaced_by.filter(|_| node.state == NodeState::Failed);
     let health = state.health(&node.id).filter(|_| live);
     let status = state
         .live(&node.id)
@@ -104,7 +119,6 @@ async fn view(state: &AppState, node: NodeRecord, owner: &str) -> Result<NodeVie
         .map_err(|_| stored("prune", &node.prune))?;
     // Written from STATUS as a SyncProgress; anything else is shown as no progress.
     let sync = node.sync.and_then(|v| serde_json::from_value(v).ok());
-    let alerts = crate::alerts::active(state, &node.id).await?;
     Ok(NodeView {
         id: node.id,
         name: node.name,
@@ -283,9 +297,25 @@ pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     user: AuthUser,
 ) -> Result<Json<Vec<NodeView>>, ApiError> {
-    let mut out = Vec::new();
-    for node in state.store.nodes(&user.address).await? {
-        out.push(view(&state, node, &user.address).await?);
+    let nodes = state.store.nodes(&user.address).await?;
+    // One pass instead of a lookup per failed node.
+    let mut replacements: std::collections::HashMap<String, String> = nodes
+        .iter()
+        .filter_map(|n| Some((n.replaces.clone()?, n.id.clone())))
+        .collect();
+    let mut alerts: std::collections::HashMap<String, Vec<erigolem_api::Alert>> =
+        Default::default();
+    for a in state.store.active_alerts_of(&user.address).await? {
+        alerts
+            .entry(a.node_id.clone())
+            .or_default()
+            .push(crate::alerts::view(&a));
+    }
+    let mut out = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let replaced_by = replacements.remove(&node.id);
+        let alerts = alerts.remove(&node.id).unwrap_or_default();
+        out.push(view_with(&state, node, &user.address, replaced_by, alerts).await?);
     }
     Ok(Json(out))
 }

@@ -964,6 +964,15 @@ async fn hostile_billing_and_status_are_bounded_and_shown() {
             .iter()
             .any(|a| a["kind"] == "replaced"
                 && a["message"].as_str().unwrap().contains(new_id.as_str())));
+        // The list says the same as the node's own page.
+        let listed = alice.get("/nodes").await.1;
+        let failed_listed = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id.as_str())
+            .unwrap();
+        assert_eq!(failed_listed["replaced_by"], new_id.as_str(), "{listed}");
         let replacement = wait_state(&alice, &new_id, "running", Duration::from_secs(60)).await;
         assert_eq!(replacement["name"], "keeper");
         assert_eq!(replacement["replaces"], id.as_str());

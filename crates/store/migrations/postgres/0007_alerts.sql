@@ -28,6 +28,7 @@ CREATE TABLE alerts (
 );
 CREATE UNIQUE INDEX alerts_active ON alerts (node_id, kind) WHERE resolved_at IS NULL;
 CREATE INDEX alerts_by_node ON alerts (node_id, id);
+CREATE INDEX alerts_active_by_owner ON alerts (owner) WHERE resolved_at IS NULL;
 
 -- One webhook per user; the signing secret encrypted like node passwords.
 CREATE TABLE webhooks (

@@ -87,6 +87,11 @@ pub(super) async fn alerts_fire_once_per_episode_with_their_delivery(mut db: Db)
         .unwrap();
     assert!(again.id > resolved.id);
     assert_eq!(s.active_alerts("n1").await.unwrap(), vec![again.clone()]);
+    assert_eq!(
+        s.active_alerts_of(ALICE).await.unwrap(),
+        vec![again.clone()]
+    );
+    assert!(s.active_alerts_of(BOB).await.unwrap().is_empty());
     let recent = s.recent_alerts("n1", 10).await.unwrap();
     assert_eq!(recent.len(), 2);
     assert_eq!(recent[0].id, again.id, "newest first");
