@@ -9,6 +9,7 @@ import { blocksBehind, errorRates, heights, latencies, linePaths, requestRates, 
 
 const WIDTH = 320;
 const HEIGHT = 96;
+const PAD = 4;
 const COLORS = ['#2563eb', '#d97706', '#059669', '#db2777', '#7c3aed', '#64748b'];
 
 function time(ms: number, window: NodeUsage['window']): string {
@@ -24,7 +25,8 @@ export function LineChart({ title, chart, unit, usage, fromZero = true, testId }
   const id = useId();
   const { y0, y1 } = yDomain(chart.series, fromZero);
   const domain = { x0: usage.from, x1: usage.to, y0, y1 };
-  const box = { width: WIDTH, height: HEIGHT };
+  // Inset so that a dot at an edge (the newest step) is drawn whole.
+  const box = { width: WIDTH - 2 * PAD, height: HEIGHT - 2 * PAD };
   const empty = chart.xs.length === 0;
   const summary = chart.series
     .map((s) => {
@@ -40,11 +42,14 @@ export function LineChart({ title, chart, unit, usage, fromZero = true, testId }
       <svg viewBox={`0 0 ${WIDTH} ${HEIGHT}`} role="img" aria-labelledby={`${id}-title`} aria-describedby={`${id}-desc`} preserveAspectRatio="none">
         <desc id={`${id}-desc`}>{empty ? 'No samples in this window.' : `Over the last ${usage.window}: ${summary}. The table below has every step.`}</desc>
         <line x1={0} y1={HEIGHT - 0.5} x2={WIDTH} y2={HEIGHT - 0.5} className="chart-axis" />
+        <g transform={`translate(${PAD},${PAD})`}>
         {chart.series.map((s, i) =>
           linePaths(chart.xs, s.values, domain, box, usage.step_secs * 1000).map((d, j) => (
-            <path key={`${s.name}-${j}`} d={d} fill="none" stroke={COLORS[i % COLORS.length]} strokeWidth={1.5} vectorEffect="non-scaling-stroke" data-series={s.name} />
+            // A lone step (no neighbour to join) is drawn as a dot: a round cap on a tiny segment.
+            <path key={`${s.name}-${j}`} d={d} fill="none" stroke={COLORS[i % COLORS.length]} strokeWidth={d.includes('L') ? 1.5 : 6} strokeLinecap="round" strokeLinejoin="round" vectorEffect="non-scaling-stroke" data-series={s.name} />
           )),
         )}
+        </g>
       </svg>
       <div className="chart-scale muted" aria-hidden="true">
         <span>
