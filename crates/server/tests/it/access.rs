@@ -277,7 +277,11 @@ async fn bad_allowlists_are_refused_with_400_and_create_nothing() {
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
         let (status, answer) = alice.post("/nodes", body).await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{extra}: {answer}");
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{extra}: {answer}"
+        );
         assert_eq!(answer["error"]["code"], "invalid_json", "{extra}: {answer}");
     }
     let (_, nodes) = alice.get("/nodes").await;

@@ -216,7 +216,10 @@ async fn a_node_on_golem_runs_is_stopped_and_paid_for_on_chain() {
         "the provider's guard served a method outside the allowlist: {refused:?}"
     );
     assert_eq!(node["methods"], json!(["eth_blockNumber"]), "{node}");
-    assert!(node["endpoint_limits"]["requests_per_sec"].is_u64(), "{node}");
+    assert!(
+        node["endpoint_limits"]["requests_per_sec"].is_u64(),
+        "{node}"
+    );
     let billing = &node["billing"];
     assert_eq!(billing["provider_id"], provider_id.as_str(), "{node}");
     assert_eq!(
