@@ -52,13 +52,13 @@ async fn allowlists_given_at_create_are_enforced_by_the_nodes_endpoint() {
     let (status, created) = alice
         .post(
             "/nodes",
-            json!({"network": "dev", "methods": ["eth_blockNumber", " eth_getTransactionCount", "eth_blockNumber"]}),
+            json!({"network": "dev", "methods": ["eth_blockNumber", " eth_getTransactionCount", "eth_blockNumber", "anvil_*"]}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(
         created["methods"],
-        json!(["eth_blockNumber", "eth_getTransactionCount"]),
+        json!(["eth_blockNumber", "eth_getTransactionCount", "anvil_*"]),
         "normalised, without duplicates: {created}"
     );
     assert_eq!(created["allow_origins"], Value::Null);
@@ -79,6 +79,22 @@ async fn allowlists_given_at_create_are_enforced_by_the_nodes_endpoint() {
         }
         other => panic!("eth_chainId got through the allowlist: {other:?}"),
     }
+    // Allowlisting a method the provider denies does not open it: the deny list applies either way.
+    let (_, fork) = post_rpc(
+        &url,
+        &a,
+        None,
+        call("anvil_setRpcUrl", json!(["http://127.0.0.1:1/"])),
+    )
+    .await;
+    assert_eq!(fork["error"]["code"], -32601, "{fork}");
+    assert!(
+        fork["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fetch state from a URL"),
+        "{fork}"
+    );
     // A refused call never reaches the node: a transaction it would have sent leaves the
     // account's nonce (pending included) where it was.
     let (_, sent) = post_rpc(
@@ -126,7 +142,7 @@ async fn allowlists_given_at_create_are_enforced_by_the_nodes_endpoint() {
     let (_, shown) = alice.get(&format!("/nodes/{id}")).await;
     assert_eq!(
         shown["methods"],
-        json!(["eth_blockNumber", "eth_getTransactionCount"])
+        json!(["eth_blockNumber", "eth_getTransactionCount", "anvil_*"])
     );
     let limits = &shown["endpoint_limits"];
     for field in [
