@@ -422,7 +422,7 @@ fn limits_text(limits: &erigolem_api::RpcLimits) -> String {
 
 /// `100 req/s (burst 200), 16 at once, body 1 MiB, batch 100, 16 websockets`.
 fn endpoint_limits_text(l: &erigolem_api::EndpointLimits) -> String {
-    let body = if l.max_body_bytes >= 1 << 20 && l.max_body_bytes % (1 << 20) == 0 {
+    let body = if l.max_body_bytes >= 1 << 20 && l.max_body_bytes.is_multiple_of(1 << 20) {
         format!("{} MiB", l.max_body_bytes >> 20)
     } else {
         format!("{} bytes", l.max_body_bytes)
