@@ -341,10 +341,12 @@ async fn killed_server_keeps_its_nodes(database_url: Option<String>) {
     let wallet = erigolem_client::Wallet::from_hex(DEV_KEY_0).unwrap();
     let mut client = erigolem_client::Client::new(&server.url);
     client.sign_in(&wallet, 1).await.unwrap();
+    // With a method allowlist, which the restarted runtime must get again from the store.
     let node = client
-        .create(&erigolem_client::CreateNode::new(
-            erigolem_api::Network::Dev,
-        ))
+        .create(&erigolem_client::CreateNode {
+            methods: Some(vec!["eth_blockNumber".into()]),
+            ..erigolem_client::CreateNode::new(erigolem_api::Network::Dev)
+        })
         .await
         .unwrap();
     let running = wait_state(&client, &node.id, "running").await;
@@ -394,6 +396,21 @@ async fn killed_server_keeps_its_nodes(database_url: Option<String>) {
         },
     )
     .await;
+    let refused = rpc(
+        &url,
+        Some((&auth.user, &auth.password)),
+        "eth_chainId",
+        json!([]),
+    )
+    .await;
+    assert!(
+        matches!(&refused, Err(erigolem_test_utils::RpcError::Rpc(e)) if e["error"]["code"] == -32601),
+        "the resumed node lost its allowlist: {refused:?}"
+    );
+    assert_eq!(
+        client.node(&node.id).await.unwrap().methods,
+        Some(vec!["eth_blockNumber".to_owned()])
+    );
     client.stop(&node.id).await.unwrap();
     wait_state(&client, &node.id, "stopped").await;
     let after = rpc(
