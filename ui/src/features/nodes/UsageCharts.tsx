@@ -1,6 +1,6 @@
 // Charts of what a node's endpoint served over a window: requests per second by method, errors,
 // latency percentiles, height against the network's head. Hand-drawn SVG lines: a window has at
-// most 168 steps, so a charting library (uPlot: ~23 KB gzipped, canvas) would buy nothing here
+// most 168 steps, so a charting library (uPlot 1.6.32: 21.5 KB gzipped, canvas) would buy nothing here
 // but weight and a canvas that neither screen readers nor the tests can read. Every chart has a
 // table with the same numbers (loaded with this module only when the usage section is opened).
 import { useId } from 'react';
