@@ -33,6 +33,10 @@ const running: Node = {
   health: null,
   engine_version: null,
   limits: null,
+  endpoint_limits: null,
+  methods: null,
+  allow_origins: null,
+  allow_ips: null,
   warnings: [],
   peers: null,
   behind_seconds: null,
@@ -223,6 +227,25 @@ describe('NodeCard lag, release and limits', () => {
     });
     expect(screen.getByTestId('node-limits').textContent).toBe('eth_getLogs blocks: no limit · logs: no limit · batch ≤ 1,000');
     expect(screen.getByTestId('node-warning').textContent).toContain('newer than the newest release');
+  });
+
+  it("shows the endpoint's limits and allowlists, and what no allowlist means", () => {
+    renderCard({
+      ...running,
+      endpoint_limits: { requests_per_sec: 100, burst: 200, max_concurrent: 16, max_body_bytes: 1 << 20, max_batch: 100, max_websockets: 16 },
+      methods: ['eth_blockNumber', 'eth_*'],
+      allow_origins: ['https://app.example.org'],
+      allow_ips: ['10.0.0.0/8', '203.0.113.7'],
+    });
+    expect(screen.getByTestId('node-endpoint-limits').textContent).toBe('100 req/s (burst 200) · 16 at once · body ≤ 1 MiB · batch ≤ 100 · 16 WebSockets');
+    expect(screen.getByTestId('node-methods').textContent).toBe('eth_blockNumber, eth_*');
+    expect(screen.getByTestId('node-allow-origins').textContent).toBe('https://app.example.org');
+    expect(screen.getByTestId('node-allow-ips').textContent).toBe('10.0.0.0/8, 203.0.113.7');
+    cleanup();
+    renderCard({ ...running, state: 'stopped', endpoint_limits: { requests_per_sec: 1, burst: 1, max_concurrent: 1, max_body_bytes: 1, max_batch: 1, max_websockets: 1 } });
+    expect(screen.getByTestId('node-methods').textContent).toBe('any the provider allows');
+    expect(screen.queryByTestId('node-allow-origins')).toBeNull();
+    expect(screen.queryByTestId('node-endpoint-limits')).toBeNull();
   });
 
   it('does not show lag on a stopped node', () => {

@@ -69,3 +69,22 @@ describe('StartNodeForm', () => {
     expect(screen.queryByTestId('disk-estimate')).toBeNull();
   });
 });
+
+describe('StartNodeForm allowlists', () => {
+  it('sends the typed allowlists, and holds a bad entry at its field', async () => {
+    const posted: unknown[] = [];
+    renderForm([dev], posted);
+    await userEvent.click(await screen.findByText('Restrict the endpoint (optional)'));
+    const methods = screen.getByRole('textbox', { name: /Only these methods/ });
+    await userEvent.type(methods, 'eth_chainId, eth.call');
+    expect(screen.getByRole('alert').textContent).toBe('"eth.call" is not a method name (eth_call) or a namespace (eth_*)');
+    expect(methods.getAttribute('aria-invalid')).toBe('true');
+    expect(screen.getByRole('button', { name: 'Start node' })).toHaveProperty('disabled', true);
+    await userEvent.clear(methods);
+    await userEvent.type(methods, 'eth_blockNumber, eth_getBalance');
+    await userEvent.type(screen.getByRole('textbox', { name: /Only these origins/ }), 'https://app.example.org');
+    expect(screen.queryByRole('alert')).toBeNull();
+    await userEvent.click(screen.getByRole('button', { name: 'Start node' }));
+    await waitFor(() => expect(posted).toEqual([{ network: 'dev', name: expect.any(String), mode: 'dedicated', methods: ['eth_blockNumber', 'eth_getBalance'], allow_origins: ['https://app.example.org'] }]));
+  });
+});

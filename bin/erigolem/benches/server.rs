@@ -210,6 +210,7 @@ async fn fill(data: &Path, owner: &str) -> (Duration, Duration) {
             network: "dev".into(),
             mode: "dedicated".into(),
             prune: "full".into(),
+            access: None,
         };
         let node = store.insert_node(&new).await.unwrap();
         let reason = Some("bench fixture");

@@ -45,6 +45,17 @@ pub(crate) enum NodesCommand {
         /// full, archive, minimal or blocks (see `GET /api/v1/networks` for each one's disk).
         #[arg(long)]
         prune: Option<Prune>,
+        /// Serve only this JSON-RPC method or namespace (`eth_call`, `eth_*`); repeat for more.
+        #[arg(long = "method", value_name = "METHOD")]
+        methods: Vec<String>,
+        /// Serve only browser requests from this origin (`https://app.example.org`,
+        /// `https://*.example.org`); repeat for more.
+        #[arg(long = "allow-origin", value_name = "ORIGIN")]
+        allow_origins: Vec<String>,
+        /// Serve only clients at this address or CIDR block (`203.0.113.7`, `10.0.0.0/8`); repeat
+        /// for more.
+        #[arg(long = "allow-ip", value_name = "IP")]
+        allow_ips: Vec<String>,
         /// Wait until it is running (or failed).
         #[arg(long)]
         wait: bool,
@@ -225,14 +236,22 @@ pub(crate) async fn nodes(command: NodesCommand) -> anyhow::Result<()> {
             name,
             mode,
             prune,
+            methods,
+            allow_origins,
+            allow_ips,
             wait,
             output,
         } => {
+            // Not given: any (the server refuses an empty list).
+            let given = |list: Vec<String>| Some(list).filter(|l| !l.is_empty());
             let node = client
                 .create(&CreateNode {
                     name,
                     mode,
                     prune,
+                    methods: given(methods),
+                    allow_origins: given(allow_origins),
+                    allow_ips: given(allow_ips),
                     ..CreateNode::new(network)
                 })
                 .await?;
@@ -562,6 +581,19 @@ fn print_node(node: &Node, out: &Output) -> anyhow::Result<()> {
     }
     row("peers", node.peers.map(|p| p.to_string()));
     row("rpc limits", node.limits.as_ref().map(limits_text));
+    row(
+        "endpoint limits",
+        node.endpoint_limits.as_ref().map(endpoint_limits_text),
+    );
+    let any = |list: &Option<Vec<String>>, what: &str| {
+        Some(
+            list.as_ref()
+                .map_or_else(|| what.to_owned(), |l| l.join(", ")),
+        )
+    };
+    row("methods", any(&node.methods, "any the provider allows"));
+    row("origins", any(&node.allow_origins, "any"));
+    row("client ips", any(&node.allow_ips, "any"));
     for w in &node.warnings {
         row("warning", Some(w.clone()));
     }
@@ -612,6 +644,19 @@ fn limits_text(limits: &erigolem_api::RpcLimits) -> String {
         parts.push(format!("concurrency {c}"));
     }
     parts.join(", ")
+}
+
+/// `100 req/s (burst 200), 16 at once, body 1 MiB, batch 100, 16 websockets`.
+fn endpoint_limits_text(l: &erigolem_api::EndpointLimits) -> String {
+    let body = if l.max_body_bytes >= 1 << 20 && l.max_body_bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", l.max_body_bytes >> 20)
+    } else {
+        format!("{} bytes", l.max_body_bytes)
+    };
+    format!(
+        "{} req/s (burst {}), {} at once, body {body}, batch {}, {} websockets",
+        l.requests_per_sec, l.burst, l.max_concurrent, l.max_batch, l.max_websockets
+    )
 }
 
 /// Prints the node's log lines (and with `follow`, new ones as they come), escaped for the

@@ -56,6 +56,9 @@ codes! {
     /// A term (budget, prices) this server's backend does not take.
     NotSupported = "not_supported",
     InvalidTerms = "invalid_terms",
+    /// A `methods`, `allow_origins` or `allow_ips` entry (or list) the endpoint guard cannot
+    /// enforce: the message names the entry and the expected form.
+    InvalidAllowlist = "invalid_allowlist",
     /// The caller has as many active nodes as allowed.
     TooManyNodes = "too_many_nodes",
     /// Only a stopped node can be deleted.

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 pub use erigolem_lifecycle::{Glm, NodeState};
 pub use erigolem_primitives::{
-    EngineKind, Mode, Network, Prune, RpcLimits, SyncProgress, SyncStage,
+    EndpointLimits, EngineKind, Mode, Network, Prune, RpcLimits, SyncProgress, SyncStage,
 };
 
 mod alerts;
@@ -191,6 +191,24 @@ pub struct Node {
     /// The JSON-RPC limits the node enforces (`null` fields: none in its release).
     #[schema(required)]
     pub limits: Option<RpcLimits>,
+    /// The limits its endpoint enforces per call (rate, concurrency, body and batch size), from
+    /// its last STATUS while it runs.
+    #[serde(default)]
+    #[schema(required)]
+    pub endpoint_limits: Option<EndpointLimits>,
+    /// The only JSON-RPC methods its endpoint serves (names or `namespace_*`), as asked at
+    /// create time; `null`: whatever the provider allows.
+    #[serde(default)]
+    #[schema(required)]
+    pub methods: Option<Vec<String>>,
+    /// The only browser origins (`Origin` header) its endpoint serves; `null`: any.
+    #[serde(default)]
+    #[schema(required)]
+    pub allow_origins: Option<Vec<String>>,
+    /// The only client addresses (IPs, CIDR blocks) its endpoint serves; `null`: any.
+    #[serde(default)]
+    #[schema(required)]
+    pub allow_ips: Option<Vec<String>>,
     /// What the operator's runtime warns about (e.g. an Erigon newer than it knows).
     #[serde(default)]
     #[schema(required)]
@@ -256,6 +274,22 @@ pub struct CreateNode {
     /// `PUT /nodes/{id}/alerts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<AlertRules>,
+    /// Serve only these JSON-RPC methods: names (`eth_call`) or namespaces (`eth_*`), 1-100 of
+    /// them; the provider's deny list applies either way. Absent: whatever the provider allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = json!(["eth_*", "net_version"]))]
+    pub methods: Option<Vec<String>>,
+    /// Serve only requests with one of these `Origin`s: `scheme://host[:port]`, or
+    /// `https://*.example.org` for every subdomain, 1-100 of them; requests without an `Origin`
+    /// are refused too. Absent: any origin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = json!(["https://app.example.org"]))]
+    pub allow_origins: Option<Vec<String>>,
+    /// Serve only clients at these addresses: IPs or CIDR blocks (IPv4 or IPv6), 1-100 of them,
+    /// as the provider's Nginx sees them. Absent: any address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = json!(["203.0.113.7", "10.0.0.0/8"]))]
+    pub allow_ips: Option<Vec<String>>,
 }
 
 impl CreateNode {
@@ -272,6 +306,9 @@ impl CreateNode {
             expected_hours: None,
             auto_replace: false,
             alerts: None,
+            methods: None,
+            allow_origins: None,
+            allow_ips: None,
         }
     }
 }

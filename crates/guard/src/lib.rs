@@ -241,6 +241,11 @@ impl RequestCounter {
     pub fn usage(&self) -> Usage {
         self.0.meter.snapshot()
     }
+
+    /// The limits the guard enforces.
+    pub fn limits(&self) -> GuardLimits {
+        self.0.limits
+    }
 }
 
 /// Binds a unix socket at `path` with mode 0660 (and `group`): a socket left there by a killed

@@ -72,6 +72,18 @@ impl GuardLimits {
         }
     }
 
+    /// What STATUS reports of them.
+    pub fn view(&self) -> erigolem_primitives::EndpointLimits {
+        erigolem_primitives::EndpointLimits {
+            requests_per_sec: self.requests_per_sec,
+            burst: self.burst,
+            max_concurrent: self.max_concurrent,
+            max_body_bytes: self.max_body_bytes,
+            max_batch: self.max_batch,
+            max_websockets: self.max_websockets,
+        }
+    }
+
     pub fn call_timeout(&self) -> Duration {
         Duration::from_secs(self.call_timeout_secs)
     }

@@ -999,6 +999,7 @@ impl Instance {
             behind_seconds: head.map(|h| h.behind_seconds()),
             engine_version: about.version.clone(),
             limits: about.limits,
+            endpoint_limits: Some(self.parts.counter.limits().view()),
             warnings: about.warnings.clone(),
             restarts,
             error: process_problem,

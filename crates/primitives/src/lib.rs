@@ -363,6 +363,25 @@ pub struct RpcLimits {
     pub max_concurrency: Option<u64>,
 }
 
+/// What an endpoint's guard lets one activity do (the provider's guard limits for the node's
+/// mode), as STATUS reports them: over one, a call is refused at once (HTTP 429).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointLimits {
+    /// Sustained JSON-RPC calls per second (HTTP requests and WebSocket messages alike).
+    pub requests_per_sec: u32,
+    /// Calls that may come at once above the sustained rate.
+    pub burst: u32,
+    /// Calls being answered at once.
+    pub max_concurrent: u32,
+    /// Largest HTTP body or WebSocket message, in bytes.
+    pub max_body_bytes: u32,
+    /// Most calls in one batch.
+    pub max_batch: u32,
+    /// WebSockets open at once.
+    pub max_websockets: u32,
+}
+
 /// The answer of `run STATUS`: one JSON object on stdout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
@@ -388,6 +407,9 @@ pub struct NodeStatus {
     /// The JSON-RPC limits the node enforces (dedicated Erigon nodes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<RpcLimits>,
+    /// The limits the endpoint's guard enforces for this activity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_limits: Option<EndpointLimits>,
     /// Things the operator should know that do not stop the node (e.g. an Erigon newer than
     /// this runtime knows).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

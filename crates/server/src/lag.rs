@@ -2,7 +2,7 @@
 //! head in blocks (Erigon's `eth_syncing`) and the age of its head block, against the server's
 //! thresholds. Pure: the reconciler feeds it each poll's STATUS.
 
-use erigolem_primitives::{NodeStatus, RpcLimits};
+use erigolem_primitives::{EndpointLimits, NodeStatus, RpcLimits};
 use serde::Serialize;
 
 /// The server's lag thresholds (`--lag-blocks`, `--lag-seconds`).
@@ -17,6 +17,8 @@ pub(crate) struct Thresholds {
 pub(crate) struct LiveStatus {
     pub(crate) engine_version: Option<String>,
     pub(crate) limits: Option<RpcLimits>,
+    #[serde(default)]
+    pub(crate) endpoint_limits: Option<EndpointLimits>,
     pub(crate) warnings: Vec<String>,
     pub(crate) peers: Option<u64>,
     pub(crate) behind_seconds: Option<u64>,
@@ -36,6 +38,7 @@ impl LiveStatus {
         Self {
             engine_version: status.engine_version.clone(),
             limits: status.limits,
+            endpoint_limits: status.endpoint_limits,
             warnings: status.warnings.clone(),
             peers: status.peers,
             behind_seconds: status.behind_seconds,

@@ -12,6 +12,7 @@ use erigolem_store::Store;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::oneshot;
 
+mod access;
 mod admission;
 mod alerts;
 pub mod backend;

@@ -295,13 +295,15 @@ fn start_args(node: &NodeRecord) -> Result<StartArgs, String> {
         .network
         .parse()
         .map_err(|e: serde_json::Error| e.to_string())?;
-    Ok(StartArgs {
+    let mut args = StartArgs {
         network: Some(network),
         mode: node.mode.parse().ok(),
         prune: node.prune.parse().ok(),
         instance: InstanceName::new(node.id.clone()).ok(),
         ..StartArgs::default()
-    })
+    };
+    crate::access::Access::from_stored(node.access.as_ref())?.apply(&mut args);
+    Ok(args)
 }
 
 /// After a restart: the node is picked up again by the backend (on Golem: the same agreement;
@@ -381,6 +383,7 @@ async fn replace(
         network: failed.network.clone(),
         mode: failed.mode.clone(),
         prune: failed.prune.clone(),
+        access: failed.access.clone(),
     };
     let reason = text::provider_text(reason);
     match state.store.replace_node(failed, &new, &reason).await? {

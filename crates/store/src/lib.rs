@@ -92,6 +92,8 @@ pub struct NewNode {
     pub network: String,
     pub mode: String,
     pub prune: String,
+    /// The endpoint's allowlists (opaque to the store: the server's JSON), kept by replacements.
+    pub access: Option<serde_json::Value>,
 }
 
 /// One row of `nodes`. The encrypted password is in neither its Debug output nor its serde form;
@@ -119,6 +121,8 @@ pub struct NodeRecord {
     pub plan_id: Option<String>,
     /// The failed node this one replaced.
     pub replaces: Option<String>,
+    /// The endpoint's allowlists, as given in [`NewNode::access`].
+    pub access: Option<serde_json::Value>,
     pub block: Option<i64>,
     pub sync: Option<serde_json::Value>,
     pub created_at: i64,
@@ -183,7 +187,7 @@ enum Backend {
 
 const NODE_COLS: &str = "id, owner, name, network, mode, prune, state, reason, url, ws_url, \
     username, password_enc, instance, backend_ref, block, sync, created_at, updated_at, stopped_at, \
-    plan_id, replaces";
+    plan_id, replaces, access";
 
 const SQLITE_PRAGMAS: [&str; 4] = [
     "PRAGMA busy_timeout = 10000",
@@ -1001,8 +1005,8 @@ async fn insert_node_row(
     let now = now_ms();
     let done = sqlx::query(&format!(
         "INSERT INTO nodes (id, owner, name, network, mode, prune, state, created_at, updated_at, \
-         plan_id, replaces, reason) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11 \
+         plan_id, replaces, reason, access) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $13 \
          WHERE $12 < 0 OR (SELECT COUNT(*) FROM nodes WHERE owner = $2 AND state IN ({})) < $12",
         state_list(&NodeState::ACTIVE)
     ))
@@ -1018,6 +1022,7 @@ async fn insert_node_row(
     .bind(replaces)
     .bind(reason)
     .bind(cap.map_or(-1, i64::from))
+    .bind(new.access.as_ref().map(|a| a.to_string()))
     .execute(&mut **tx)
     .await?;
     if done.rows_affected() == 0 {
@@ -1041,6 +1046,7 @@ async fn insert_node_row(
         backend_ref: None,
         plan_id: plan_id.map(str::to_owned),
         replaces: replaces.map(str::to_owned),
+        access: new.access.clone(),
         block: None,
         sync: None,
         created_at: now,
@@ -1113,6 +1119,7 @@ fn node_from_row(row: &AnyRow) -> Result<NodeRecord> {
         backend_ref: json_column(row, "backend_ref")?,
         plan_id: row.try_get("plan_id")?,
         replaces: row.try_get("replaces")?,
+        access: json_column(row, "access")?,
         block: row.try_get("block")?,
         sync: json_column(row, "sync")?,
         created_at: row.try_get("created_at")?,

@@ -447,6 +447,24 @@ export interface components {
         CreateNode: {
             alerts?: components["schemas"]["AlertRules"] | null;
             /**
+             * @description Serve only clients at these addresses: IPs or CIDR blocks (IPv4 or IPv6), 1-100 of them,
+             *     as the provider's Nginx sees them. Absent: any address.
+             * @example [
+             *       "203.0.113.7",
+             *       "10.0.0.0/8"
+             *     ]
+             */
+            allow_ips?: string[] | null;
+            /**
+             * @description Serve only requests with one of these `Origin`s: `scheme://host[:port]`, or
+             *     `https://*.example.org` for every subdomain, 1-100 of them; requests without an `Origin`
+             *     are refused too. Absent: any origin.
+             * @example [
+             *       "https://app.example.org"
+             *     ]
+             */
+            allow_origins?: string[] | null;
+            /**
              * @description Replace the node with a new one (same name and network, another provider, the same budget)
              *     if it fails while running; at most the server's number of replacements.
              */
@@ -460,6 +478,15 @@ export interface components {
             expected_hours?: number | null;
             max_price_per_hour?: components["schemas"]["Glm"] | null;
             max_start_fee?: components["schemas"]["Glm"] | null;
+            /**
+             * @description Serve only these JSON-RPC methods: names (`eth_call`) or namespaces (`eth_*`), 1-100 of
+             *     them; the provider's deny list applies either way. Absent: whatever the provider allows.
+             * @example [
+             *       "eth_*",
+             *       "net_version"
+             *     ]
+             */
+            methods?: string[] | null;
             mode?: components["schemas"]["Mode"] | null;
             name?: string | null;
             network: components["schemas"]["Network"];
@@ -493,6 +520,42 @@ export interface components {
             source: string;
         };
         /**
+         * @description What an endpoint's guard lets one activity do (the provider's guard limits for the node's
+         *     mode), as STATUS reports them: over one, a call is refused at once (HTTP 429).
+         */
+        EndpointLimits: {
+            /**
+             * Format: int32
+             * @description Calls that may come at once above the sustained rate.
+             */
+            burst: number;
+            /**
+             * Format: int32
+             * @description Most calls in one batch.
+             */
+            max_batch: number;
+            /**
+             * Format: int32
+             * @description Largest HTTP body or WebSocket message, in bytes.
+             */
+            max_body_bytes: number;
+            /**
+             * Format: int32
+             * @description Calls being answered at once.
+             */
+            max_concurrent: number;
+            /**
+             * Format: int32
+             * @description WebSockets open at once.
+             */
+            max_websockets: number;
+            /**
+             * Format: int32
+             * @description Sustained JSON-RPC calls per second (HTTP requests and WebSocket messages alike).
+             */
+            requests_per_sec: number;
+        };
+        /**
          * @description The engine behind an endpoint.
          * @enum {string}
          */
@@ -507,7 +570,7 @@ export interface components {
          *     keeps the two equal.)
          * @enum {string}
          */
-        ErrorCode: "unauthorized" | "not_found" | "rate_limited" | "internal" | "payload_too_large" | "invalid_json" | "invalid_query" | "host_not_allowed" | "origin_not_allowed" | "not_admitted" | "spend_cap_reached" | "invalid_name" | "unsupported_network" | "unsupported_mode" | "unsupported_prune" | "not_supported" | "invalid_terms" | "too_many_nodes" | "not_stopped" | "stop_failed" | "not_running" | "backend_failed" | "too_many_streams" | "invalid_last_event_id" | "too_many_nonces" | "invalid_window" | "invalid_lines" | "invalid_alert_rules" | "invalid_webhook_url" | "no_webhook" | "malformed_message" | "malformed_signature" | "domain_mismatch" | "uri_mismatch" | "chain_id_not_accepted" | "expired" | "not_yet_valid" | "issued_in_future" | "too_old" | "signature_mismatch" | "unknown_nonce";
+        ErrorCode: "unauthorized" | "not_found" | "rate_limited" | "internal" | "payload_too_large" | "invalid_json" | "invalid_query" | "host_not_allowed" | "origin_not_allowed" | "not_admitted" | "spend_cap_reached" | "invalid_name" | "unsupported_network" | "unsupported_mode" | "unsupported_prune" | "not_supported" | "invalid_terms" | "invalid_allowlist" | "too_many_nodes" | "not_stopped" | "stop_failed" | "not_running" | "backend_failed" | "too_many_streams" | "invalid_last_event_id" | "too_many_nonces" | "invalid_window" | "invalid_lines" | "invalid_alert_rules" | "invalid_webhook_url" | "no_webhook" | "malformed_message" | "malformed_signature" | "domain_mismatch" | "uri_mismatch" | "chain_id_not_accepted" | "expired" | "not_yet_valid" | "issued_in_future" | "too_old" | "signature_mismatch" | "unknown_nonce";
         ErrorDetail: {
             code: components["schemas"]["ErrorCode"];
             message: string;
@@ -566,6 +629,10 @@ export interface components {
         Node: {
             /** @description The node's active alerts (`GET /nodes/{id}/alerts` has the rules and the recent ones). */
             alerts: components["schemas"]["Alert"][];
+            /** @description The only client addresses (IPs, CIDR blocks) its endpoint serves; `null`: any. */
+            allow_ips: string[] | null;
+            /** @description The only browser origins (`Origin` header) its endpoint serves; `null`: any. */
+            allow_origins: string[] | null;
             auth: components["schemas"]["Credentials"] | null;
             /**
              * Format: int64
@@ -585,6 +652,7 @@ export interface components {
              * @description Unix milliseconds.
              */
             created_at: number;
+            endpoint_limits: components["schemas"]["EndpointLimits"] | null;
             engine: components["schemas"]["EngineKind"] | null;
             /** @description The engine's release the node runs (e.g. Erigon `3.6.1`), from its last STATUS. */
             engine_version: string | null;
@@ -599,6 +667,11 @@ export interface components {
             /** @description More than the server's thresholds behind (`--lag-blocks`, `--lag-seconds`). */
             lagging: boolean;
             limits: components["schemas"]["RpcLimits"] | null;
+            /**
+             * @description The only JSON-RPC methods its endpoint serves (names or `namespace_*`), as asked at
+             *     create time; `null`: whatever the provider allows.
+             */
+            methods: string[] | null;
             mode: components["schemas"]["Mode"];
             name: string;
             /**
@@ -990,6 +1063,7 @@ export type Credentials = components['schemas']['Credentials'];
 export type DeliveryState = components['schemas']['DeliveryState'];
 export type DiskBasis = components['schemas']['DiskBasis'];
 export type DiskEstimate = components['schemas']['DiskEstimate'];
+export type EndpointLimits = components['schemas']['EndpointLimits'];
 export type EngineKind = components['schemas']['EngineKind'];
 export type ErrorBody = components['schemas']['ErrorBody'];
 export type ErrorCode = components['schemas']['ErrorCode'];
@@ -1839,7 +1913,7 @@ export const alertTypeValues: ReadonlyArray<FlattenedDeepRequired<components>["s
 export const deliveryStateValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["DeliveryState"]> = ["pending", "delivered", "gave_up"];
 export const diskBasisValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["DiskBasis"]> = ["measured", "at_most"];
 export const engineKindValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["EngineKind"]> = ["erigon", "anvil"];
-export const errorCodeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ErrorCode"]> = ["unauthorized", "not_found", "rate_limited", "internal", "payload_too_large", "invalid_json", "invalid_query", "host_not_allowed", "origin_not_allowed", "not_admitted", "spend_cap_reached", "invalid_name", "unsupported_network", "unsupported_mode", "unsupported_prune", "not_supported", "invalid_terms", "too_many_nodes", "not_stopped", "stop_failed", "not_running", "backend_failed", "too_many_streams", "invalid_last_event_id", "too_many_nonces", "invalid_window", "invalid_lines", "invalid_alert_rules", "invalid_webhook_url", "no_webhook", "malformed_message", "malformed_signature", "domain_mismatch", "uri_mismatch", "chain_id_not_accepted", "expired", "not_yet_valid", "issued_in_future", "too_old", "signature_mismatch", "unknown_nonce"];
+export const errorCodeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ErrorCode"]> = ["unauthorized", "not_found", "rate_limited", "internal", "payload_too_large", "invalid_json", "invalid_query", "host_not_allowed", "origin_not_allowed", "not_admitted", "spend_cap_reached", "invalid_name", "unsupported_network", "unsupported_mode", "unsupported_prune", "not_supported", "invalid_terms", "invalid_allowlist", "too_many_nodes", "not_stopped", "stop_failed", "not_running", "backend_failed", "too_many_streams", "invalid_last_event_id", "too_many_nonces", "invalid_window", "invalid_lines", "invalid_alert_rules", "invalid_webhook_url", "no_webhook", "malformed_message", "malformed_signature", "domain_mismatch", "uri_mismatch", "chain_id_not_accepted", "expired", "not_yet_valid", "issued_in_future", "too_old", "signature_mismatch", "unknown_nonce"];
 export const modeValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Mode"]> = ["shared", "dedicated"];
 export const networkValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["Network"]> = ["mainnet", "sepolia", "hoodi", "dev"];
 export const nodeEventOneOf0EventValues: ReadonlyArray<Extract<FlattenedDeepRequired<components>["schemas"]["NodeEvent"], {

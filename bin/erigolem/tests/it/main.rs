@@ -341,10 +341,12 @@ async fn killed_server_keeps_its_nodes(database_url: Option<String>) {
     let wallet = erigolem_client::Wallet::from_hex(DEV_KEY_0).unwrap();
     let mut client = erigolem_client::Client::new(&server.url);
     client.sign_in(&wallet, 1).await.unwrap();
+    // With a method allowlist, which the restarted runtime must get again from the store.
     let node = client
-        .create(&erigolem_client::CreateNode::new(
-            erigolem_api::Network::Dev,
-        ))
+        .create(&erigolem_client::CreateNode {
+            methods: Some(vec!["eth_blockNumber".into()]),
+            ..erigolem_client::CreateNode::new(erigolem_api::Network::Dev)
+        })
         .await
         .unwrap();
     let running = wait_state(&client, &node.id, "running").await;
@@ -394,6 +396,21 @@ async fn killed_server_keeps_its_nodes(database_url: Option<String>) {
         },
     )
     .await;
+    let refused = rpc(
+        &url,
+        Some((&auth.user, &auth.password)),
+        "eth_chainId",
+        json!([]),
+    )
+    .await;
+    assert!(
+        matches!(&refused, Err(erigolem_test_utils::RpcError::Rpc(e)) if e["error"]["code"] == -32601),
+        "the resumed node lost its allowlist: {refused:?}"
+    );
+    assert_eq!(
+        client.node(&node.id).await.unwrap().methods,
+        Some(vec!["eth_blockNumber".to_owned()])
+    );
     client.stop(&node.id).await.unwrap();
     wait_state(&client, &node.id, "stopped").await;
     let after = rpc(
@@ -836,4 +853,72 @@ async fn the_cli_prints_provider_text_without_terminal_escapes() {
     store.close().await;
     // The runtime still runs: stopping a failed node tears it down.
     ok(&cli(&h, &config, &[], &["nodes", "stop", &id, "--wait"]).await);
+}
+
+#[tokio::test]
+async fn create_with_allowlists_and_show_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = server(&dir.path().join("server")).await;
+    let config = dir.path().join("cli");
+    login(&h, &config).await;
+    let created: Value = serde_json::from_str(&ok(&cli(
+        &h,
+        &config,
+        &[],
+        &[
+            "nodes",
+            "create",
+            "--network",
+            "dev",
+            "--method",
+            "eth_blockNumber",
+            "--method",
+            "net_*",
+            "--allow-ip",
+            "127.0.0.1",
+            "--allow-origin",
+            "https://app.example.org",
+            "--wait",
+            "--json",
+        ],
+    )
+    .await))
+    .unwrap();
+    assert_eq!(created["state"], "running", "{created}");
+    assert_eq!(created["methods"], json!(["eth_blockNumber", "net_*"]));
+    let id = created["id"].as_str().unwrap();
+    let shown = ok(&cli(&h, &config, &[], &["nodes", "show", id]).await);
+    for want in [
+        "eth_blockNumber, net_*",
+        "https://app.example.org",
+        "127.0.0.1",
+        "endpoint limits",
+        "req/s (burst",
+    ] {
+        assert!(shown.contains(want), "{want:?} missing:\n{shown}");
+    }
+    // A bad entry: the server's message, nothing created.
+    let err = failed(
+        &cli(
+            &h,
+            &config,
+            &[],
+            &[
+                "nodes",
+                "create",
+                "--network",
+                "dev",
+                "--allow-ip",
+                "10.0.0.0/33",
+            ],
+        )
+        .await,
+    );
+    assert!(err.contains("allow_ips[0]"), "{err}");
+    let list: Value =
+        serde_json::from_str(&ok(
+            &cli(&h, &config, &[], &["nodes", "list", "--json"]).await
+        ))
+        .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
 }

@@ -117,6 +117,9 @@ async fn view_with(
         .prune
         .parse()
         .map_err(|_| stored("prune", &node.prune))?;
+    let access = crate::access::Access::from_stored(node.access.as_ref())
+        .map_err(|e| ApiError::internal(format!("node {}: {e}", node.id)))?;
+    let [methods, allow_origins, allow_ips] = access.view();
     // Written from STATUS as a SyncProgress; anything else is shown as no progress.
     let sync = node.sync.and_then(|v| serde_json::from_value(v).ok());
     Ok(NodeView {
@@ -138,6 +141,10 @@ async fn view_with(
         health,
         engine_version: status.engine_version,
         limits: status.limits,
+        endpoint_limits: status.endpoint_limits,
+        methods,
+        allow_origins,
+        allow_ips,
         warnings: status.warnings,
         peers: status.peers,
         behind_seconds: status.behind_seconds,
@@ -162,6 +169,8 @@ pub(crate) async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(body) = body?;
     crate::admission::admit_create(&state, &user.address).await?;
+    let access = crate::access::Access::parse(body.methods, body.allow_origins, body.allow_ips)
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidAllowlist, e.0))?;
     let name = match body.name {
         Some(name) => {
             let name = name.trim().to_owned();
@@ -259,6 +268,7 @@ pub(crate) async fn create(
         network: body.network.to_string(),
         mode: mode.to_string(),
         prune: prune.to_string(),
+        access: access.to_stored(),
     };
     let (node, _) = match state
         .store

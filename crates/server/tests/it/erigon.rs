@@ -126,6 +126,7 @@ async fn a_stored_holesky_node_fails_with_the_reason() {
             network: "holesky".into(),
             mode: "dedicated".into(),
             prune: "full".into(),
+            access: None,
         })
         .await
         .unwrap();

@@ -192,7 +192,13 @@ async fn a_node_on_golem_runs_is_stopped_and_paid_for_on_chain() {
     assert_eq!(terms["max_replacements"], 2, "{terms}");
 
     let clicked = Instant::now();
-    let (status, created) = alice.post("/nodes", json!({"network": "dev"})).await;
+    // With a method allowlist: the exe script's `start` carries it to the provider's runtime.
+    let (status, created) = alice
+        .post(
+            "/nodes",
+            json!({"network": "dev", "methods": ["eth_blockNumber"]}),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
     let node = wait_state(&alice, &id, "running", Duration::from_secs(60)).await;
@@ -204,6 +210,16 @@ async fn a_node_on_golem_runs_is_stopped_and_paid_for_on_chain() {
         .await
         .unwrap();
     assert!(block.as_str().unwrap().starts_with("0x"));
+    let refused = rpc(&url, Some((&user, &password)), "eth_chainId", json!([])).await;
+    assert!(
+        matches!(&refused, Err(RpcError::Rpc(e)) if e["error"]["code"] == -32601),
+        "the provider's guard served a method outside the allowlist: {refused:?}"
+    );
+    assert_eq!(node["methods"], json!(["eth_blockNumber"]), "{node}");
+    assert!(
+        node["endpoint_limits"]["requests_per_sec"].is_u64(),
+        "{node}"
+    );
     let billing = &node["billing"];
     assert_eq!(billing["provider_id"], provider_id.as_str(), "{node}");
     assert_eq!(

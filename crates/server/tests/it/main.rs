@@ -2,6 +2,7 @@
 //! the error envelope, limits, health, metrics and the OpenAPI document.
 #![allow(clippy::unwrap_used)]
 
+mod access;
 mod alerts;
 mod erigon;
 mod golem;

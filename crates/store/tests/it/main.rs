@@ -102,7 +102,41 @@ both!(
     nonces_per_client_are_capped,
     purge_removes_old_events_only,
     counts_by_state,
+    access_is_kept_with_the_node_and_its_replacement,
 );
+
+async fn access_is_kept_with_the_node_and_its_replacement(mut db: Db) {
+    let access = json!({"methods": ["eth_blockNumber"], "allow_ips": ["10.0.0.0/8"]});
+    let new = NewNode {
+        access: Some(access.clone()),
+        ..new_node(ALICE, "guarded")
+    };
+    let (n, _) = db
+        .store
+        .insert_node_with_plan(&new, &plan("2", 1), None)
+        .await
+        .unwrap();
+    assert_eq!(n.access.as_ref(), Some(&access));
+    let plain = db
+        .store
+        .insert_node(&new_node(ALICE, "plain"))
+        .await
+        .unwrap();
+    db.restart().await;
+    let read = db.store.node(&n.id, ALICE).await.unwrap().unwrap();
+    assert_eq!(read.access.as_ref(), Some(&access));
+    let read = db.store.node(&plain.id, ALICE).await.unwrap().unwrap();
+    assert_eq!(read.access, None);
+    let next = db
+        .store
+        .replace_node(&n, &new, "failed")
+        .await
+        .unwrap()
+        .unwrap();
+    let listed = db.store.nodes(ALICE).await.unwrap();
+    let next = listed.iter().find(|x| x.id == next.id).unwrap();
+    assert_eq!(next.access.as_ref(), Some(&access));
+}
 
 const ALICE: &str = "0xaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const BOB: &str = "0xbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -114,6 +148,7 @@ fn new_node(owner: &str, name: &str) -> NewNode {
         network: "sepolia".into(),
         mode: "shared".into(),
         prune: "full".into(),
+        access: None,
     }
 }
 

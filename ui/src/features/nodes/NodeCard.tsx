@@ -8,6 +8,7 @@ import { useDeleteNode } from './useDeleteNode';
 import { useStopNode } from './useStopNode';
 import { NodeInsights } from './NodeInsights';
 import { ActiveAlerts, AlertSettings } from './NodeAlerts';
+import { allowlistText, endpointLimitsText } from './allowlists';
 
 const MASK = '••••••••••••';
 
@@ -192,6 +193,44 @@ export function NodeCard({ node }: { node: Node }) {
             <dd>
               <span className="value" data-testid="node-limits">
                 {limitsText(node.limits)}
+              </span>
+            </dd>
+          </div>
+        )}
+        {live && node.endpoint_limits && (
+          <div className="field">
+            <dt>Endpoint limits</dt>
+            <dd>
+              <span className="value" data-testid="node-endpoint-limits">
+                {endpointLimitsText(node.endpoint_limits)}
+              </span>
+            </dd>
+          </div>
+        )}
+        <div className="field">
+          <dt>Methods</dt>
+          <dd>
+            <span className="value" data-testid="node-methods">
+              {allowlistText(node.methods, 'any the provider allows')}
+            </span>
+          </dd>
+        </div>
+        {node.allow_origins && (
+          <div className="field">
+            <dt>Origins</dt>
+            <dd>
+              <span className="value" data-testid="node-allow-origins">
+                {allowlistText(node.allow_origins, 'any')}
+              </span>
+            </dd>
+          </div>
+        )}
+        {node.allow_ips && (
+          <div className="field">
+            <dt>Client IPs</dt>
+            <dd>
+              <span className="value" data-testid="node-allow-ips">
+                {allowlistText(node.allow_ips, 'any')}
               </span>
             </dd>
           </div>

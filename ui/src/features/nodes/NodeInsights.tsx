@@ -1,10 +1,13 @@
-// What a running node served (requests by method, errors, latency over the last hour) and its
-// last log lines, fetched only while the section is open.
+// What a running node served over a window (charts of requests by method, errors, latency and
+// height, each with a table) and its last log lines, fetched only while the section is open. The
+// chart code is its own chunk, loaded the first time the section opens.
 import { useQuery } from '@tanstack/react-query';
-import { useState } from 'react';
+import { lazy, Suspense, useState } from 'react';
 import { useApi } from '../../api/ApiContext';
 import { queryKeys } from '../../api/queryKeys';
-import type { NodeUsage } from '../../api/types';
+import { USAGE_WINDOWS, type NodeUsage, type UsageWindow } from '../../api/types';
+
+const UsageCharts = lazy(() => import('./UsageCharts'));
 
 const LOG_LINES = 100;
 
@@ -52,14 +55,39 @@ export function UsageTable({ usage }: { usage: NodeUsage }) {
   );
 }
 
+function WindowPicker({ value, onChange }: { value: UsageWindow; onChange: (w: UsageWindow) => void }) {
+  return (
+    <div className="window-picker" role="group" aria-label="Usage window">
+      {USAGE_WINDOWS.map((w) => (
+        <button key={w} type="button" className={w === value ? 'tab active' : 'tab'} aria-pressed={w === value} onClick={() => onChange(w)}>
+          {w}
+        </button>
+      ))}
+    </div>
+  );
+}
+
 export function Insights({ id }: { id: string }) {
   const api = useApi();
   const [showLogs, setShowLogs] = useState(false);
-  const usage = useQuery({ queryKey: queryKeys.usage(id, '1h'), queryFn: () => api.usage(id, '1h'), refetchInterval: 10_000 });
+  const [usageWindow, setUsageWindow] = useState<UsageWindow>('1h');
+  const usage = useQuery({ queryKey: queryKeys.usage(id, usageWindow), queryFn: () => api.usage(id, usageWindow), refetchInterval: 10_000, placeholderData: (previous) => previous });
   const logs = useQuery({ queryKey: queryKeys.logs(id), queryFn: () => api.logs(id, LOG_LINES), enabled: showLogs, refetchInterval: showLogs ? 5_000 : false });
   return (
     <>
-      {usage.data ? <UsageTable usage={usage.data} /> : usage.isError ? <p role="alert">{usage.error.message}</p> : <p className="muted">Loading usage…</p>}
+      <WindowPicker value={usageWindow} onChange={setUsageWindow} />
+      {usage.data ? (
+        <>
+          <Suspense fallback={<p className="muted">Loading charts…</p>}>
+            <UsageCharts usage={usage.data} />
+          </Suspense>
+          <UsageTable usage={usage.data} />
+        </>
+      ) : usage.isError ? (
+        <p role="alert">{usage.error.message}</p>
+      ) : (
+        <p className="muted">Loading usage…</p>
+      )}
       <button type="button" className="button" aria-expanded={showLogs} onClick={() => setShowLogs((v) => !v)}>
         {showLogs ? 'Hide logs' : 'Show logs'}
       </button>

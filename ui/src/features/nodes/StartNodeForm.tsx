@@ -1,9 +1,34 @@
-import { useEffect, useState, type FormEvent } from 'react';
+import { useEffect, useId, useState, type FormEvent } from 'react';
 import { GLM_PATTERN, PRUNE_MODES, type CreateNodeRequest, type Mode, type Network, type Prune } from '../../api/types';
 import { useToast } from '../../components/Toasts';
+import { parseAllowlist, type AllowlistKind } from './allowlists';
 import { defaultNodeName, formatBytes, formatGlm } from './format';
 import { useCreateNode } from './useCreateNode';
 import { useNetworks } from './useNetworks';
+
+const ALLOWLIST_FIELDS: { kind: AllowlistKind; label: string; placeholder: string; hint: string }[] = [
+  { kind: 'methods', label: 'Only these methods', placeholder: 'eth_*, net_version', hint: 'Names or namespaces; empty: every method the provider allows.' },
+  { kind: 'allow_origins', label: 'Only these origins', placeholder: 'https://app.example.org', hint: 'Browser origins (scheme://host[:port]); requests without one are refused too. Empty: any.' },
+  { kind: 'allow_ips', label: 'Only these client IPs', placeholder: '203.0.113.7, 10.0.0.0/8', hint: 'Addresses or CIDR blocks. Empty: any.' },
+];
+
+function AllowlistInput({ label, placeholder, hint, value, error, onChange }: { label: string; placeholder: string; hint: string; value: string; error?: string; onChange: (v: string) => void }) {
+  const id = useId();
+  return (
+    <label>
+      {label}
+      <input value={value} placeholder={placeholder} onChange={(e) => onChange(e.target.value)} aria-invalid={error ? true : undefined} aria-describedby={`${id}-hint${error ? ` ${id}-error` : ''}`} />
+      <span id={`${id}-hint`} className="hint muted">
+        {hint}
+      </span>
+      {error && (
+        <span id={`${id}-error`} className="field-error" role="alert">
+          {error}
+        </span>
+      )}
+    </label>
+  );
+}
 
 export function StartNodeForm({ onStarted }: { onStarted?: () => void }) {
   const networks = useNetworks();
@@ -18,6 +43,13 @@ export function StartNodeForm({ onStarted }: { onStarted?: () => void }) {
   const [maxPrice, setMaxPrice] = useState('');
   const [maxStartFee, setMaxStartFee] = useState('');
   const [autoReplace, setAutoReplace] = useState(false);
+  const [allow, setAllow] = useState<Record<AllowlistKind, string>>({ methods: '', allow_origins: '', allow_ips: '' });
+  const parsed = {
+    methods: parseAllowlist('methods', allow.methods),
+    allow_origins: parseAllowlist('allow_origins', allow.allow_origins),
+    allow_ips: parseAllowlist('allow_ips', allow.allow_ips),
+  };
+  const allowInvalid = Object.values(parsed).some((p) => p.error);
 
   const offer = offers.find((o) => o.network === network) ?? offers[0];
   // The prune modes this network offers (older servers do not say: every mode).
@@ -37,8 +69,11 @@ export function StartNodeForm({ onStarted }: { onStarted?: () => void }) {
 
   const submit = (e: FormEvent) => {
     e.preventDefault();
-    if (!offer) return;
+    if (!offer || allowInvalid) return;
     const request: CreateNodeRequest = { network: offer.network, name: name.trim() || undefined, mode: mode || undefined };
+    if (parsed.methods.list) request.methods = parsed.methods.list;
+    if (parsed.allow_origins.list) request.allow_origins = parsed.allow_origins.list;
+    if (parsed.allow_ips.list) request.allow_ips = parsed.allow_ips.list;
     if (offer.engine === 'erigon') request.prune = prune;
     if (offer.price) {
       // Amounts go as typed (decimal strings): the server parses them exactly.
@@ -153,7 +188,15 @@ export function StartNodeForm({ onStarted }: { onStarted?: () => void }) {
           </p>
         )}
       </div>
-      <button type="submit" className="button primary" disabled={create.isPending}>
+      <details className="allowlists">
+        <summary>Restrict the endpoint (optional)</summary>
+        <div className="form-row">
+          {ALLOWLIST_FIELDS.map((f) => (
+            <AllowlistInput key={f.kind} label={f.label} placeholder={f.placeholder} hint={f.hint} value={allow[f.kind]} error={parsed[f.kind].error} onChange={(v) => setAllow((a) => ({ ...a, [f.kind]: v }))} />
+          ))}
+        </div>
+      </details>
+      <button type="submit" className="button primary" disabled={create.isPending || allowInvalid}>
         {create.isPending ? 'Starting…' : 'Start node'}
       </button>
     </form>
