@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use erigolem_server::{spawn, ServerConfig};
 use erigolem_test_utils::wallet::DEV_KEY_0;
-use erigolem_test_utils::{anvil_bin, fake_erigon, wait_for};
+use erigolem_test_utils::{anvil_bin, fake_erigon, wait_for_every};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -161,18 +161,27 @@ async fn a_node_that_falls_behind_is_shown_as_lagging() {
     let (_, created) = alice.post("/nodes", json!({"network": "hoodi"})).await;
     let id = created["id"].as_str().unwrap().to_owned();
     alice.wait_state(&id, "running").await;
-    let keeping_up = wait_for("a poll at the tip", Duration::from_secs(10), || async {
-        let (_, n) = alice.get(&format!("/nodes/{id}")).await;
-        (n["behind_seconds"].as_u64().is_some_and(|b| b <= 1)).then_some(n)
-    })
+    // Polled at 10/s: faster polls exhaust the per-address rate limit (50/s), and the events
+    // stream below would then be refused with 429.
+    let every = Duration::from_millis(100);
+    let keeping_up = wait_for_every(
+        "a poll at the tip",
+        Duration::from_secs(10),
+        every,
+        || async {
+            let (_, n) = alice.get(&format!("/nodes/{id}")).await;
+            (n["behind_seconds"].as_u64().is_some_and(|b| b <= 1)).then_some(n)
+        },
+    )
     .await;
     assert_eq!(keeping_up["lagging"], false, "{keeping_up}");
     assert_eq!(keeping_up["engine_version"], "3.6.1");
     assert_eq!(keeping_up["limits"]["block_range"], 10_000);
     assert_eq!(keeping_up["peers"], 5);
-    let lagging = wait_for(
+    let lagging = wait_for_every(
         "the node to be lagging",
         Duration::from_secs(20),
+        every,
         || async {
             let (_, n) = alice.get(&format!("/nodes/{id}")).await;
             (n["lagging"] == true).then_some(n)

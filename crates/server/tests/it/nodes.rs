@@ -7,7 +7,8 @@ use erigolem_server::backend::local::LocalConfig;
 use erigolem_server::{spawn, BackendConfig, Handle, ServerConfig};
 use erigolem_test_utils::wallet::{DEV_KEY_0, DEV_KEY_1};
 use erigolem_test_utils::{
-    anvil_bin, free_port, free_port_block, rpc, stable_port, wait_for, workspace_bin, RpcError,
+    anvil_bin, free_port, free_port_block, rpc, stable_port, wait_for, wait_for_every,
+    workspace_bin, RpcError,
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -102,9 +103,12 @@ impl<'a> Api<'a> {
             .status()
     }
     pub(crate) async fn wait_state(&self, id: &str, want: &str) -> Value {
-        wait_for(
+        // 20 polls a second: well under the per-address rate limit (50/s), so a slow start
+        // does not leave the test's next request refused with 429.
+        wait_for_every(
             &format!("node {id} to be {want}"),
             Duration::from_secs(30),
+            Duration::from_millis(50),
             || async {
                 let (_, node) = self.get(&format!("/nodes/{id}")).await;
                 (node["state"] == want).then_some(node)
