@@ -284,6 +284,8 @@ impl Store {
         Ok(())
     }
 
+    /// One statement, a write from the start: on SQLite a transaction that read first and then
+    /// writes fails at once when another connection wrote in between (no busy wait).
     async fn enqueue_in(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -291,17 +293,10 @@ impl Store {
         now: i64,
         delivery: impl FnOnce() -> NewDelivery,
     ) -> Result<bool> {
-        let has: Option<i64> = sqlx::query_scalar("SELECT 1 FROM webhooks WHERE owner = $1")
-            .bind(owner)
-            .fetch_optional(&mut **tx)
-            .await?;
-        if has.is_none() {
-            return Ok(false);
-        }
         let d = delivery();
-        sqlx::query(
+        let queued = sqlx::query(
             "INSERT INTO webhook_deliveries (id, owner, event, body, state, next_attempt_at, created_at) \
-             VALUES ($1, $2, $3, $4, 'pending', $5, $5)",
+             SELECT $1, $2, $3, $4, 'pending', $5, $5 WHERE EXISTS (SELECT 1 FROM webhooks WHERE owner = $2)",
         )
         .bind(&d.id)
         .bind(owner)
@@ -309,8 +304,9 @@ impl Store {
         .bind(&d.body)
         .bind(now)
         .execute(&mut **tx)
-        .await?;
-        Ok(true)
+        .await?
+        .rows_affected();
+        Ok(queued == 1)
     }
 
     /// Enqueues `delivery` to the owner's webhook; `false` if they have none.

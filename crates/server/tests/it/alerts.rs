@@ -9,14 +9,25 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode as AxumStatus};
 use erigolem_server::{spawn, Handle, ServerConfig, WebhookConfig};
+use erigolem_test_utils::fake_erigon;
 use erigolem_test_utils::wallet::{DEV_KEY_0, DEV_KEY_1};
-use erigolem_test_utils::{fake_erigon, wait_for};
 use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
 use crate::nodes::{local, server_with_nodes, Api};
+
+/// Polls `f` ten times a second until it answers (under the server's per-address rate limit of
+/// 50 requests a second: faster polling would be refused with 429, and so would the next
+/// request of the test).
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    erigolem_test_utils::wait_for_every(what, timeout, Duration::from_millis(100), f).await
+}
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]

@@ -16,7 +16,7 @@ use erigolem_server::backend::golem::GolemConfig;
 use erigolem_server::{spawn, BackendConfig, Handle, PaymentPolicy, ServerConfig};
 use erigolem_test_utils::golem::{start_provider_agent, GolemNet, GolemNetConfig, YagnaNode};
 use erigolem_test_utils::wallet::DEV_KEY_0;
-use erigolem_test_utils::{rpc, wait_for, wait_for_every, ChildGuard, Provider, RpcError};
+use erigolem_test_utils::{rpc, wait_for_every, ChildGuard, Provider, RpcError};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -232,12 +232,17 @@ async fn a_node_on_golem_runs_is_stopped_and_paid_for_on_chain() {
     assert!(billing["runway_secs"].as_u64().unwrap() > 0, "{billing}");
     assert_eq!(node["held"], true, "{node}");
     // 10 GLM at 36 GLM/h lasts less than the default runway rule (an hour): its alert fires.
-    let runway = wait_for("the runway alert", Duration::from_secs(20), || async {
-        let (_, a) = alice.get(&format!("/nodes/{id}/alerts")).await;
-        a["active"]
-            .as_array()
-            .and_then(|l| l.iter().find(|x| x["kind"] == "runway").cloned())
-    })
+    let runway = wait_for_every(
+        "the runway alert",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || async {
+            let (_, a) = alice.get(&format!("/nodes/{id}/alerts")).await;
+            a["active"]
+                .as_array()
+                .and_then(|l| l.iter().find(|x| x["kind"] == "runway").cloned())
+        },
+    )
     .await;
     assert!(
         runway["message"]

@@ -240,3 +240,79 @@ pub(super) async fn deliveries_are_claimed_by_exactly_one_claimer(db: Db) {
     assert_eq!(s.purge_alerts(i64::MAX).await.unwrap(), 30);
     assert!(s.deliveries(ALICE, 100).await.unwrap().is_empty());
 }
+
+/// Enqueues from many tasks while others claim and record attempts: none of the writes fails
+/// (on SQLite a transaction that reads first and then writes fails at once when another
+/// connection wrote in between), and every delivery is delivered once.
+pub(super) async fn concurrent_enqueues_and_claims_never_fail(db: Db) {
+    let s = &db.store;
+    s.put_webhook(ALICE, "http://127.0.0.1:9/hook", Some("whsec_a"), 0)
+        .await
+        .unwrap();
+    let enqueuers: Vec<_> = (0..4)
+        .map(|t| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                for n in 0..25 {
+                    assert!(s
+                        .enqueue_delivery(ALICE, delivery(t * 100 + n), 1)
+                        .await
+                        .unwrap());
+                }
+            })
+        })
+        .collect();
+    let claimers: Vec<_> = (0..4)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut done = 0;
+                let mut idle = 0;
+                while idle < 200 {
+                    match s.claim_delivery(10, 60_000).await.unwrap() {
+                        Some(c) => {
+                            let ok = Attempt {
+                                status: Some(200),
+                                error: None,
+                                delivered: true,
+                                retry_at: None,
+                            };
+                            s.record_attempt(&c.delivery.id, &ok, 11).await.unwrap();
+                            done += 1;
+                            idle = 0;
+                        }
+                        None => {
+                            idle += 1;
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                }
+                done
+            })
+        })
+        .collect();
+    for e in enqueuers {
+        e.await.unwrap();
+    }
+    let mut delivered = 0;
+    for c in claimers {
+        delivered += c.await.unwrap();
+    }
+    // What the claimers left (they stop after a while without work) is claimed here.
+    while let Some(c) = s.claim_delivery(10, 60_000).await.unwrap() {
+        let ok = Attempt {
+            status: Some(200),
+            error: None,
+            delivered: true,
+            retry_at: None,
+        };
+        s.record_attempt(&c.delivery.id, &ok, 11).await.unwrap();
+        delivered += 1;
+    }
+    assert_eq!(delivered, 100);
+    let log = s.deliveries(ALICE, 1000).await.unwrap();
+    assert_eq!(log.len(), 100);
+    assert!(log
+        .iter()
+        .all(|d| d.state == "delivered" && d.attempts == 1));
+}

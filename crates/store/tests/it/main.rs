@@ -74,12 +74,14 @@ macro_rules! both {
 
 mod alerts;
 use alerts::{
-    alerts_fire_once_per_episode_with_their_delivery, deliveries_are_claimed_by_exactly_one_claimer,
+    alerts_fire_once_per_episode_with_their_delivery, concurrent_enqueues_and_claims_never_fail,
+    deliveries_are_claimed_by_exactly_one_claimer,
 };
 
 both!(
     alerts_fire_once_per_episode_with_their_delivery,
     deliveries_are_claimed_by_exactly_one_claimer,
+    concurrent_enqueues_and_claims_never_fail,
     usage_rows_stay_bounded,
     nonce_single_use,
     nonce_expired,
