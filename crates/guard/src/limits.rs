@@ -4,9 +4,12 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::MonotonicClock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -89,10 +92,12 @@ impl GuardLimits {
     }
 }
 
-/// The rate and concurrency state of one endpoint.
+/// The rate and concurrency state of one endpoint. The rate limiter runs on `Instant`: governor's
+/// default clock (quanta) calibrates itself once per process, 0.6 ms of CPU on the start path of
+/// every activity.
 #[derive(Debug)]
 pub(crate) struct Limiter {
-    rate: DefaultDirectRateLimiter,
+    rate: RateLimiter<NotKeyed, InMemoryState, MonotonicClock, NoOpMiddleware<Instant>>,
     slots: Arc<Semaphore>,
 }
 
@@ -102,7 +107,10 @@ impl Limiter {
         let per_sec = NonZeroU32::new(limits.requests_per_sec).unwrap_or(one);
         let burst = NonZeroU32::new(limits.burst).unwrap_or(one);
         Self {
-            rate: RateLimiter::direct(Quota::per_second(per_sec).allow_burst(burst)),
+            rate: RateLimiter::direct_with_clock(
+                Quota::per_second(per_sec).allow_burst(burst),
+                MonotonicClock,
+            ),
             slots: Arc::new(Semaphore::new(limits.max_concurrent.max(1) as usize)),
         }
     }
