@@ -1343,3 +1343,233 @@ async fn restarts_in_the_middle_of_payments_keep_the_deal_and_pay_nothing_twice(
         .iter()
         .any(|d| d.id == note_id && d.state == erigolem_store::DocumentState::Accepted));
 }
+
+/// Issue 12's per-request price through the server: a provider selling at 0 GLM/h + 0.05 start +
+/// 0.001 GLM per request (time costs nothing, so every figure is exact), a node bought through the
+/// API, 25 billable requests through its URL (a batch counts as its elements; refused calls and
+/// wrong credentials count nothing), and a stop right after the last one. The provider is paid
+/// exactly 0.05 + 25 × 0.001 = 0.075 GLM (the accepted debit notes and invoice, the server's
+/// record, the chain), with a slack of half a request so no unseen request can slip through.
+/// Next to it a provider that asks 0.01 GLM per request with no start fee (cheaper for the
+/// server's expected use of one request an hour) is never taken by this server, whose cap is
+/// 0.002; and a server with the default cap (0.0001) takes neither and says why.
+#[tokio::test]
+async fn a_per_request_price_is_paid_exactly_for_the_requests_served() {
+    let net = GolemNet::spawn(GolemNetConfig::test().with_nodes(1, 2))
+        .await
+        .unwrap();
+    let machine = Provider::start(2, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = |i: usize| net.provider(i);
+    let subnet = "per-request";
+    let _agents = [
+        agent(
+            p(0),
+            &machine,
+            dir.path(),
+            subnet,
+            "0",
+            "0.05",
+            &["--price-per-request", "0.001"],
+        ),
+        agent(
+            p(1),
+            &machine,
+            dir.path(),
+            subnet,
+            "0",
+            "0",
+            &["--price-per-request", "0.01"],
+        ),
+    ];
+    let before = [balance(&net, p(0)).await, balance(&net, p(1)).await];
+    let slack = "0.0005";
+    let mut policy = test_policy();
+    policy.slack = g(slack);
+    policy.budget = g("1");
+    policy.caps.max_price_per_request = Some(g("0.002"));
+    // One request an hour expected: the greedy offer (0.01) would rank before the honest (0.051).
+    policy.expected.requests_per_hour = 1;
+    let h = golem_server(
+        &dir.path().join("server"),
+        golem_config(net.requestor(0), subnet),
+        policy,
+    )
+    .await;
+    let mut strict = golem_config(net.requestor(0), subnet);
+    strict.deal_timeout = Duration::from_secs(5);
+    let h_default = golem_server(
+        &dir.path().join("default-caps"),
+        strict,
+        PaymentPolicy {
+            budget: g("1"),
+            ..PaymentPolicy::default()
+        },
+    )
+    .await;
+
+    let refused_by_default_cap = async {
+        let bob = Api::signed_in(&h_default, DEV_KEY_0).await;
+        let (_, terms) = bob.get("/billing").await;
+        assert_eq!(terms["max_price_per_request"], "0.0001", "{terms}");
+        let (_, created) = bob.post("/nodes", json!({"network": "dev"})).await;
+        let failed = wait_state(
+            &bob,
+            created["id"].as_str().unwrap(),
+            "failed",
+            Duration::from_secs(40),
+        )
+        .await;
+        let reason = failed["reason"].as_str().unwrap();
+        assert!(reason.contains("no offers"), "{reason}");
+        for asked in ["0.001", "0.01"] {
+            assert!(
+                reason.contains(&format!(
+                    "asks {asked} GLM per request, above the cap of 0.0001"
+                )),
+                "{reason}"
+            );
+        }
+    };
+
+    let alice = Api::signed_in(&h, DEV_KEY_0).await;
+    let served = async {
+        let (status, created) = alice.post("/nodes", json!({"network": "dev"})).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let id = created["id"].as_str().unwrap().to_owned();
+        let node = wait_state(&alice, &id, "running", Duration::from_secs(60)).await;
+        assert_eq!(node["state"], "running", "{node}");
+        let billing = &node["billing"];
+        assert_eq!(
+            billing["provider_id"],
+            p(0).node_id.to_lowercase().as_str(),
+            "the offer above the per-request cap is never taken: {node}"
+        );
+        assert_eq!(billing["price_per_request"], "0.001", "{billing}");
+        assert_eq!(billing["price_per_hour"], "0", "{billing}");
+        assert_eq!(billing["start_fee"], "0.05", "{billing}");
+        id
+    };
+    let (id, ()) = tokio::join!(served, refused_by_default_cap);
+    let (_, node) = alice.get(&format!("/nodes/{id}")).await;
+    let (user, password) = creds(&node);
+    let url = node["url"].as_str().unwrap().to_owned();
+    let client = reqwest::Client::new();
+    let post = |body: Value, password: &str| {
+        client
+            .post(&url)
+            .basic_auth(&user, Some(password))
+            .json(&body)
+            .send()
+    };
+
+    // 20 billable requests: 15 calls and a batch of 5.
+    for _ in 0..15 {
+        rpc(&url, Some((&user, &password)), "eth_blockNumber", json!([]))
+            .await
+            .unwrap();
+    }
+    let batch: Vec<Value> = (0..5)
+        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "eth_blockNumber"}))
+        .collect();
+    let answers: Value = post(json!(batch), &password)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answers.as_array().map(Vec::len), Some(5), "{answers}");
+    // Debit notes carrying them are paid while the node runs, and its usage says 20.
+    let running = wait_node(
+        &alice,
+        &id,
+        "a debit note for the 20 requests paid",
+        Duration::from_secs(30),
+        |n| n["state"] != "running" || wei_of(&n["billing"]["spent"]) == wei("0.07"),
+    )
+    .await;
+    assert_eq!(running["state"], "running", "{running}");
+    // The server's usage view counts the same 20 (it is fed by the node's STATUS polls).
+    wait_for_every(
+        "the node's usage to show 20 requests",
+        Duration::from_secs(10),
+        LOOK,
+        || async {
+            let (_, usage) = alice.get(&format!("/nodes/{id}/usage")).await;
+            let n = usage["totals"]["requests"].as_u64()?;
+            assert!(n <= 20, "more requests than were sent: {usage}");
+            (n == 20).then_some(())
+        },
+    )
+    .await;
+
+    // Not billed: a method the guard refuses, and wrong credentials.
+    for _ in 0..3 {
+        let answer: Value = post(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "admin_peers"}),
+            &password,
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(answer["error"]["code"], -32601, "{answer}");
+        let wrong = post(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber"}),
+            "wrong",
+        )
+        .await
+        .unwrap();
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    }
+    // 5 more, and the user stops the node at once (before the server's next STATUS poll).
+    for _ in 0..5 {
+        rpc(&url, Some((&user, &password)), "eth_blockNumber", json!([]))
+            .await
+            .unwrap();
+    }
+    let (status, _) = alice.post(&format!("/nodes/{id}/stop"), json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let node = wait_node(
+        &alice,
+        &id,
+        "stopped and its invoice decided",
+        Duration::from_secs(60),
+        |n| n["billing"]["settled"] == true || n["billing"]["refused"].is_string(),
+    )
+    .await;
+    assert_eq!(node["state"], "stopped", "{node}");
+    assert!(node["billing"]["refused"].is_null(), "{node}");
+    assert_eq!(node["billing"]["settled"], true, "{node}");
+
+    // Exactly start fee + 25 × price: in the server's record, at yagna, on the chain.
+    let due = "0.075";
+    assert_eq!(wei_of(&node["billing"]["spent"]), wei(due), "{node}");
+    assert_eq!(
+        wei_of(&node["billing"]["payable"]),
+        wei(due) + wei(slack),
+        "the server's bound counted the 25 requests: {node}"
+    );
+    let agreement = node["billing"]["agreement_id"].as_str().unwrap().to_owned();
+    let invoices: Value = net
+        .requestor(0)
+        .get("/payment-api/v1/invoices")
+        .await
+        .unwrap();
+    let invoice = invoices
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["agreementId"] == agreement.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("no invoice for {agreement}: {invoices}"));
+    assert_eq!(wei_of(&invoice["amount"]), wei(due), "{invoice}");
+    assert!(
+        invoice["status"] == "ACCEPTED" || invoice["status"] == "SETTLED",
+        "{invoice}"
+    );
+    let got = paid_on_chain(&net, p(0), before[0], wei(due)).await;
+    assert_eq!(got, wei(due), "the chain got exactly what was due");
+    assert_eq!(balance(&net, p(1)).await, before[1], "the greedy one was paid");
+}
