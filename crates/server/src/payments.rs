@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use erigolem_lifecycle::bound::{self, PaymentFacts, Refusal};
+use erigolem_lifecycle::bound::{self, PaymentFacts};
 use erigolem_lifecycle::{DocumentKind, Event, Glm, PaymentDecision};
 use erigolem_store::{
     DocumentRecord, DocumentState, NewDocument, Reservation, Reserved, StoreError,
@@ -106,7 +106,6 @@ async fn process(
         return Ok(Processed::Done);
     }
     let policy = &state.config.payments;
-    let mut counted = false;
     for _ in 0..DECIDE_ATTEMPTS {
         let Some(deal) = store.deal(&document.agreement_id).await? else {
             tracing::debug!(document = %document.id, agreement = %document.agreement_id, "not an agreement of ours: left alone");
@@ -149,18 +148,6 @@ async fn process(
             amount: document.amount_text.clone(),
         };
         match decision {
-            PaymentDecision::Refuse(Refusal::AboveTerms { .. })
-                if !counted && deal.price.per_request.is_some() && deal.ended_at.is_none() =>
-            {
-                // The provider bills the requests its node answered up to now; our count is the
-                // last STATUS poll's, up to a poll old. Count again once before calling it
-                // overbilling (a busy node would otherwise fail on its honest debit notes).
-                counted = true;
-                if let Err(e) = payer.count_requests(&deal.node_id).await {
-                    tracing::info!(document = %document.id, node = %deal.node_id, "counting the requests again: {e}");
-                }
-                continue;
-            }
             PaymentDecision::Accept { increment } => {
                 let reserved = store
                     .reserve_payment(&Reservation {

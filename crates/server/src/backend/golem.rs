@@ -776,10 +776,6 @@ fn document_amount(amount: &BigDecimal) -> Result<Glm, String> {
 
 #[async_trait::async_trait]
 impl Payer for GolemBackend {
-    async fn count_requests(&self, node_id: &str) -> Result<(), BackendError> {
-        self.status(node_id).await.map(|_| ())
-    }
-
     async fn documents(&self, since: &mut Cursor) -> Result<Vec<PaymentDocument>, BackendError> {
         let yagna = &self.shared.yagna;
         let at = |us: i64| DateTime::<Utc>::from_timestamp_micros(us).unwrap_or_else(Utc::now);

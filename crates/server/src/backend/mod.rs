@@ -123,9 +123,6 @@ pub trait Payer: Send + Sync + std::fmt::Debug {
     async fn refuse(&self, document: &PaymentDocument, reason: &str) -> Result<(), BackendError>;
     /// The agreement was paid in full: its budget set-aside is released.
     async fn release(&self, allocation_id: &str);
-    /// Reads the node's request counter now (its STATUS) into its deal, for a document priced
-    /// per request that asks more than the last poll's count allows.
-    async fn count_requests(&self, node_id: &str) -> Result<(), BackendError>;
 }
 
 /// Where the payment loop has read up to, per kind of document (unix microseconds; an event is

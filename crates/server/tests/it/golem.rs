@@ -1346,10 +1346,13 @@ async fn restarts_in_the_middle_of_payments_keep_the_deal_and_pay_nothing_twice(
 
 /// Issue 12's per-request price through the server: a provider selling at 0 GLM/h + 0.05 start +
 /// 0.001 GLM per request (time costs nothing, so every figure is exact), a node bought through the
-/// API, 25 billable requests through its URL (a batch counts as its elements; refused calls and
-/// wrong credentials count nothing), and a stop right after the last one. The provider is paid
-/// exactly 0.05 + 25 × 0.001 = 0.075 GLM (the accepted debit notes and invoice, the server's
-/// record, the chain), with a slack of half a request so no unseen request can slip through.
+/// API, a known number of billable requests through its URL (a batch counts as its elements;
+/// refused calls and wrong credentials count nothing): 20, then 3 s of steady traffic across
+/// debit notes, then 5 and a stop right after the last one. The provider is paid exactly
+/// 0.05 + requests × 0.001 GLM (the accepted debit notes and invoice, the server's record, the
+/// chain), with a slack of half a request so no request the server did not count slips through;
+/// and its honest notes and invoice are paid though they count requests the server's last STATUS
+/// poll had not seen.
 /// Next to it a provider that asks 0.01 GLM per request with no start fee (cheaper for the
 /// server's expected use of one request an hour) is never taken by this server, whose cap is
 /// 0.002; and a server with the default cap (0.0001) takes neither and says why.
@@ -1370,7 +1373,12 @@ async fn a_per_request_price_is_paid_exactly_for_the_requests_served() {
             subnet,
             "0",
             "0.05",
-            &["--price-per-request", "0.001"],
+            &[
+                "--price-per-request",
+                "0.001",
+                "--debit-note-interval",
+                "1",
+            ],
         ),
         agent(
             p(1),
@@ -1502,6 +1510,29 @@ async fn a_per_request_price_is_paid_exactly_for_the_requests_served() {
         },
     )
     .await;
+    // Then steady traffic (50 calls a second for 3 s) across debit notes (one a second; the
+    // server polls STATUS every 2 s): every note is paid in full, none is taken for overbilling
+    // (a note's count lags the node's: the runtime reports it to the exe-unit each second).
+    let mut steady = 0u128;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        tick.tick().await;
+        rpc(&url, Some((&user, &password)), "eth_blockNumber", json!([]))
+            .await
+            .unwrap();
+        steady += 1;
+    }
+    let paid = wei("0.07") + steady * wei("0.001");
+    let running = wait_node(
+        &alice,
+        &id,
+        "a debit note for the steady traffic paid",
+        Duration::from_secs(30),
+        |n| n["state"] != "running" || wei_of(&n["billing"]["spent"]) == paid,
+    )
+    .await;
+    assert_eq!(running["state"], "running", "{running}");
 
     // Not billed: a method the guard refuses, and wrong credentials.
     for _ in 0..3 {
@@ -1543,13 +1574,15 @@ async fn a_per_request_price_is_paid_exactly_for_the_requests_served() {
     assert!(node["billing"]["refused"].is_null(), "{node}");
     assert_eq!(node["billing"]["settled"], true, "{node}");
 
-    // Exactly start fee + 25 × price: in the server's record, at yagna, on the chain.
-    let due = "0.075";
-    assert_eq!(wei_of(&node["billing"]["spent"]), wei(due), "{node}");
+    // Exactly start fee + requests × price: in the server's record, at yagna, on the chain.
+    let requests = 20 + steady + 5;
+    let due = wei("0.05") + requests * wei("0.001");
+    eprintln!("{requests} requests, due {due} wei");
+    assert_eq!(wei_of(&node["billing"]["spent"]), due, "{node}");
     assert_eq!(
         wei_of(&node["billing"]["payable"]),
-        wei(due) + wei(slack),
-        "the server's bound counted the 25 requests: {node}"
+        due + wei(slack),
+        "the server's bound counted the {requests} requests: {node}"
     );
     let agreement = node["billing"]["agreement_id"].as_str().unwrap().to_owned();
     let invoices: Value = net
@@ -1564,12 +1597,12 @@ async fn a_per_request_price_is_paid_exactly_for_the_requests_served() {
         .find(|i| i["agreementId"] == agreement.as_str())
         .cloned()
         .unwrap_or_else(|| panic!("no invoice for {agreement}: {invoices}"));
-    assert_eq!(wei_of(&invoice["amount"]), wei(due), "{invoice}");
+    assert_eq!(wei_of(&invoice["amount"]), due, "{invoice}");
     assert!(
         invoice["status"] == "ACCEPTED" || invoice["status"] == "SETTLED",
         "{invoice}"
     );
-    let got = paid_on_chain(&net, p(0), before[0], wei(due)).await;
-    assert_eq!(got, wei(due), "the chain got exactly what was due");
+    let got = paid_on_chain(&net, p(0), before[0], due).await;
+    assert_eq!(got, due, "the chain got exactly what was due");
     assert_eq!(balance(&net, p(1)).await, before[1], "the greedy one was paid");
 }
