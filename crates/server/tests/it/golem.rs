@@ -1352,16 +1352,17 @@ async fn restarts_in_the_middle_of_payments_keep_the_deal_and_pay_nothing_twice(
 /// 0.05 + requests × 0.001 GLM (the accepted debit notes and invoice, the server's record, the
 /// chain), with a slack of half a request so no request the server did not count slips through;
 /// and its honest notes and invoice are paid though they count requests the server's last STATUS
-/// poll had not seen.
-/// Next to it a provider that asks 0.01 GLM per request with no start fee (cheaper for the
+/// poll had not seen (the stop reads the count once more before it ends the agreement).
+/// Next to it a provider whose invoice asks two requests more than it served gets it refused
+/// (and keeps only what its debit notes were paid); a provider that asks 0.01 GLM per request with no start fee (cheaper for the
 /// server's expected use of one request an hour) is never taken by this server, whose cap is
 /// 0.002; and a server with the default cap (0.0001) takes neither and says why.
 #[tokio::test]
 async fn a_per_request_price_is_paid_exactly_for_the_requests_served() {
-    let net = GolemNet::spawn(GolemNetConfig::test().with_nodes(1, 2))
+    let net = GolemNet::spawn(GolemNetConfig::test().with_nodes(1, 3))
         .await
         .unwrap();
-    let machine = Provider::start(2, |_| {}).await;
+    let machine = Provider::start(3, |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
     let p = |i: usize| net.provider(i);
     let subnet = "per-request";
@@ -1373,12 +1374,7 @@ async fn a_per_request_price_is_paid_exactly_for_the_requests_served() {
             subnet,
             "0",
             "0.05",
-            &[
-                "--price-per-request",
-                "0.001",
-                "--debit-note-interval",
-                "1",
-            ],
+            &["--price-per-request", "0.001", "--debit-note-interval", "1"],
         ),
         agent(
             p(1),
@@ -1389,8 +1385,26 @@ async fn a_per_request_price_is_paid_exactly_for_the_requests_served() {
             "0",
             &["--price-per-request", "0.01"],
         ),
+        // Honest price, but its invoice asks 0.002 GLM (two requests) more than it served.
+        agent(
+            p(2),
+            &machine,
+            dir.path(),
+            "per-request-over",
+            "0",
+            "0.05",
+            &[
+                "--price-per-request",
+                "0.001",
+                "--misbehave",
+                "overbill-invoice=0.002",
+            ],
+        ),
     ];
-    let before = [balance(&net, p(0)).await, balance(&net, p(1)).await];
+    let mut before = Vec::new();
+    for i in 0..3 {
+        before.push(balance(&net, p(i)).await);
+    }
     let slack = "0.0005";
     let mut policy = test_policy();
     policy.slack = g(slack);
@@ -1401,6 +1415,12 @@ async fn a_per_request_price_is_paid_exactly_for_the_requests_served() {
     let h = golem_server(
         &dir.path().join("server"),
         golem_config(net.requestor(0), subnet),
+        policy.clone(),
+    )
+    .await;
+    let h_over = golem_server(
+        &dir.path().join("over"),
+        golem_config(net.requestor(0), "per-request-over"),
         policy,
     )
     .await;
@@ -1440,6 +1460,47 @@ async fn a_per_request_price_is_paid_exactly_for_the_requests_served() {
         }
     };
 
+    // The overbilling provider: 10 requests and a stop; its invoice asks 0.062 where 0.06 is
+    // due, and is refused with the reason; it keeps what its debit notes were paid.
+    let overbilled = async {
+        let carol = Api::signed_in(&h_over, DEV_KEY_0).await;
+        let (_, created) = carol.post("/nodes", json!({"network": "dev"})).await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        let node = wait_state(&carol, &id, "running", Duration::from_secs(60)).await;
+        let (user, password) = creds(&node);
+        let url = node["url"].as_str().unwrap();
+        for _ in 0..10 {
+            rpc(url, Some((&user, &password)), "eth_blockNumber", json!([]))
+                .await
+                .unwrap();
+        }
+        wait_node(
+            &carol,
+            &id,
+            "a debit note for the 10 requests paid",
+            Duration::from_secs(30),
+            |n| wei_of(&n["billing"]["spent"]) == wei("0.06"),
+        )
+        .await;
+        carol.post(&format!("/nodes/{id}/stop"), json!({})).await;
+        let node = wait_node(
+            &carol,
+            &id,
+            "its invoice refused",
+            Duration::from_secs(60),
+            |n| n["billing"]["refused"].is_string() || n["billing"]["settled"] == true,
+        )
+        .await;
+        let refused = node["billing"]["refused"].as_str().unwrap_or_default();
+        assert!(
+            refused.starts_with("invoice")
+                && refused
+                    .contains("0.062 GLM is more than the agreed price allows: at most 0.0605 GLM"),
+            "{node}"
+        );
+        assert_eq!(node["billing"]["settled"], false, "{node}");
+        wei_of(&node["billing"]["spent"])
+    };
     let alice = Api::signed_in(&h, DEV_KEY_0).await;
     let served = async {
         let (status, created) = alice.post("/nodes", json!({"network": "dev"})).await;
@@ -1458,7 +1519,12 @@ async fn a_per_request_price_is_paid_exactly_for_the_requests_served() {
         assert_eq!(billing["start_fee"], "0.05", "{billing}");
         id
     };
-    let (id, ()) = tokio::join!(served, refused_by_default_cap);
+    let (id, (), over_spent) = tokio::join!(served, refused_by_default_cap, overbilled);
+    assert_eq!(
+        over_spent,
+        wei("0.06"),
+        "the overbiller's debit notes, no more"
+    );
     let (_, node) = alice.get(&format!("/nodes/{id}")).await;
     let (user, password) = creds(&node);
     let url = node["url"].as_str().unwrap().to_owned();
@@ -1604,5 +1670,11 @@ async fn a_per_request_price_is_paid_exactly_for_the_requests_served() {
     );
     let got = paid_on_chain(&net, p(0), before[0], due).await;
     assert_eq!(got, due, "the chain got exactly what was due");
-    assert_eq!(balance(&net, p(1)).await, before[1], "the greedy one was paid");
+    let got = paid_on_chain(&net, p(2), before[2], over_spent).await;
+    assert_eq!(got, over_spent, "the overbiller got its debit notes only");
+    assert_eq!(
+        balance(&net, p(1)).await,
+        before[1],
+        "the greedy one was paid"
+    );
 }
