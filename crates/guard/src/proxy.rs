@@ -133,8 +133,12 @@ impl Drop for Metered {
     }
 }
 
-/// The most a connection to the node buffers of an answer.
-const NODE_READ_BUF_MAX: usize = 64 * 1024;
+/// The most a connection to the node buffers of an answer. Each idle connection keeps its
+/// buffer: 64 connections at hyper's default (~400 KiB) held the runtime at 19 MiB after load,
+/// at 64 KiB at 15.6 MiB, at 16 KiB at 11.9 MiB (docs/benchmarks.md). Answers stream through,
+/// so a smaller buffer only means more reads of a large one. (Keeping fewer than 64 idle
+/// connections saved nothing more and made 64-connection load reconnect: 37 % of direct.)
+const NODE_READ_BUF_MAX: usize = 16 * 1024;
 
 /// The node's JSON-RPC over HTTP, with idle connections kept for reuse.
 #[derive(Debug, Clone)]
@@ -150,9 +154,6 @@ impl NodeClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .pool_max_idle_per_host((limits.max_concurrent as usize).min(64))
-            // hyper's read buffer grows to ~400 KiB after big answers and stays with the idle
-            // connection: 64 of them kept the runtime at 19 MiB after load. Answers stream
-            // through, so a smaller buffer only means a few more reads of a large one.
             .http1_max_buf_size(NODE_READ_BUF_MAX)
             .build(connector);
         Self { uri, client }

@@ -210,6 +210,18 @@ pub async fn probe_anvil(binary: &Path) -> Result<String, String> {
         })
 }
 
+/// How long to wait before asking a starting node again, `elapsed` into its start. A local
+/// probe costs microseconds (a refused connect) and start latency is what users wait for, so the
+/// first second is polled every 2 ms: a doubling pause (2, 4, …, 25 ms) answered anvil, ready
+/// after ≈ 45 ms, only at the 55 or 80 ms poll. Erigon takes seconds to minutes; 25 ms after that.
+fn ready_poll_pause(elapsed: Duration) -> Duration {
+    if elapsed < Duration::from_secs(1) {
+        Duration::from_millis(2)
+    } else {
+        Duration::from_millis(25)
+    }
+}
+
 /// The runtime's service for one host: checks the setup and starts instances.
 #[derive(Debug, Clone)]
 pub struct NodeService {
@@ -724,8 +736,7 @@ impl NodeService {
     {
         let timeout = Duration::from_secs(self.config.limits.start_timeout_secs);
         let deadline = Instant::now() + timeout;
-        // Short pauses: a local RPC probe is cheap and start latency is what users wait for.
-        let mut pause = Duration::from_millis(2);
+        let started = Instant::now();
         loop {
             for p in processes {
                 if let state @ (ProcessState::Failed { .. } | ProcessState::Restarting { .. }) =
@@ -753,8 +764,7 @@ impl NodeService {
                     log,
                 });
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(25));
+            tokio::time::sleep(ready_poll_pause(started.elapsed())).await;
         }
     }
 
@@ -1124,4 +1134,24 @@ fn check_writable_dir(path: &Path) -> Result<(), ServiceError> {
     fs::write(&probe, b"").map_err(err)?;
     let _ = fs::remove_file(probe);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_starting_node_is_asked_every_2_ms_for_its_first_second_then_every_25_ms() {
+        let ms = Duration::from_millis;
+        for (elapsed, pause) in [
+            (ms(0), ms(2)),
+            (ms(44), ms(2)),
+            (ms(80), ms(2)),
+            (ms(999), ms(2)),
+            (ms(1000), ms(25)),
+            (ms(120_000), ms(25)),
+        ] {
+            assert_eq!(ready_poll_pause(elapsed), pause, "at {elapsed:?}");
+        }
+    }
 }
