@@ -580,12 +580,15 @@ impl Store {
         Ok(())
     }
 
-    /// The node's STATUS reported `requests` served so far: the count only grows.
+    /// The node's STATUS reported `requests` served so far: the count only grows, until the
+    /// agreement ends. Unlike the time served it is not frozen at the stop decision: the requests
+    /// the endpoint answered until its activity was destroyed are owed, and the stop reads the
+    /// count once more for them (the last poll may be seconds old).
     pub async fn note_requests(&self, agreement_id: &str, requests: u64) -> Result<()> {
         let n = i64::try_from(requests).unwrap_or(i64::MAX);
         sqlx::query(
             "UPDATE deals SET requests = $1, updated_at = $2 \
-             WHERE agreement_id = $3 AND requests < $1 AND served_until IS NULL",
+             WHERE agreement_id = $3 AND requests < $1 AND ended_at IS NULL",
         )
         .bind(n)
         .bind(now_ms())

@@ -606,6 +606,14 @@ impl Backend for GolemBackend {
 
     async fn stop(&self, node_id: &str) -> Result<(), BackendError> {
         let deal = self.live_deal(node_id).await?;
+        if deal.price.per_request.is_some() {
+            // The requests served since the last STATUS poll are owed too, and the count is
+            // frozen with the billing: read it once more first, or the provider's honest invoice
+            // would ask more than the bound allows and be refused.
+            if let Err(e) = self.status(node_id).await {
+                tracing::info!(node = %node_id, "the last request count before the stop: {e}");
+            }
+        }
         self.end_deal(&deal.agreement_id, "the requestor stopped the node")
             .await
     }

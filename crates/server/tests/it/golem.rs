@@ -1343,3 +1343,338 @@ async fn restarts_in_the_middle_of_payments_keep_the_deal_and_pay_nothing_twice(
         .iter()
         .any(|d| d.id == note_id && d.state == erigolem_store::DocumentState::Accepted));
 }
+
+/// Issue 12's per-request price through the server: a provider selling at 0 GLM/h + 0.05 start +
+/// 0.001 GLM per request (time costs nothing, so every figure is exact), a node bought through the
+/// API, a known number of billable requests through its URL (a batch counts as its elements;
+/// refused calls and wrong credentials count nothing): 20, then 3 s of steady traffic across
+/// debit notes, then 5 and a stop right after the last one. The provider is paid exactly
+/// 0.05 + requests × 0.001 GLM (the accepted debit notes and invoice, the server's record, the
+/// chain), with a slack of half a request so no request the server did not count slips through;
+/// and its honest notes and invoice are paid though they count requests the server's last STATUS
+/// poll had not seen (the stop reads the count once more before it ends the agreement).
+/// Next to it a provider whose invoice asks two requests more than it served gets it refused
+/// (and keeps only what its debit notes were paid); a provider that asks 0.01 GLM per request with no start fee (cheaper for the
+/// server's expected use of one request an hour) is never taken by this server, whose cap is
+/// 0.002; and a server with the default cap (0.0001) takes neither and says why.
+#[tokio::test]
+async fn a_per_request_price_is_paid_exactly_for_the_requests_served() {
+    let net = GolemNet::spawn(GolemNetConfig::test().with_nodes(1, 3))
+        .await
+        .unwrap();
+    let machine = Provider::start(3, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = |i: usize| net.provider(i);
+    let subnet = "per-request";
+    let _agents = [
+        agent(
+            p(0),
+            &machine,
+            dir.path(),
+            subnet,
+            "0",
+            "0.05",
+            &["--price-per-request", "0.001", "--debit-note-interval", "1"],
+        ),
+        agent(
+            p(1),
+            &machine,
+            dir.path(),
+            subnet,
+            "0",
+            "0",
+            &["--price-per-request", "0.01"],
+        ),
+        // Honest price, but its invoice asks 0.002 GLM (two requests) more than it served.
+        agent(
+            p(2),
+            &machine,
+            dir.path(),
+            "per-request-over",
+            "0",
+            "0.05",
+            &[
+                "--price-per-request",
+                "0.001",
+                "--misbehave",
+                "overbill-invoice=0.002",
+            ],
+        ),
+    ];
+    let mut before = Vec::new();
+    for i in 0..3 {
+        before.push(balance(&net, p(i)).await);
+    }
+    let slack = "0.0005";
+    let mut policy = test_policy();
+    policy.slack = g(slack);
+    policy.budget = g("1");
+    policy.caps.max_price_per_request = Some(g("0.002"));
+    // One request an hour expected: the greedy offer (0.01) would rank before the honest (0.051).
+    policy.expected.requests_per_hour = 1;
+    let h = golem_server(
+        &dir.path().join("server"),
+        golem_config(net.requestor(0), subnet),
+        policy.clone(),
+    )
+    .await;
+    let h_over = golem_server(
+        &dir.path().join("over"),
+        golem_config(net.requestor(0), "per-request-over"),
+        policy,
+    )
+    .await;
+    let mut strict = golem_config(net.requestor(0), subnet);
+    strict.deal_timeout = Duration::from_secs(5);
+    let h_default = golem_server(
+        &dir.path().join("default-caps"),
+        strict,
+        PaymentPolicy {
+            budget: g("1"),
+            ..PaymentPolicy::default()
+        },
+    )
+    .await;
+
+    let refused_by_default_cap = async {
+        let bob = Api::signed_in(&h_default, DEV_KEY_0).await;
+        let (_, terms) = bob.get("/billing").await;
+        assert_eq!(terms["max_price_per_request"], "0.0001", "{terms}");
+        let (_, created) = bob.post("/nodes", json!({"network": "dev"})).await;
+        let failed = wait_state(
+            &bob,
+            created["id"].as_str().unwrap(),
+            "failed",
+            Duration::from_secs(40),
+        )
+        .await;
+        let reason = failed["reason"].as_str().unwrap();
+        assert!(reason.contains("no offers"), "{reason}");
+        for asked in ["0.001", "0.01"] {
+            assert!(
+                reason.contains(&format!(
+                    "asks {asked} GLM per request, above the cap of 0.0001"
+                )),
+                "{reason}"
+            );
+        }
+    };
+
+    // The overbilling provider: 10 requests and a stop; its invoice asks 0.062 where 0.06 is
+    // due, and is refused with the reason; it keeps what its debit notes were paid.
+    let overbilled = async {
+        let carol = Api::signed_in(&h_over, DEV_KEY_0).await;
+        let (_, created) = carol.post("/nodes", json!({"network": "dev"})).await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        let node = wait_state(&carol, &id, "running", Duration::from_secs(60)).await;
+        let (user, password) = creds(&node);
+        let url = node["url"].as_str().unwrap();
+        for _ in 0..10 {
+            rpc(url, Some((&user, &password)), "eth_blockNumber", json!([]))
+                .await
+                .unwrap();
+        }
+        wait_node(
+            &carol,
+            &id,
+            "a debit note for the 10 requests paid",
+            Duration::from_secs(30),
+            |n| wei_of(&n["billing"]["spent"]) == wei("0.06"),
+        )
+        .await;
+        carol.post(&format!("/nodes/{id}/stop"), json!({})).await;
+        let node = wait_node(
+            &carol,
+            &id,
+            "its invoice refused",
+            Duration::from_secs(60),
+            |n| n["billing"]["refused"].is_string() || n["billing"]["settled"] == true,
+        )
+        .await;
+        let refused = node["billing"]["refused"].as_str().unwrap_or_default();
+        assert!(
+            refused.starts_with("invoice")
+                && refused
+                    .contains("0.062 GLM is more than the agreed price allows: at most 0.0605 GLM"),
+            "{node}"
+        );
+        assert_eq!(node["billing"]["settled"], false, "{node}");
+        wei_of(&node["billing"]["spent"])
+    };
+    let alice = Api::signed_in(&h, DEV_KEY_0).await;
+    let served = async {
+        let (status, created) = alice.post("/nodes", json!({"network": "dev"})).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let id = created["id"].as_str().unwrap().to_owned();
+        let node = wait_state(&alice, &id, "running", Duration::from_secs(60)).await;
+        assert_eq!(node["state"], "running", "{node}");
+        let billing = &node["billing"];
+        assert_eq!(
+            billing["provider_id"],
+            p(0).node_id.to_lowercase().as_str(),
+            "the offer above the per-request cap is never taken: {node}"
+        );
+        assert_eq!(billing["price_per_request"], "0.001", "{billing}");
+        assert_eq!(billing["price_per_hour"], "0", "{billing}");
+        assert_eq!(billing["start_fee"], "0.05", "{billing}");
+        id
+    };
+    let (id, (), over_spent) = tokio::join!(served, refused_by_default_cap, overbilled);
+    assert_eq!(
+        over_spent,
+        wei("0.06"),
+        "the overbiller's debit notes, no more"
+    );
+    let (_, node) = alice.get(&format!("/nodes/{id}")).await;
+    let (user, password) = creds(&node);
+    let url = node["url"].as_str().unwrap().to_owned();
+    let client = reqwest::Client::new();
+    let post = |body: Value, password: &str| {
+        client
+            .post(&url)
+            .basic_auth(&user, Some(password))
+            .json(&body)
+            .send()
+    };
+
+    // 20 billable requests: 15 calls and a batch of 5.
+    for _ in 0..15 {
+        rpc(&url, Some((&user, &password)), "eth_blockNumber", json!([]))
+            .await
+            .unwrap();
+    }
+    let batch: Vec<Value> = (0..5)
+        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "eth_blockNumber"}))
+        .collect();
+    let answers: Value = post(json!(batch), &password)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answers.as_array().map(Vec::len), Some(5), "{answers}");
+    // Debit notes carrying them are paid while the node runs, and its usage says 20.
+    let running = wait_node(
+        &alice,
+        &id,
+        "a debit note for the 20 requests paid",
+        Duration::from_secs(30),
+        |n| n["state"] != "running" || wei_of(&n["billing"]["spent"]) == wei("0.07"),
+    )
+    .await;
+    assert_eq!(running["state"], "running", "{running}");
+    // The server's usage view counts the same 20 (it is fed by the node's STATUS polls).
+    wait_for_every(
+        "the node's usage to show 20 requests",
+        Duration::from_secs(10),
+        LOOK,
+        || async {
+            let (_, usage) = alice.get(&format!("/nodes/{id}/usage")).await;
+            let n = usage["totals"]["requests"].as_u64()?;
+            assert!(n <= 20, "more requests than were sent: {usage}");
+            (n == 20).then_some(())
+        },
+    )
+    .await;
+    // Then steady traffic (50 calls a second for 3 s) across debit notes (one a second; the
+    // server polls STATUS every 2 s): every note is paid in full, none is taken for overbilling
+    // (a note's count lags the node's: the runtime reports it to the exe-unit each second).
+    let mut steady = 0u128;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        tick.tick().await;
+        rpc(&url, Some((&user, &password)), "eth_blockNumber", json!([]))
+            .await
+            .unwrap();
+        steady += 1;
+    }
+    let paid = wei("0.07") + steady * wei("0.001");
+    let running = wait_node(
+        &alice,
+        &id,
+        "a debit note for the steady traffic paid",
+        Duration::from_secs(30),
+        |n| n["state"] != "running" || wei_of(&n["billing"]["spent"]) == paid,
+    )
+    .await;
+    assert_eq!(running["state"], "running", "{running}");
+
+    // Not billed: a method the guard refuses, and wrong credentials.
+    for _ in 0..3 {
+        let answer: Value = post(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "admin_peers"}),
+            &password,
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(answer["error"]["code"], -32601, "{answer}");
+        let wrong = post(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber"}),
+            "wrong",
+        )
+        .await
+        .unwrap();
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    }
+    // 5 more, and the user stops the node at once (before the server's next STATUS poll).
+    for _ in 0..5 {
+        rpc(&url, Some((&user, &password)), "eth_blockNumber", json!([]))
+            .await
+            .unwrap();
+    }
+    let (status, _) = alice.post(&format!("/nodes/{id}/stop"), json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let node = wait_node(
+        &alice,
+        &id,
+        "stopped and its invoice decided",
+        Duration::from_secs(60),
+        |n| n["billing"]["settled"] == true || n["billing"]["refused"].is_string(),
+    )
+    .await;
+    assert_eq!(node["state"], "stopped", "{node}");
+    assert!(node["billing"]["refused"].is_null(), "{node}");
+    assert_eq!(node["billing"]["settled"], true, "{node}");
+
+    // Exactly start fee + requests × price: in the server's record, at yagna, on the chain.
+    let requests = 20 + steady + 5;
+    let due = wei("0.05") + requests * wei("0.001");
+    eprintln!("{requests} requests, due {due} wei");
+    assert_eq!(wei_of(&node["billing"]["spent"]), due, "{node}");
+    assert_eq!(
+        wei_of(&node["billing"]["payable"]),
+        due + wei(slack),
+        "the server's bound counted the {requests} requests: {node}"
+    );
+    let agreement = node["billing"]["agreement_id"].as_str().unwrap().to_owned();
+    let invoices: Value = net
+        .requestor(0)
+        .get("/payment-api/v1/invoices")
+        .await
+        .unwrap();
+    let invoice = invoices
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["agreementId"] == agreement.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("no invoice for {agreement}: {invoices}"));
+    assert_eq!(wei_of(&invoice["amount"]), due, "{invoice}");
+    assert!(
+        invoice["status"] == "ACCEPTED" || invoice["status"] == "SETTLED",
+        "{invoice}"
+    );
+    let got = paid_on_chain(&net, p(0), before[0], due).await;
+    assert_eq!(got, due, "the chain got exactly what was due");
+    let got = paid_on_chain(&net, p(2), before[2], over_spent).await;
+    assert_eq!(got, over_spent, "the overbiller got its debit notes only");
+    assert_eq!(
+        balance(&net, p(1)).await,
+        before[1],
+        "the greedy one was paid"
+    );
+}

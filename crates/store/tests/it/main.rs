@@ -1080,25 +1080,30 @@ async fn deals_freeze_billing_once_and_survive_a_restart(mut db: Db) {
     );
     db.store.freeze_billing(&n.id, 5_000).await.unwrap();
     db.store.freeze_billing(&n.id, 9_000).await.unwrap();
-    db.store.note_requests("a1", 99).await.unwrap();
+    db.store.note_requests("a1", 12).await.unwrap();
     let d = db.store.deal("a1").await.unwrap().unwrap();
     assert_eq!(
         d.service.served_until,
         Some(5_000),
         "frozen at the first stop or failure"
     );
-    assert_eq!(d.service.requests, 10, "frozen too");
+    assert_eq!(
+        d.service.requests, 12,
+        "requests answered until the agreement ends still count"
+    );
     assert!(
         db.store.live_deal(&n.id).await.unwrap().is_some(),
         "not ended yet"
     );
     db.store.end_deal("a1", 7_000).await.unwrap();
+    db.store.note_requests("a1", 99).await.unwrap();
     assert!(db.store.live_deal(&n.id).await.unwrap().is_none());
     let d = db.store.deal("a1").await.unwrap().unwrap();
     assert_eq!(
         (d.ended_at, d.service.served_until),
         (Some(7_000), Some(5_000))
     );
+    assert_eq!(d.service.requests, 12, "frozen once the agreement ended");
     // A second agreement of the same plan, on another provider.
     db.store
         .insert_deal(&new_deal("a2", &n.id, &p.id, "0xprov2"))
