@@ -5,8 +5,10 @@
 //! Nginx), and the full path of today (Nginx → the runtime's guard → the node) — at 1, 16 and 64
 //! keep-alive connections, for `eth_blockNumber` and for a mix of real calls on an anvil with
 //! state (a deployed ERC-20 with 240 transfers over 120 blocks), the paths taking turns in short
-//! slices so that a busy machine weighs on each alike. Then the password file formats. (The
-//! runtime's CPU per call includes copying the node's log: anvil logs a line per call.)
+//! slices so that a busy machine weighs on each alike. A fourth path beside them is the floor of
+//! any design that puts a process between Nginx and the node: a relay that parses nothing and
+//! copies bytes, kept alive on both sides. Then the password file formats. (The runtime's CPU per
+//! call includes copying the node's log: anvil logs a line per call.)
 //!
 //! `scripts/bench.sh` (release build); results are recorded in docs/benchmarks.md.
 #![allow(clippy::unwrap_used)]
@@ -182,6 +184,7 @@ http {{
     keepalive_requests 100000;
     map $http_upgrade $erigolem_connection {{ default upgrade; '' ''; }}
     upstream erigolem-{instance} {{ server 127.0.0.1:{node_port}; keepalive 64; }}
+    upstream erigolem-relay {{ server unix:{p}/relay.sock; keepalive 64; }}
     server {{
         listen 127.0.0.1:{port};
         client_max_body_size 10m;
@@ -196,6 +199,16 @@ http {{
             proxy_set_header Authorization "";
             proxy_read_timeout 1h;
             proxy_send_timeout 1h;
+            proxy_buffering off;
+        }}
+        location /relay/{instance}/ {{
+            auth_basic "erigolem";
+            auth_basic_user_file {password};
+            proxy_pass http://erigolem-relay/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host localhost;
+            proxy_set_header Authorization "";
             proxy_buffering off;
         }}
     }}
@@ -250,8 +263,46 @@ fn pct(a: f64, b: f64) -> String {
     format!("{:.0}%", 100.0 * a / b)
 }
 
+/// Set in the environment of this benchmark's own binary to run it as the relay instead:
+/// `<unix socket>|<node host:port>`.
+const RELAY_ENV: &str = "ERIGOLEM_BENCH_RELAY";
+
+/// The relay: each connection from Nginx gets one TCP connection to the node, and bytes are
+/// copied both ways until either side closes. One thread, like the runtime's guard.
+fn relay(spec: &str) {
+    let (socket, node) = spec.split_once('|').unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let _ = std::fs::remove_file(socket);
+        let listener = tokio::net::UnixListener::bind(socket).unwrap();
+        std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .unwrap();
+        loop {
+            let (mut from, _) = listener.accept().await.unwrap();
+            let node = node.to_owned();
+            tokio::spawn(async move {
+                let Ok(mut to) = tokio::net::TcpStream::connect(&node).await else {
+                    return;
+                };
+                let _ = to.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut from, &mut to).await;
+            });
+        }
+    });
+}
+
+fn main() {
+    match std::env::var(RELAY_ENV) {
+        Ok(spec) => relay(&spec),
+        Err(_) => bench(),
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+async fn bench() {
     let provider = Provider::start(4, |c| {
         // Out of the way: the guard still counts and checks every call.
         c.guard.dedicated = GuardLimits {
@@ -336,6 +387,23 @@ async fn main() {
     )
     .unwrap();
     let (_old_nginx, old_url) = nginx_only(&old_dir, &name, node_port, &old_password).await;
+    let relay_socket = old_dir.join("relay.sock");
+    let relay_process = ChildGuard::spawn(
+        std::process::Command::new(std::env::current_exe().unwrap()).env(
+            RELAY_ENV,
+            format!("{}|127.0.0.1:{node_port}", relay_socket.display()),
+        ),
+    );
+    wait_for("the relay", Duration::from_secs(10), || {
+        let socket = relay_socket.clone();
+        async move {
+            std::os::unix::net::UnixStream::connect(&socket)
+                .is_ok()
+                .then_some(())
+        }
+    })
+    .await;
+    let relay_url = old_url.replacen(&format!("/{name}/"), &format!("/relay/{name}/"), 1);
     let mix = populate(&direct).await;
     for body in &mix {
         let v: Value = reqwest::Client::new()
@@ -370,14 +438,18 @@ async fn main() {
         println!("## {label}: direct vs Nginx only (before) vs Nginx + guard (now)\n");
         println!("| conns | direct req/s | nginx-only req/s | full req/s | full/direct | full/nginx-only | direct p50 ms | nginx-only p50 ms | full p50 ms | added p50 ms (full − nginx-only) | direct p99 ms | nginx-only p99 ms | full p99 ms | guard CPU µs/call | errors d/n/f | load avg |");
         println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|");
+        let mut floors = Vec::new();
         for conns in [1, 16, 64] {
-            // The three paths take turns in short slices, so that whatever else the machine
-            // does weighs on each of them alike.
-            let (mut d, mut n, mut f) = (Vec::new(), Vec::new(), Vec::new());
-            let (mut cpu, mut calls) = (0.0, 0);
+            // The paths take turns in short slices, so that whatever else the machine does
+            // weighs on each of them alike.
+            let (mut d, mut n, mut f, mut r) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut cpu, mut calls, mut relay_cpu) = (0.0, 0, 0.0);
             for _ in 0..ROUNDS {
                 d.extend(samples(&direct, None, conns, bodies, SLICE_WARMUP, SLICE).await);
                 n.extend(samples(&old_url, auth, conns, bodies, SLICE_WARMUP, SLICE).await);
+                let relay_before = cpu_secs(relay_process.pid());
+                r.extend(samples(&relay_url, auth, conns, bodies, SLICE_WARMUP, SLICE).await);
+                relay_cpu += cpu_secs(relay_process.pid()) - relay_before;
                 let cpu_before = cpu_secs(session.pid());
                 let before = session.status().await.unwrap().usage.unwrap().requests;
                 f.extend(samples(&status.url, auth, conns, bodies, SLICE_WARMUP, SLICE).await);
@@ -385,11 +457,22 @@ async fn main() {
                 cpu += cpu_secs(session.pid()) - cpu_before;
             }
             let measured = SLICE * ROUNDS;
-            let (d, n, f) = (
+            let (d, n, f, r) = (
                 Load::from_clients(d, measured),
                 Load::from_clients(n, measured),
                 Load::from_clients(f, measured),
+                Load::from_clients(r, measured),
             );
+            // The relay counts nothing: its calls are the ones the load generator saw answered.
+            let relay_calls = r.rps * measured.as_secs_f64();
+            floors.push(format!(
+                "| {conns} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {:+.3} | {:+.3} | {:.1} | {:.1} | {} |",
+                n.rps, r.rps, f.rps, pct(r.rps, d.rps), pct(f.rps, d.rps),
+                ms(n.p50), ms(r.p50), ms(f.p50),
+                (r.p50.as_secs_f64() - n.p50.as_secs_f64()) * 1000.0,
+                (f.p50.as_secs_f64() - n.p50.as_secs_f64()) * 1000.0,
+                relay_cpu / relay_calls.max(1.0) * 1e6, cpu / calls.max(1) as f64 * 1e6, r.errors
+            ));
             let per_call = cpu / calls.max(1) as f64 * 1e6;
             peak = peak.max(rss_kib(session.pid()));
             let added = f.p50.as_secs_f64() - n.p50.as_secs_f64();
@@ -399,6 +482,13 @@ async fn main() {
                 ms(d.p50), ms(n.p50), ms(f.p50), added * 1000.0,
                 ms(d.p99), ms(n.p99), ms(f.p99), d.errors, n.errors, f.errors, load_average()
             );
+        }
+        println!();
+        println!("### the floor of one more process: Nginx → a byte relay (kept alive both sides, parses nothing) → the node, in the same slices\n");
+        println!("| conns | nginx-only req/s | relay req/s | full req/s | relay/direct | full/direct | nginx-only p50 ms | relay p50 ms | full p50 ms | relay added p50 ms | full added p50 ms | relay CPU µs/call | guard CPU µs/call | relay errors |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for row in floors {
+            println!("{row}");
         }
         println!();
     }
