@@ -250,13 +250,23 @@ impl Nginx {
                 .stderr(std::fs::File::create(dir.join("nginx.stderr")).unwrap()),
         );
         let pid_file = gateway.pid_file.clone();
-        wait_for("nginx to listen", Duration::from_secs(10), || {
-            let pid_file = pid_file.clone();
-            async move {
-                (pid_file.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+        // Its workers too: the master listens before it forks them, and a test that records
+        // the worker pids (Nginx is never reloaded) must not record none.
+        let running = erigolem_gateway::Gateway::new(gateway.clone());
+        wait_for(
+            "nginx to listen with its workers",
+            Duration::from_secs(10),
+            || {
+                let pid_file = pid_file.clone();
+                let workers = running.worker_pids().is_ok_and(|w| !w.is_empty());
+                async move {
+                    (workers
+                        && pid_file.exists()
+                        && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
                     .then_some(())
-            }
-        })
+                }
+            },
+        )
         .await;
         Self {
             port,
