@@ -137,12 +137,6 @@ impl RotatingLog {
 /// The longest line [`capture`] holds back waiting for its end; a longer one is written cut.
 const MAX_LINE: u64 = 64 * 1024;
 
-/// How long [`capture`] lets output gather before it reads again. A node that logs a line per
-/// call (anvil does) then costs one wake-up and one write per pause, not per call: on two vCPUs
-/// those wake-ups were a share of every call's cost. The pipe holds 64 KiB, so only a node
-/// writing over 3 MiB/s waits on it.
-const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
-
 /// Copies `from` (e.g. the read end of a child's stderr pipe) into `log`, rotating at its cap,
 /// whole lines at a time, on a thread of its own until `from` closes.
 pub fn capture(
@@ -152,22 +146,16 @@ pub fn capture(
     use std::io::BufRead;
     let mut log = RotatingLog::open(log)?;
     Ok(std::thread::spawn(move || {
-        let mut from = io::BufReader::with_capacity(64 * 1024, from);
-        let mut lines = Vec::new();
+        let mut from = io::BufReader::new(from);
+        let mut line = Vec::new();
         loop {
-            match (&mut from).take(MAX_LINE).read_until(b'\n', &mut lines) {
+            line.clear();
+            match (&mut from).take(MAX_LINE).read_until(b'\n', &mut line) {
                 Ok(0) | Err(_) => break,
-                // What was read at once is written at once; a failing disk drops output, and
-                // the writer never blocks on it.
-                Ok(_) if from.buffer().is_empty() => {
-                    drop(log.write(&lines));
-                    lines.clear();
-                    std::thread::sleep(GATHER);
-                }
-                Ok(_) => {}
+                // A failing disk drops output; the writer never blocks on it.
+                Ok(_) => drop(log.write(&line)),
             }
         }
-        drop(log.write(&lines));
     }))
 }
 
