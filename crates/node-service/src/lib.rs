@@ -234,7 +234,7 @@ impl CachedVersion {
 
 /// anvil's version, asked once per binary rather than at every start: `anvil --version` is
 /// 4 ms of CPU, taken from the node starting beside it (100 dev nodes at once: 0.4 s of CPU).
-pub async fn anvil_version(binary: &Path, data_dir: &Path) -> Result<String, String> {
+async fn anvil_version(binary: &Path, data_dir: &Path) -> Result<String, String> {
     let cache = data_dir.join("anvil-version.json");
     let print = CachedVersion::of(binary);
     let cached = fs::read(&cache)
